@@ -1,0 +1,214 @@
+"""The driver's own view of the API server: a keep-alive HTTP client and a pod watch that stamps every change.
+
+Both use only ``http.client``, so the driver's cost per request stays small
+and nothing of the daemon's Kubernetes stack is shared with what measures it.
+Times are ``time.monotonic()`` (CLOCK_MONOTONIC, one clock for every thread
+of the driver).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ApiError", "KubeHttp", "PodWatch", "terminated_status_patch"]
+
+
+class ApiError(RuntimeError):
+    """The API server answered with a status outside 2xx."""
+
+    def __init__(self, method: str, path: str, status: int, body: bytes) -> None:
+        super().__init__(f"{method} {path}: {status} {body[:300]!r}")
+        self.status = status
+
+
+class KubeHttp:
+    """One keep-alive connection per thread to a plain-HTTP API server, with the bearer token."""
+
+    def __init__(self, url: str, token: str, *, timeout: float = 30.0) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme != "http" or parsed.hostname is None or parsed.port is None:
+            raise ValueError(f"expected http://host:port, got {url!r}")
+        self.host = parsed.hostname
+        self.port = parsed.port
+        self.timeout = timeout
+        self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self._local = threading.local()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            self._local.connection = connection
+        return connection
+
+    def request(self, method: str, path: str, body: Any = None,
+                content_type: str = "application/json") -> Any:
+        """Send one request and return the decoded JSON answer; retried once on a dropped keep-alive connection."""
+        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        headers = dict(self.headers)
+        if data is not None:
+            headers["Content-Type"] = content_type
+        for attempt in (1, 2):
+            connection = self._connection()
+            try:
+                connection.request(method, path, body=data, headers=headers)
+                response = connection.getresponse()
+                payload = response.read()
+            except (ConnectionError, http.client.HTTPException):
+                connection.close()
+                self._local.connection = None
+                if attempt == 2:
+                    raise
+                continue
+            if not 200 <= response.status <= 299:
+                raise ApiError(method, path, response.status, payload)
+            return json.loads(payload) if payload else None
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Close this thread's connection (other threads' close when they end)."""
+        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+
+
+def terminated_status_patch(container_name: str, exit_code: int = 0) -> dict[str, Any]:
+    """The status a kubelet reports when the container ends (as ``test_watch_and_secrets.set_terminated``)."""
+    return {"status": {
+        "phase": "Succeeded" if exit_code == 0 else "Failed",
+        "containerStatuses": [{"name": container_name, "ready": False, "restartCount": 0, "image": "x",
+                               "imageID": "",
+                               "state": {"terminated": {"exitCode": exit_code,
+                                                        "reason": "Completed" if exit_code == 0 else "Error"}}}]}}
+
+
+@dataclass
+class PodTimes:
+    """When the watch first saw each pod in each state (``time.monotonic()``)."""
+
+    added: dict[str, float] = field(default_factory=dict)
+    running: dict[str, float] = field(default_factory=dict)
+    finished: dict[str, float] = field(default_factory=dict)
+    deleted: dict[str, float] = field(default_factory=dict)
+
+
+class PodWatch:
+    """A watch on a namespace's pods in a thread of its own, resumed from its resourceVersion if the stream ends."""
+
+    def __init__(self, kube: KubeHttp, namespace: str, label_selector: str = "") -> None:
+        self._kube = kube
+        self._namespace = namespace
+        self._selector = label_selector
+        self.times = PodTimes()
+        self.events = 0
+        self.restarts = 0
+        self.error: str | None = None
+        self._resource_version = ""
+        self._stop = threading.Event()
+        self._connection: http.client.HTTPConnection | None = None
+        self._opened = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-pod-watch", daemon=True)
+
+    def start(self, timeout: float = 10.0) -> PodWatch:
+        self._thread.start()
+        if not self._opened.wait(timeout):
+            raise TimeoutError("the driver's pod watch did not open")
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        connection = self._connection
+        if connection is not None and connection.sock is not None:
+            with contextlib.suppress(OSError):
+                connection.sock.shutdown(2)
+        self._thread.join(5)
+
+    def _path(self) -> str:
+        query = {"watch": "true", "timeoutSeconds": "0", "allowWatchBookmarks": "true"}
+        if self._selector:
+            query["labelSelector"] = self._selector
+        if self._resource_version:
+            query["resourceVersion"] = self._resource_version
+        return f"/api/v1/namespaces/{self._namespace}/pods?{urllib.parse.urlencode(query)}"
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._stream_once()
+                self.restarts += 1
+        except Exception as exc:  # noqa: BLE001 (reported to whoever waits, who then fails with it)
+            if not self._stop.is_set():
+                self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._opened.set()
+
+    def _stream_once(self) -> None:
+        connection = http.client.HTTPConnection(self._kube.host, self._kube.port, timeout=None)
+        self._connection = connection
+        try:
+            connection.request("GET", self._path(), headers=self._kube.headers)
+            response = connection.getresponse()
+            if response.status != 200:
+                raise ApiError("WATCH", "pods", response.status, response.read())
+            self._opened.set()
+            while True:
+                line = response.readline()
+                if not line:
+                    return
+                if line.strip():
+                    self._handle(json.loads(line), time.monotonic())
+        finally:
+            self._connection = None
+            connection.close()
+
+    def _handle(self, event: dict[str, Any], now: float) -> None:
+        kind = event.get("type")
+        pod = event.get("object") or {}
+        metadata = pod.get("metadata") or {}
+        if kind == "ERROR":
+            raise RuntimeError(f"watch error: {pod.get('code')} {pod.get('message')}")
+        if version := metadata.get("resourceVersion"):
+            self._resource_version = version
+        if kind not in ("ADDED", "MODIFIED", "DELETED"):
+            return
+        name = metadata["name"]
+        phase = (pod.get("status") or {}).get("phase")
+        times = self.times
+        self.events += 1
+        times.added.setdefault(name, now)
+        if phase == "Running":
+            times.running.setdefault(name, now)
+        elif phase in ("Succeeded", "Failed"):
+            times.finished.setdefault(name, now)
+        if kind == "DELETED":
+            times.deleted.setdefault(name, now)
+
+    def wait(self, what: str, names: Iterable[str], deadline: float, check: Callable[[], None] | None = None) -> float:
+        """Wait until every pod of ``names`` was seen ``what`` (added/running/finished/deleted); the last time.
+
+        ``check`` is called while waiting, to fail early (when the daemon died, say).
+        """
+        wanted = list(names)
+        seen: dict[str, float] = getattr(self.times, what)
+        pending = wanted
+        # The times are stamped by the watch thread as events arrive; polling here costs no precision.
+        while True:
+            pending = [name for name in pending if name not in seen]
+            if not pending:
+                return max((seen[name] for name in wanted), default=time.monotonic())
+            if self.error is not None:
+                raise RuntimeError(f"the driver's pod watch failed: {self.error}")
+            if check is not None:
+                check()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(pending)} of {len(wanted)} pods not {what} in time")
+            time.sleep(0.02)

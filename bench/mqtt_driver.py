@@ -1,0 +1,176 @@
+"""The driver's MQTT side: an SO that deploys and stamps what it hears, and models that say they are ready.
+
+The SO subscribes exactly as the DOTS SO does (``/lifecycle/mso/<so>/#`` and
+``/lifecycle/model/<so>/#``, QoS 1 like the fake SO), plus its health pong
+topic, which the driver uses to know the daemon is subscribed and its pod
+watch in sync before deploying. The models share one connection: the
+daemon sees only topics, and ten thousand client connections would measure
+the broker and the driver rather than the daemon. They publish an empty
+ReadyForProcessing at QoS 0, as DOTS models do.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from model_services_orchestrator.messages import (
+    HEALTHY,
+    DeployModels,
+    EnvironmentVariable,
+    ModelConfiguration,
+    ModelHasTerminated,
+    PingHealthSOToMSO,
+    PongHealthMSOToSO,
+)
+from simulation_components.local_mosquitto import LocalMosquitto
+
+__all__ = ["Heard", "ModelsPublisher", "SimulatorDriver"]
+
+_CONNECT_SECONDS = 10.0
+
+
+def _connect(client: paho.Client, broker: LocalMosquitto) -> None:
+    connected = threading.Event()
+    failure: list[str] = []
+
+    def on_connect(client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _properties: Any) -> None:
+        if reason.is_failure:
+            failure.append(str(reason))
+        # paho leaves Nagle's algorithm on: a second small publish would wait for the broker's delayed ACK
+        # (40 ms), which real models, one message per connection, never see.
+        sock = client.socket()
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connected.set()
+
+    client.on_connect = on_connect
+    client.username_pw_set(broker.username, broker.password)
+    client.connect(broker.host, broker.port, keepalive=60)
+    client.loop_start()
+    if not connected.wait(_CONNECT_SECONDS) or failure:
+        client.loop_stop()
+        raise RuntimeError(f"could not connect to the broker: {failure or 'timeout'}")
+
+
+@dataclass
+class Heard:
+    """What the SO received, stamped with ``time.monotonic()`` on arrival."""
+
+    models_ready: dict[str, list[float]] = field(default_factory=dict)  # simulation -> arrivals
+    all_terminated: dict[str, list[float]] = field(default_factory=dict)
+    terminated: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # (simulation, model) -> arrivals
+    exit_codes: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # -> (status, exitCode)
+    other: Counter[str] = field(default_factory=Counter)  # ErrorOccurred, UnhealthyModel, ...
+    last_arrival: float = 0.0  # of any lifecycle message
+
+
+class SimulatorDriver:
+    """Plays the SO: deploys simulations, pings the daemon, records the lifecycle messages addressed to it."""
+
+    def __init__(self, broker: LocalMosquitto, so: str = "dots-so", subscribe_qos: int = 1) -> None:
+        self.so = so
+        self.heard = Heard()
+        self.instance = f"bench-{uuid.uuid4().hex[:8]}"
+        self._healthy = threading.Event()
+        self._pong_reasons: list[str] = []
+        self._subscribed = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-so-{uuid.uuid4().hex[:8]}")
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *_args: self._subscribed.set()
+        _connect(self.client, broker)
+        self.client.subscribe([
+            (f"/lifecycle/mso/{so}/#", subscribe_qos),
+            (f"/lifecycle/model/{so}/#", subscribe_qos),
+            (f"/healthcheck/mso/{so}/{self.instance}/PongHealthMSOToSO", 0),
+        ])
+        if not self._subscribed.wait(_CONNECT_SECONDS):
+            raise RuntimeError("the bench SO could not subscribe")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+        now = time.monotonic()
+        parts = message.topic.split("/")
+        kind = parts[-1]
+        heard = self.heard
+        if parts[1] == "lifecycle":
+            heard.last_arrival = now
+        if kind == "ModelHasTerminated" and len(parts) == 7:
+            key = (parts[4], parts[5])
+            heard.terminated.setdefault(key, []).append(now)
+            decoded = ModelHasTerminated()
+            decoded.ParseFromString(bytes(message.payload))
+            heard.exit_codes[key] = (decoded.status, decoded.exitCode)
+        elif kind == "ModelsReady" and len(parts) == 6:
+            heard.models_ready.setdefault(parts[4], []).append(now)
+        elif kind == "AllModelsHaveTerminated" and len(parts) == 6:
+            heard.all_terminated.setdefault(parts[4], []).append(now)
+        elif kind == "PongHealthMSOToSO":
+            pong = PongHealthMSOToSO()
+            pong.ParseFromString(bytes(message.payload))
+            self._pong_reasons = list(pong.reasons)
+            if pong.healthy == HEALTHY:
+                self._healthy.set()
+        else:
+            heard.other[kind] += 1
+
+    def wait_daemon_healthy(self, timeout: float) -> None:
+        """Ping until the daemon answers HEALTHY: subscribed, the API reachable, its pod watch in sync."""
+        deadline = time.monotonic() + timeout
+        ping = PingHealthSOToMSO(healthy=HEALTHY).SerializeToString()
+        topic = f"/healthcheck/{self.so}/mso/{self.instance}/PingHealthSOToMSO"
+        while not self._healthy.is_set():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the daemon did not answer HEALTHY in {timeout}s (last reasons: "
+                                   f"{self._pong_reasons})")
+            self.client.publish(topic, ping, qos=0)
+            self._healthy.wait(0.25)
+
+    @staticmethod
+    def deploy_payload(models: Sequence[tuple[str, Sequence[tuple[str, str]]]], *, image: str,
+                       simulator_id: str, keep_logs_hours: float) -> bytes:
+        """A DeployModels of ``(model id, env)`` pairs, all with ``image``."""
+        return DeployModels(simulatorId=simulator_id, keepLogsHours=keep_logs_hours, modelConfigurations=[
+            ModelConfiguration(modelID=model_id, imageUrl=image, environmentVariables=[
+                EnvironmentVariable(name=name, value=value) for name, value in env])
+            for model_id, env in models]).SerializeToString()
+
+    def deploy(self, simulation_id: str, payload: bytes) -> None:
+        """Publish one DeployModels (QoS 1) and wait until the broker has it."""
+        info = self.client.publish(f"/lifecycle/{self.so}/mso/{simulation_id}/DeployModels", payload, qos=1)
+        info.wait_for_publish(_CONNECT_SECONDS)
+
+
+class ModelsPublisher:
+    """The models' side of the lifecycle, on one connection: ReadyForProcessing at QoS 0."""
+
+    def __init__(self, broker: LocalMosquitto) -> None:
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-models-{uuid.uuid4().hex[:8]}")
+        self.client.max_queued_messages_set(0)
+        _connect(self.client, broker)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def ready(self, simulation_id: str, model_ids: Sequence[str], timeout: float = 60.0) -> float:
+        """Publish every model's ReadyForProcessing; the time the last one was written to the socket."""
+        info: paho.MQTTMessageInfo | None = None
+        for model_id in model_ids:
+            info = self.client.publish(f"/lifecycle/model/mso/{simulation_id}/{model_id}/ReadyForProcessing",
+                                       b"", qos=0)
+        if info is not None:
+            info.wait_for_publish(timeout)
+        return time.monotonic()

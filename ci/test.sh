@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# All checks and tests: lint, type check, then the whole test suite
+# (unit, property, and end to end against a real Mosquitto and the local
+# Kubernetes API server). Prepares the environment first when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ] || [ "${PREPARE:-auto}" = "always" ]; then
+    ci/prepare_dev_env.sh
+fi
+ci/lint.sh
+ci/type_check.sh
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,55 @@
+"""``python -m model_services_orchestrator`` and the ``model-services-orchestrator`` console script.
+
+Reads the settings, sets up logging and runs the daemon; an unusable
+configuration ends here with one clear line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pydantic import ValidationError
+
+from model_services_orchestrator.app import run
+from model_services_orchestrator.k8s_api import ConfigurationError, build_api_client
+from model_services_orchestrator.logs import SecretRedactor, configure_logging, get_logger
+from model_services_orchestrator.settings import Settings
+
+__all__ = ["main"]
+
+_CONFIGURATION_ERROR = 2
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]).upper() or "settings"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def main() -> int:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"model-services-orchestrator: configuration error: {_describe(exc)}", file=sys.stderr)
+        return _CONFIGURATION_ERROR
+    redactor = SecretRedactor()
+    secrets = [settings.mqtt_password.get_secret_value()]
+    if settings.kubernetes_api_token is not None:
+        secrets.append(settings.kubernetes_api_token.get_secret_value())
+    redactor.add(secrets)
+    configure_logging(level=settings.log_level, log_format=settings.log_format, redactor=redactor)
+    try:
+        build_api_client(settings).close()
+    except ConfigurationError as exc:
+        print(f"model-services-orchestrator: configuration error: {exc}", file=sys.stderr)
+        return _CONFIGURATION_ERROR
+    get_logger(__name__).info(
+        "starting", simulator_name=settings.simulator_name, namespace=settings.kubernetes_namespace,
+        mqtt_host=settings.mqtt_host, mqtt_port=settings.mqtt_port)
+    return run(settings, redactor)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,451 @@
+"""Everything the daemon asks of the Kubernetes API: pods, their logs, the simulation records, the watch.
+
+The official client is synchronous, so every call runs in a bounded thread
+pool and the watch in a thread of its own that feeds the event loop. Calls
+are retried on 429, 5xx and dropped connections with capped exponential
+backoff and jitter; a create retried after it may have reached the server
+takes AlreadyExists as success. A client-side rate limit keeps a large
+simulation from flooding a shared API server. Pod bodies go over the wire as
+the plain JSON ``pod_specs`` builds (turning thousands of them into client
+model objects first costs more CPU than the whole rest of a deployment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import kubernetes.client
+import kubernetes.config
+import orjson
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from model_services_orchestrator.logs import get_logger
+from model_services_orchestrator.rate_limit import TokenBucket
+from model_services_orchestrator.settings import Settings
+
+__all__ = [
+    "ConfigurationError",
+    "CreateOutcome",
+    "KubernetesGateway",
+    "PodWatcher",
+    "WatchEvent",
+    "WatchListed",
+    "build_api_client",
+]
+
+_log = get_logger(__name__)
+_T = TypeVar("_T")
+
+_RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+_SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+class ConfigurationError(RuntimeError):
+    """The settings do not say how to reach a Kubernetes API server."""
+
+
+def build_api_client(settings: Settings) -> kubernetes.client.ApiClient:
+    """An API client from, in order: ``KUBERNETES_API_TOKEN``, the in-cluster service account, a kubeconfig."""
+    configuration = kubernetes.client.Configuration()
+    if settings.kubernetes_api_token is not None and settings.kubernetes_api_token.get_secret_value():
+        configuration.host = f"{settings.kubernetes_scheme}://{settings.kubernetes_host}:{settings.kubernetes_port}"
+        configuration.api_key = {"BearerToken": settings.kubernetes_api_token.get_secret_value()}
+        configuration.api_key_prefix = {"BearerToken": "Bearer"}
+        if settings.kubernetes_ca_cert is not None:
+            if not settings.kubernetes_ca_cert.is_file():
+                raise ConfigurationError(f"KUBERNETES_CA_CERT {settings.kubernetes_ca_cert} is not a file")
+            configuration.ssl_ca_cert = str(settings.kubernetes_ca_cert)
+            configuration.verify_ssl = True
+        else:
+            # The upstream orchestrator never verified the API server; keep that working, but say so.
+            configuration.verify_ssl = False
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    elif (_SERVICE_ACCOUNT_DIR / "token").is_file():
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)
+        except kubernetes.config.ConfigException as exc:
+            raise ConfigurationError(f"in-cluster service account unusable: {exc}") from exc
+    else:
+        try:
+            kubernetes.config.load_kube_config(client_configuration=configuration)
+        except (kubernetes.config.ConfigException, OSError, TypeError) as exc:
+            raise ConfigurationError(
+                "no KUBERNETES_API_TOKEN, no in-cluster service account and no usable kubeconfig "
+                f"(KUBECONFIG or ~/.kube/config): {exc}"
+            ) from exc
+    configuration.connection_pool_maxsize = settings.pod_create_concurrency + 8
+    # Retries are ours (with backoff and the AlreadyExists rule), not urllib3's blind ones.
+    configuration.retries = 0
+    return kubernetes.client.ApiClient(configuration)
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, ApiException):
+        return exc.status in _RETRYABLE_STATUSES or not exc.status
+    return isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    headers = getattr(exc, "headers", None)
+    if not headers:
+        return None
+    try:
+        value = headers.get("Retry-After")
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _describe(exc: BaseException) -> str:
+    """The useful part of an error: urllib3 hides the cause of a failed connection in its ``reason``."""
+    reason = getattr(exc, "reason", None)
+    return f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else str(exc)
+
+
+def _status_of(exc: BaseException) -> int:
+    return int(exc.status or 0) if isinstance(exc, ApiException) else 0
+
+
+def _reason_of(exc: ApiException) -> str:
+    try:
+        body = json.loads(exc.body or "")
+        return str(body.get("message") or body.get("reason") or exc.reason)
+    except (ValueError, AttributeError):
+        return str(exc.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class CreateOutcome:
+    """What became of a create: made (or already there), or rejected for good."""
+
+    created: bool
+    status: int = 0
+    reason: str = ""
+
+
+class KubernetesGateway:
+    """Async calls on the namespace's pods, logs, ConfigMaps and Secrets, run in a bounded thread pool."""
+
+    def __init__(
+        self,
+        *,
+        api_client: kubernetes.client.ApiClient,
+        namespace: str,
+        concurrency: int,
+        request_timeout: float,
+        qps: float,
+        burst: int,
+        max_attempts: int = 8,
+        backoff_base: float = 0.2,
+        backoff_cap: float = 10.0,
+    ) -> None:
+        self.api_client = api_client
+        self.core = kubernetes.client.CoreV1Api(api_client)
+        self.namespace = namespace
+        self._executor = ThreadPoolExecutor(max_workers=concurrency + 4, thread_name_prefix="k8s-api")
+        self._slots = asyncio.Semaphore(concurrency)
+        self.request_timeout = request_timeout
+        self._bucket = TokenBucket(rate=qps, burst=burst)
+        self._max_attempts = max_attempts
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self.reachable = True
+        self.api_errors: dict[int, int] = {}
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    # -- plumbing
+
+    def _raw(self, method: str, path: str, *, body: Any = None, content_type: str = "application/json",
+             query: list[tuple[str, Any]] | None = None, want_answer: bool = True) -> Any:
+        params = self.api_client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query or [],
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api_client.call_api(*params, _request_timeout=self.request_timeout)
+        if 200 <= response.status <= 299 and not want_answer:
+            # A delete-collection answers with every object it deleted (tens of MB for ten thousand
+            # pods): let it pass through the socket without ever holding it.
+            for _ in response.response.stream(64 * 1024, decode_content=False):
+                pass
+            response.response.release_conn()
+            return None
+        data = response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException(http_resp=response)
+        return orjson.loads(data) if data else None
+
+    async def _call(self, what: str, function: Callable[[], _T], *, ok_statuses: frozenset[int] = frozenset()) -> _T:
+        """Run a blocking call in the pool, retrying what a retry can fix; ``ok_statuses`` re-raise at once."""
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            attempt += 1
+            await self._bucket.take()
+            async with self._slots:
+                try:
+                    result = await loop.run_in_executor(self._executor, function)
+                except Exception as exc:
+                    status = _status_of(exc)
+                    self.api_errors[status] = self.api_errors.get(status, 0) + 1
+                    if status in ok_statuses or not _is_retryable(exc) or attempt >= self._max_attempts:
+                        if status == 0:
+                            self.reachable = False
+                        raise
+                    delay = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
+                    delay = min(self._backoff_cap, _retry_after(exc) or random.uniform(delay / 2, delay))  # noqa: S311
+                    _log.info("kubernetes call failed, retrying", call=what, status=status or None,
+                              error=type(exc).__name__, detail=_describe(exc)[:300], attempt=attempt,
+                              delay_seconds=round(delay, 2))
+                else:
+                    self.reachable = True
+                    return result
+            await asyncio.sleep(delay)
+
+    # -- pods
+
+    async def create_pod(self, body: dict[str, Any]) -> CreateOutcome:
+        path = f"/api/v1/namespaces/{self.namespace}/pods"
+        try:
+            await self._call("create pod", lambda: self._raw("POST", path, body=body, want_answer=False),
+                             ok_statuses=frozenset({409}))
+        except ApiException as exc:
+            if exc.status == 409:
+                # Ours from an earlier attempt (or an earlier life): same name means same model.
+                return CreateOutcome(created=True, status=409)
+            if exc.status in _RETRYABLE_STATUSES or not exc.status:
+                raise
+            return CreateOutcome(created=False, status=int(exc.status), reason=_reason_of(exc))
+        return CreateOutcome(created=True, status=201)
+
+    async def delete_pod(self, name: str) -> None:
+        path = f"/api/v1/namespaces/{self.namespace}/pods/{name}"
+        try:
+            await self._call("delete pod", lambda: self._raw("DELETE", path), ok_statuses=frozenset({404}))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def delete_pods(self, label_selector: str) -> None:
+        path = f"/api/v1/namespaces/{self.namespace}/pods"
+        await self._call("delete pods", lambda: self._raw(
+            "DELETE", path, query=[("labelSelector", label_selector)], want_answer=False))
+
+    async def read_log_tail(self, name: str, lines: int) -> str:
+        def read() -> str:
+            return str(self.core.read_namespaced_pod_log(
+                name=name, namespace=self.namespace, tail_lines=lines, _request_timeout=self.request_timeout))
+        return await self._call("read pod log", read)
+
+    # -- records: a ConfigMap of state and a Secret of specs per simulation
+
+    async def list_objects(self, kind: str, label_selector: str) -> list[dict[str, Any]]:
+        path = f"/api/v1/namespaces/{self.namespace}/{kind}"
+        result = await self._call(f"list {kind}", lambda: self._raw(
+            "GET", path, query=[("labelSelector", label_selector)]))
+        return list(result.get("items") or [])
+
+    async def put_object(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create the object, or replace it when it exists already."""
+        name = body["metadata"]["name"]
+        collection = f"/api/v1/namespaces/{self.namespace}/{kind}"
+        try:
+            created: dict[str, Any] = await self._call(
+                f"create {kind}", lambda: self._raw("POST", collection, body=body), ok_statuses=frozenset({409}))
+            return created
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        replaced: dict[str, Any] = await self._call(
+            f"replace {kind}", lambda: self._raw("PUT", f"{collection}/{name}", body=body))
+        return replaced
+
+    async def delete_object(self, kind: str, name: str) -> None:
+        path = f"/api/v1/namespaces/{self.namespace}/{kind}/{name}"
+        try:
+            await self._call(f"delete {kind}", lambda: self._raw("DELETE", path), ok_statuses=frozenset({404}))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+# ---------------------------------------------------------------- the watch
+
+
+def _line_batches(response: Any) -> Iterator[list[bytes]]:
+    """The stream's complete, non-empty lines, a batch per read.
+
+    The client's own ``iter_resp_lines`` copies its whole buffer for every
+    line, which turns a burst of events into quadratic work.
+    """
+    pending = b""
+    # Reads of at most 256 KiB: a server (or proxy) may send a lagging watcher thousands of queued
+    # events in one chunk, and all of them at once, as bytes, lines and dicts, is a lot of memory.
+    for chunk in response.stream(amt=256 * 1024, decode_content=False):
+        parts = (pending + chunk).split(b"\n")
+        pending = parts.pop()
+        if lines := [part for part in parts if part]:
+            yield lines
+
+
+@dataclass(frozen=True, slots=True)
+class WatchListed:
+    """A full list of our pods (at start, and after the watch expired), each as ``reduce`` made it."""
+
+    pods: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One ADDED, MODIFIED or DELETED pod, as ``reduce`` made it."""
+
+    type: str
+    pod: Any
+
+
+class PodWatcher:
+    """One label-filtered list+watch of our pods, in a thread, handing what it sees to a callback.
+
+    Resumes from the last resourceVersion (bookmarks included) when a stream
+    ends or goes silent; lists afresh on 410 Gone. The callback gets a
+    ``WatchListed`` before any event that follows a (re)list, and events in
+    batches (what one read from the stream brought), so that ten thousand pod
+    changes do not cost ten thousand wake-ups of the event loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        gateway: KubernetesGateway,
+        label_selector: str,
+        deliver: Callable[[WatchListed | list[WatchEvent]], None],
+        reduce: Callable[[dict[str, Any]], Any],
+        watch_timeout_seconds: int,
+        silence_seconds: float,
+    ) -> None:
+        self._gateway = gateway
+        # Applied in the watch thread: what waits in the loop's queue is what the daemon needs of a pod,
+        # not the whole pod (a few hundred bytes instead of tens of KB of dicts, times thousands).
+        self._reduce = reduce
+        self._selector = label_selector
+        self._deliver = deliver
+        self._watch_timeout = watch_timeout_seconds
+        self._silence = silence_seconds
+        self._stop = threading.Event()
+        self._response: Any = None
+        self.in_sync = False
+        self.restarts = 0
+        self.relists = 0
+        self.resource_version: str | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+        response = self._response
+        if response is not None:
+            # Closing a stream another thread reads may fail; the stream ends either way.
+            with contextlib.suppress(Exception):
+                response.close()
+
+    def run(self) -> None:
+        """The thread's body: list, then watch from there, until stopped."""
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                if self.resource_version is None:
+                    self._list()
+                self._watch_once()
+                failures = 0
+            except ApiException as exc:
+                if exc.status == 410:
+                    _log.info("pod watch expired, listing again")
+                    self.resource_version = None
+                    self.in_sync = False
+                    continue
+                failures += 1
+                self._pause(failures, exc)
+            except Exception as exc:  # noqa: BLE001 (any failure of the stream: resume after a pause)
+                if self._stop.is_set():
+                    return
+                failures += 1
+                self._pause(failures, exc)
+
+    def _pause(self, failures: int, exc: BaseException) -> None:
+        self.in_sync = False
+        self._gateway.reachable = False if _status_of(exc) == 0 else self._gateway.reachable
+        delay = min(10.0, 0.2 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)  # noqa: S311 (jitter)
+        _log.warning("pod watch failed, resuming", error=type(exc).__name__, status=_status_of(exc) or None,
+                     detail=_describe(exc)[:300], delay_seconds=round(delay, 2))
+        self._stop.wait(delay)
+
+    def _list(self) -> None:
+        response: Any = self._gateway.core.list_namespaced_pod(
+            namespace=self._gateway.namespace,
+            label_selector=self._selector,
+            _preload_content=False,
+            _request_timeout=self._gateway.request_timeout,
+        )
+        body = orjson.loads(response.data)
+        self.relists += 1
+        self._gateway.reachable = True
+        self._deliver(WatchListed([self._reduce(pod) for pod in body.get("items") or []]))
+        self.resource_version = body["metadata"]["resourceVersion"]
+        self.in_sync = True
+
+    def _watch_once(self) -> None:
+        # A server-side timeout spread like client-go's, so many watchers do not renew in step.
+        timeout = int(self._watch_timeout * random.uniform(1.0, 1.2))  # noqa: S311
+        response: Any = self._gateway.core.list_namespaced_pod(
+            namespace=self._gateway.namespace,
+            label_selector=self._selector,
+            watch=True,
+            allow_watch_bookmarks=True,
+            resource_version=self.resource_version,
+            timeout_seconds=timeout,
+            _preload_content=False,
+            _request_timeout=(self._gateway.request_timeout, self._silence),
+        )
+        self._response = response
+        self.restarts += 1
+        try:
+            if not 200 <= response.status <= 299:
+                raise ApiException(http_resp=response)
+            self.in_sync = True
+            self._gateway.reachable = True
+            for lines in _line_batches(response):
+                if self._stop.is_set():
+                    return
+                events: list[WatchEvent] = []
+                try:
+                    for line in lines:
+                        event = orjson.loads(line)
+                        kind = event.get("type")
+                        obj = event.get("object") or {}
+                        if kind == "ERROR":
+                            raise ApiException(status=int(obj.get("code") or 500), reason=str(obj.get("message")))
+                        if kind in ("ADDED", "MODIFIED", "DELETED"):
+                            events.append(WatchEvent(kind, self._reduce(obj)))
+                        if version := (obj.get("metadata") or {}).get("resourceVersion"):
+                            self.resource_version = version
+                finally:
+                    # What came before an error still happened: hand it over either way.
+                    if events:
+                        self._deliver(events)
+        finally:
+            self._response = None
+            response.release_conn()
+

@@ -1,0 +1,208 @@
+"""Decoding what arrives over MQTT into typed requests, and encoding what we publish.
+
+The edge where protobuf ends: past this module nothing sees a ``_pb2``
+class. Anything malformed raises ``DecodeError`` with a reason fit for a
+log line, so one bad message costs a warning, never the daemon.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+
+from model_services_orchestrator.messages.healthcheck_pb2 import (
+    HEALTHY,
+    UNHEALTHY,
+    PingHealthMSOToModel,
+    PingHealthSOToMSO,
+    PongHealthModelToMSO,
+    PongHealthMSOToSO,
+)
+from model_services_orchestrator.messages.lifecycle_pb2 import (
+    FAILED,
+    NOPROGRESS,
+    SUCCESSFULL,
+    AllModelsHaveTerminated,
+    DeployModels,
+    ErrorOccurred,
+    ModelHasTerminated,
+    ModelsReady,
+    UnhealthyModel,
+)
+from model_services_orchestrator.model_inventory import (
+    DeployRequested,
+    EndRequested,
+    Event,
+    ModelSpec,
+    ReadyReceived,
+)
+from model_services_orchestrator.topics import IncomingKind, parse_incoming
+
+__all__ = [
+    "DecodeError",
+    "DeployRequest",
+    "HealthPing",
+    "Inbound",
+    "ModelPong",
+    "ReadyForProcessing",
+    "SimulationDoneRequest",
+    "decode",
+    "encode_all_models_have_terminated",
+    "encode_error_occurred",
+    "encode_model_has_terminated",
+    "encode_models_ready",
+    "encode_ping_model",
+    "encode_pong",
+    "encode_unhealthy_model",
+    "lifecycle_events",
+]
+
+_TOPIC_UNSAFE = ("/", "+", "#")
+
+
+class DecodeError(ValueError):
+    """A message we cannot act on; the text says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeployRequest:
+    simulator_id: str
+    simulation_id: str
+    keep_logs_hours: float
+    models: tuple[ModelSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyForProcessing:
+    simulation_id: str
+    model_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationDoneRequest:
+    simulation_id: str
+    model_id: str | None = None  # None: the whole simulation
+
+
+@dataclass(frozen=True, slots=True)
+class HealthPing:
+    instance_id: str
+    active_simulations: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPong:
+    simulation_id: str
+    model_id: str
+    healthy: bool
+    bids: int
+    allocations: int
+
+
+Inbound = DeployRequest | ReadyForProcessing | SimulationDoneRequest | HealthPing | ModelPong
+
+
+def _parse_deploy(simulation_id: str, payload: bytes) -> DeployRequest:
+    message = DeployModels()
+    message.ParseFromString(payload)
+    if not message.modelConfigurations:
+        raise DecodeError("DeployModels names no models")
+    models = []
+    # Thousands of models mostly share their env vars (broker, database, passwords): keep one copy of each.
+    shared: dict[tuple[str, str], tuple[str, str]] = {}
+    for configuration in message.modelConfigurations:
+        model_id = configuration.modelID
+        if not model_id:
+            raise DecodeError("DeployModels has a model with an empty id")
+        if any(char in model_id for char in _TOPIC_UNSAFE):
+            raise DecodeError(f"model id {model_id!r} cannot be part of an MQTT topic")
+        env = tuple(shared.setdefault(pair, pair) for pair in (
+            (variable.name, variable.value) for variable in configuration.environmentVariables))
+        models.append(ModelSpec(model_id=model_id, image=configuration.imageUrl, env=env))
+    return DeployRequest(
+        simulator_id=message.simulatorId,
+        simulation_id=simulation_id,
+        keep_logs_hours=message.keepLogsHours,
+        models=tuple(models),
+    )
+
+
+def decode(topic: str, payload: bytes, *, so: str, max_payload_bytes: int) -> Inbound:
+    """The request a message carries; ``DecodeError`` when there is none we can act on."""
+    parsed = parse_incoming(topic, so)
+    if parsed is None:
+        raise DecodeError("not a topic this daemon handles")
+    if len(payload) > max_payload_bytes:
+        raise DecodeError(f"payload of {len(payload)} bytes is over the limit of {max_payload_bytes}")
+    try:
+        match parsed.kind:
+            case IncomingKind.DEPLOY_MODELS:
+                return _parse_deploy(parsed.simulation_id, payload)
+            case IncomingKind.READY_FOR_PROCESSING:
+                # The payload is not relied upon (PROTOCOL.md section 2): models send it empty.
+                return ReadyForProcessing(parsed.simulation_id, parsed.model_id)
+            case IncomingKind.SIMULATION_DONE:
+                return SimulationDoneRequest(parsed.simulation_id)
+            case IncomingKind.MODEL_SIMULATION_DONE:
+                return SimulationDoneRequest(parsed.simulation_id, parsed.model_id)
+            case IncomingKind.PING_HEALTH_SO_TO_MSO:
+                ping = PingHealthSOToMSO()
+                ping.ParseFromString(payload)
+                return HealthPing(parsed.instance_id, tuple(ping.activeSimulations))
+            case IncomingKind.PONG_HEALTH_MODEL_TO_MSO:
+                pong = PongHealthModelToMSO()
+                pong.ParseFromString(payload)
+                return ModelPong(
+                    parsed.simulation_id,
+                    parsed.model_id,
+                    pong.healthy == HEALTHY,
+                    pong.numberOfBids,
+                    pong.numberOfAllocations,
+                )
+    except (ProtobufDecodeError, RuntimeWarning, ValueError) as exc:
+        if isinstance(exc, DecodeError):
+            raise
+        raise DecodeError(f"malformed {parsed.kind.value}: {exc}") from exc
+
+
+def lifecycle_events(message: Inbound, now: float) -> list[Event]:
+    """The inventory events a decoded lifecycle message stands for (health messages stand for none)."""
+    match message:
+        case DeployRequest():
+            return [DeployRequested(message.simulator_id, message.simulation_id, message.keep_logs_hours,
+                                    message.models, now)]
+        case ReadyForProcessing():
+            return [ReadyReceived(message.simulation_id, message.model_id, now)]
+        case SimulationDoneRequest():
+            return [EndRequested(message.simulation_id, message.model_id, now)]
+    return []
+
+
+def encode_models_ready() -> bytes:
+    return ModelsReady().SerializeToString()
+
+
+def encode_model_has_terminated(exit_code: int) -> bytes:
+    status = SUCCESSFULL if exit_code == 0 else FAILED
+    return ModelHasTerminated(status=status, exitCode=exit_code).SerializeToString()
+
+
+def encode_all_models_have_terminated() -> bytes:
+    return AllModelsHaveTerminated().SerializeToString()
+
+
+def encode_error_occurred(message: str) -> bytes:
+    return ErrorOccurred(error_message=message).SerializeToString()
+
+
+def encode_unhealthy_model() -> bytes:
+    return UnhealthyModel(status=NOPROGRESS).SerializeToString()
+
+
+def encode_pong(reasons: list[str]) -> bytes:
+    return PongHealthMSOToSO(healthy=UNHEALTHY if reasons else HEALTHY, reasons=reasons).SerializeToString()
+
+
+def encode_ping_model() -> bytes:
+    return PingHealthMSOToModel(healthy=HEALTHY).SerializeToString()

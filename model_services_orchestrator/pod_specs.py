@@ -1,0 +1,228 @@
+"""What a model's pod looks like: its name, labels and body, as plain JSON-able data.
+
+Pure. The name and labels follow PROTOCOL.md section 6 so that tools written
+for the upstream orchestrator still find the pods. Ids that Kubernetes would
+reject are made valid deterministically (lower-cased, invalid characters
+replaced, shortened with a hash of the original ids so two ids never collide);
+the original ids are kept in annotations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ANNOTATION_MODEL_ID",
+    "ANNOTATION_SIMULATION_ID",
+    "ANNOTATION_SIMULATOR_ID",
+    "LABEL_KEEP_LOGS_HOURS",
+    "LABEL_MANAGED_BY",
+    "LABEL_MODEL_ID",
+    "LABEL_SIMULATION_ID",
+    "LABEL_SIMULATOR_ID",
+    "LABEL_SO",
+    "MANAGED_BY",
+    "PodSettings",
+    "build_pod",
+    "dns_label",
+    "label_value",
+    "merge_env",
+    "owned_pods_selector",
+    "pod_name",
+    "secret_key",
+    "simulation_pods_selector",
+]
+
+LABEL_SIMULATOR_ID = "simulator_id"
+LABEL_SIMULATION_ID = "simulation_id"
+LABEL_MODEL_ID = "model_id"
+LABEL_KEEP_LOGS_HOURS = "keep_logs_hours"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_SO = "dots.mso/simulator-name"
+MANAGED_BY = "model-services-orchestrator"
+ANNOTATION_SIMULATOR_ID = "dots.mso/simulator-id"
+ANNOTATION_SIMULATION_ID = "dots.mso/simulation-id"
+ANNOTATION_MODEL_ID = "dots.mso/model-id"
+
+_MAX_LABEL = 63
+_HASH_LENGTH = 8
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def _short_hash(*parts: str) -> str:
+    # A separator that cannot occur in a topic level keeps ("a-b", "c") and ("a", "b-c") apart.
+    digest = hashlib.sha256("/".join(parts).encode("utf-8")).hexdigest()
+    return digest[:_HASH_LENGTH]
+
+
+def dns_label(*parts: str) -> str:
+    """The parts joined by ``-`` and lower-cased when that is a valid DNS-1123 label, else a valid one.
+
+    The fallback keeps as much of the readable name as fits and ends with a
+    hash of the original parts, so distinct ids never share a name.
+    """
+    plain = "-".join(parts).lower()
+    if len(plain) <= _MAX_LABEL and _DNS_LABEL.match(plain):
+        return plain
+    cleaned = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", plain)).strip("-")
+    suffix = _short_hash(*parts)
+    head = cleaned[: _MAX_LABEL - _HASH_LENGTH - 1].rstrip("-")
+    return f"{head}-{suffix}" if head else f"m-{suffix}"
+
+
+def pod_name(simulator_id: str, simulation_id: str, model_id: str) -> str:
+    """``<simulatorId>-<sim>-<model>`` lower-cased (PROTOCOL.md section 6), made valid where needed."""
+    return dns_label(simulator_id, simulation_id, model_id)
+
+
+def label_value(value: str) -> str:
+    """``value`` itself when Kubernetes accepts it as a label value, else a valid stand-in with a hash."""
+    if len(value) <= _MAX_LABEL and _LABEL_VALUE.match(value):
+        return value
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "_", value)
+    head = cleaned[: _MAX_LABEL - _HASH_LENGTH - 1]
+    head = re.sub(r"^[^A-Za-z0-9]+", "", head)
+    head = re.sub(r"[^A-Za-z0-9]+$", "", head)
+    suffix = _short_hash(value)
+    return f"{head}-{suffix}" if head else f"h{suffix}"
+
+
+def merge_env(env: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The env vars in the order given, each name once: a later duplicate wins and takes the later place."""
+    last_index = {name: index for index, (name, _) in enumerate(env)}
+    return [(name, value) for index, (name, value) in enumerate(env) if last_index[name] == index]
+
+
+def owned_pods_selector(so: str) -> str:
+    """The label selector of every pod this daemon (for this SO) owns."""
+    return f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_SO}={label_value(so)}"
+
+
+def simulation_pods_selector(so: str, simulation_id: str) -> str:
+    """The label selector of the pods of one simulation."""
+    return f"{owned_pods_selector(so)},{LABEL_SIMULATION_ID}={label_value(simulation_id)}"
+
+
+@dataclass(frozen=True, slots=True)
+class PodSettings:
+    """The deployment-wide parts of every model pod."""
+
+    so: str
+    pull_image_secret_name: str = ""
+    node_selector: Mapping[str, str] = field(default_factory=lambda: {"type": "worker"})
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    cpu_request: str = ""
+    memory_request: str = ""
+    cpu_limit: str = ""
+    memory_limit: str = ""
+    run_as_non_root: bool = False
+
+
+def secret_key(value: str) -> str:
+    """The key under which an env var's secret value sits in the simulation's Secret.
+
+    Derived from the value, so a password shared by a thousand models is stored once.
+    """
+    return "env-" + hashlib.sha256(value.encode("utf-8")).hexdigest()[:24]
+
+
+def _env_entry(name: str, value: str, secret_name: str | None) -> dict[str, Any]:
+    if secret_name is None:
+        return {"name": name, "value": value}
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": secret_key(value)}}}
+
+
+def _resources(settings: PodSettings) -> dict[str, dict[str, str]]:
+    resources: dict[str, dict[str, str]] = {}
+    for kind, cpu, memory in (("requests", settings.cpu_request, settings.memory_request),
+                              ("limits", settings.cpu_limit, settings.memory_limit)):
+        amounts = {key: amount for key, amount in (("cpu", cpu), ("memory", memory)) if amount}
+        if amounts:
+            resources[kind] = amounts
+    return resources
+
+
+def _keep_logs_label(keep_logs_hours: float) -> str:
+    if math.isfinite(keep_logs_hours):
+        return label_value(str(keep_logs_hours))
+    return "inf"
+
+
+def build_pod(
+    *,
+    settings: PodSettings,
+    simulator_id: str,
+    simulation_id: str,
+    model_id: str,
+    image: str,
+    env: Sequence[tuple[str, str]],
+    keep_logs_hours: float,
+    secret_name: str | None = None,
+    is_secret: Callable[[str], bool] = lambda _name: False,
+) -> dict[str, Any]:
+    """The pod body for one model, as the JSON the API server takes.
+
+    Env vars for which ``is_secret(name)`` holds are referenced from the
+    Secret ``secret_name`` (see ``secret_key``) instead of being written into
+    the pod spec, where anyone who may list pods could read them.
+    """
+    name = pod_name(simulator_id, simulation_id, model_id)
+    security_context: dict[str, Any] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if settings.run_as_non_root:
+        security_context["runAsNonRoot"] = True
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "Always",
+        "env": [
+            _env_entry(key, value, secret_name if secret_name and is_secret(key) else None)
+            for key, value in merge_env(env)
+        ],
+        "securityContext": security_context,
+    }
+    if resources := _resources(settings):
+        container["resources"] = resources
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        # Service links would put e.g. MQTT_PORT=tcp://... from a Service named mqtt into every model's env.
+        "enableServiceLinks": False,
+        "containers": [container],
+    }
+    if settings.node_selector:
+        spec["nodeSelector"] = dict(settings.node_selector)
+    if settings.tolerations:
+        spec["tolerations"] = [dict(toleration) for toleration in settings.tolerations]
+    if settings.pull_image_secret_name:
+        spec["imagePullSecrets"] = [{"name": settings.pull_image_secret_name}]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": {
+                LABEL_SIMULATOR_ID: label_value(simulator_id),
+                LABEL_SIMULATION_ID: label_value(simulation_id),
+                LABEL_MODEL_ID: label_value(model_id),
+                LABEL_KEEP_LOGS_HOURS: _keep_logs_label(keep_logs_hours),
+                LABEL_MANAGED_BY: MANAGED_BY,
+                LABEL_SO: label_value(settings.so),
+            },
+            "annotations": {
+                ANNOTATION_SIMULATOR_ID: simulator_id,
+                ANNOTATION_SIMULATION_ID: simulation_id,
+                ANNOTATION_MODEL_ID: model_id,
+            },
+        },
+        "spec": spec,
+    }

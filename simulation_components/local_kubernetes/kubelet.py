@@ -1,0 +1,672 @@
+"""The scheduler and kubelet of the one node, ``local-node``: they move pods through their lifecycle.
+
+Modes:
+
+* ``process``: a pod whose image is in the image table runs as a local subprocess per container
+  (stdout and stderr become the pod log); unknown images loop ErrImagePull/ImagePullBackOff, invalid
+  references get InvalidImageName, missing secrets/config maps CreateContainerConfigError.
+* ``status-only``: no processes; a schedulable pod goes Pending -> Running in one write and stays
+  Running until someone writes a terminated state through the status subresource. Costs nothing per pod.
+* ``none``: no scheduler, no kubelet: pods stay Pending, untouched.
+
+Deleting a pod sets its deletionTimestamp (the store does that); the kubelet then stops the containers
+(SIGTERM, SIGKILL after the grace period), writes their terminated state and does the final delete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import hashlib
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .defaults import rfc3339
+from .environment import ContainerConfigError, resolve_container_env, service_environment
+from .errors import bad_request
+from .images import ImageTable
+from .logs import LogBuffer
+from .store import Event, Store, Stored
+from .validation import image_reference_is_valid
+
+__all__ = ["KUBELET_MODES", "NODE_LABELS", "NODE_NAME", "Kubelet"]
+
+log = logging.getLogger(__name__)
+
+NODE_NAME = "local-node"
+NODE_LABELS = {"type": "worker", "kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux"}
+NODE_IP = "127.0.0.1"
+KUBELET_MODES = ("process", "status-only", "none")
+
+Obj = dict[str, Any]
+
+_UNSCHEDULABLE_MESSAGE = (
+    "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. preemption: 0/1 nodes "
+    "are available: 1 Preemption is not helpful for scheduling."
+)
+
+
+def _full_reference(image: str) -> str:
+    name = image
+    first, _, rest = name.partition("/")
+    if not rest or not ("." in first or ":" in first or first == "localhost"):
+        name = f"docker.io/{name}" if rest else f"docker.io/library/{name}"
+    last = name.rsplit("/", 1)[-1]
+    if ":" not in last and "@" not in last:
+        name += ":latest"
+    return name
+
+
+def _image_id(image: str) -> str:
+    digest = hashlib.sha256(image.encode()).hexdigest()
+    return f"{_full_reference(image).rsplit(':', 1)[0]}@sha256:{digest}"
+
+
+def _node_selector_matches(spec: Mapping[str, Any]) -> bool:
+    selector = spec.get("nodeSelector") or {}
+    if any(NODE_LABELS.get(key) != value for key, value in selector.items()):
+        return False
+    affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution")
+    if not affinity:
+        return True
+    terms = affinity.get("nodeSelectorTerms") or []
+    return any(_term_matches(term) for term in terms)
+
+
+def _term_matches(term: Mapping[str, Any]) -> bool:
+    for expression in term.get("matchExpressions") or []:
+        key, operator = expression.get("key"), expression.get("operator")
+        values = expression.get("values") or []
+        present = key in NODE_LABELS
+        value = NODE_LABELS.get(str(key))
+        ok = {
+            "In": present and value in values,
+            "NotIn": not present or value not in values,
+            "Exists": present,
+            "DoesNotExist": not present,
+        }.get(str(operator), False)
+        if not ok:
+            return False
+    return bool(term.get("matchExpressions"))
+
+
+def _condition(old: list[Obj], kind: str, status: str, reason: str | None = None,
+               message: str | None = None) -> Obj:
+    previous = next((c for c in old if c.get("type") == kind), None)
+    now = rfc3339(time.time())
+    transition = previous.get("lastTransitionTime", now) if previous and previous.get("status") == status else now
+    condition: Obj = {"type": kind, "status": status, "lastProbeTime": None, "lastTransitionTime": transition}
+    if reason:
+        condition["reason"] = reason
+    if message:
+        condition["message"] = message
+    return condition
+
+
+class ContainerRuntime:
+    """One container of a pod: its state as the kubelet reports it, its process and its logs."""
+
+    def __init__(self, pod: PodRuntime, spec: Mapping[str, Any]) -> None:
+        self.pod = pod
+        self.name = str(spec["name"])
+        self.image = str(spec["image"])
+        self.spec = spec
+        self.state: Obj = {"waiting": {"reason": "ContainerCreating"}}
+        self.last_state: Obj = {}
+        self.restart_count = 0
+        self.started_once = False
+        self.container_id = ""
+        self.pulled = False
+        self.process: asyncio.subprocess.Process | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.logs: list[LogBuffer] = []  # current run last
+
+    @property
+    def running(self) -> bool:
+        """Whether the container is running right now."""
+        return "running" in self.state
+
+    def status(self) -> Obj:
+        """The ``containerStatuses`` entry."""
+        entry: Obj = {
+            "name": self.name,
+            "state": self.state,
+            "lastState": self.last_state,
+            "ready": self.running,
+            "restartCount": self.restart_count,
+            "image": self.image,
+            "imageID": _image_id(self.image) if self.pulled else "",
+            "started": self.running,
+        }
+        if self.container_id:
+            entry["containerID"] = self.container_id
+        return entry
+
+    def set_waiting(self, reason: str, message: str | None = None) -> None:
+        """Report the container as waiting (and publish the pod status)."""
+        waiting: Obj = {"reason": reason}
+        if message:
+            waiting["message"] = message
+        self.state = {"waiting": waiting}
+        self.pod.publish()
+
+    async def run(self) -> None:
+        """Pull, configure, start, wait; restart as the pod's restartPolicy says."""
+        kubelet = self.pod.kubelet
+        if not image_reference_is_valid(self.image):
+            self.set_waiting("InvalidImageName", f'Failed to apply default image tag "{self.image}": couldn\'t '
+                                                 f'parse image name "{self.image}": invalid reference format')
+            await asyncio.Future()  # the kubelet keeps failing on it until the pod is deleted
+        argv = await self._pull()
+        self.pulled = True
+        delay = kubelet.backoff_initial
+        while True:
+            env = await self._configure()
+            await self._start_and_wait(argv, env)
+            exit_code = int(self.state["terminated"]["exitCode"])
+            policy = self.pod.restart_policy
+            if self.pod.deleting.is_set() or policy == "Never" or (policy == "OnFailure" and exit_code == 0):
+                return
+            self.last_state = self.state
+            self.set_waiting("CrashLoopBackOff", f"back-off {int(delay)}s restarting failed container={self.name} "
+                                                 f"pod={self.pod.name}_{self.pod.namespace}({self.pod.uid})")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, kubelet.backoff_max)
+            self.restart_count += 1
+
+    async def _pull(self) -> list[str]:
+        kubelet = self.pod.kubelet
+        argv = kubelet.images.get(self.image)
+        if argv is not None or (kubelet.mode == "status-only" and self.image not in kubelet.images):
+            return list(argv or [])
+        reference = _full_reference(self.image)
+        pull_error = (f'rpc error: code = NotFound desc = failed to pull and unpack image "{reference}": failed to '
+                      f'resolve reference "{reference}": {reference}: not found')
+        backoff = kubelet.backoff_initial
+        while True:
+            self.set_waiting("ErrImagePull", pull_error)
+            await asyncio.sleep(kubelet.pull_error_seconds)
+            self.set_waiting("ImagePullBackOff", f'Back-off pulling image "{self.image}": ErrImagePull: {pull_error}')
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, kubelet.backoff_max)
+
+    async def _configure(self) -> dict[str, str]:
+        kubelet = self.pod.kubelet
+        while True:
+            stored = kubelet.store.find("pods", self.pod.namespace, self.pod.name)
+            if stored is None:
+                await asyncio.Future()  # gone: the kubelet's DELETED handling cancels us
+                continue
+            try:
+                container_env = resolve_container_env(kubelet.store, stored.data, self.spec)
+            except ContainerConfigError as error:
+                self.set_waiting("CreateContainerConfigError", str(error))
+                await asyncio.sleep(kubelet.config_retry_seconds)
+                continue
+            return {**kubelet.base_environment(), **service_environment(), "HOSTNAME": self.pod.name,
+                    **container_env}
+
+    async def _start_and_wait(self, argv: list[str], env: dict[str, str]) -> None:
+        kubelet = self.pod.kubelet
+        buffer = LogBuffer()
+        self.logs = [*self.logs[-1:], buffer]
+        started = time.time()
+        self.container_id = f"local://{uuid.uuid4().hex}"
+        if kubelet.mode == "status-only":
+            self._mark_running(started)
+            await asyncio.Future()  # runs until the status subresource or a delete says otherwise
+        creation = asyncio.ensure_future(asyncio.create_subprocess_exec(
+            *argv, *(self.spec.get("args") or []), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+            cwd=str(kubelet.repo_root), start_new_session=True, preexec_fn=_die_with_the_server))
+        try:
+            self.process = await asyncio.shield(creation)
+        except asyncio.CancelledError:
+            creation.add_done_callback(_kill_if_started)  # deleted while starting: leave no orphan
+            raise
+        except OSError as error:
+            self.state = {"terminated": {"exitCode": 128, "reason": "StartError", "message": str(error),
+                                         "startedAt": rfc3339(0), "finishedAt": rfc3339(time.time()),
+                                         "containerID": self.container_id}}
+            buffer.finish()
+            self.pod.publish()
+            return
+        self._mark_running(started)
+        process = self.process
+        reader = asyncio.create_task(self._read_output(process, buffer))
+        try:
+            return_code = await process.wait()
+            try:
+                await asyncio.wait_for(asyncio.shield(reader), 2.0)
+            except TimeoutError:
+                reader.cancel()
+        finally:
+            if process.returncode is None:
+                _kill(process, signal.SIGKILL)
+            buffer.finish()
+        exit_code = return_code if return_code >= 0 else 128 - return_code
+        self.state = {"terminated": {
+            "exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+            "startedAt": rfc3339(started), "finishedAt": rfc3339(time.time()), "containerID": self.container_id}}
+        self.process = None
+        self.pod.publish()
+
+    def _mark_running(self, started: float) -> None:
+        self.state = {"running": {"startedAt": rfc3339(started)}}
+        self.started_once = True
+        self.pod.publish()
+
+    @staticmethod
+    async def _read_output(process: asyncio.subprocess.Process, buffer: LogBuffer) -> None:
+        assert process.stdout is not None
+        while True:
+            chunk = await process.stdout.read(65536)
+            if not chunk:
+                return
+            buffer.append(chunk)
+
+
+def _kill_if_started(creation: asyncio.Future[asyncio.subprocess.Process]) -> None:
+    if not creation.cancelled() and creation.exception() is None:
+        _kill(creation.result(), signal.SIGKILL)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_the_server() -> None:
+    """In the child before exec: get SIGKILL when the server dies, so a killed server leaves no orphans."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+
+
+def _kill(process: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+    """Signal the container's process group (its own session) once; the process alone if that fails."""
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(sig)
+
+
+class PodRuntime:
+    """A pod bound to the node: its containers, and the job of stopping them when it is deleted."""
+
+    def __init__(self, kubelet: Kubelet, stored: Stored) -> None:
+        self.kubelet = kubelet
+        self.namespace = stored.namespace
+        self.name = stored.name
+        self.uid = stored.uid
+        spec = stored.data.get("spec") or {}
+        self.restart_policy = str(spec.get("restartPolicy", "Always"))
+        self.containers = [ContainerRuntime(self, container) for container in spec.get("containers") or []]
+        self.start_time = time.time()
+        self.deleting = asyncio.Event()
+        self.deletion_deadline = 0.0
+        self.task: asyncio.Task[None] | None = None
+        self.gone = False
+
+    def publish(self) -> None:
+        """Write the pod status computed from the containers' states."""
+        if self.gone:
+            return
+        self.kubelet.store.system_update("pods", self.namespace, self.name, self._with_status, uid=self.uid)
+
+    def _with_status(self, data: Obj) -> Obj:
+        old = data.get("status") or {}
+        old_conditions = old.get("conditions") or []
+        statuses = [container.status() for container in self.containers]
+        terminated = [c for c in self.containers if "terminated" in c.state]
+        all_started = all(c.started_once or "terminated" in c.state for c in self.containers)
+        if self.containers and len(terminated) == len(self.containers) and (
+                self.restart_policy == "Never" or self.deleting.is_set()
+                or (self.restart_policy == "OnFailure"
+                    and all(c.state["terminated"]["exitCode"] == 0 for c in terminated))):
+            failed = any(c.state["terminated"]["exitCode"] != 0 for c in terminated)
+            phase = "Failed" if failed else "Succeeded"
+        elif all_started:
+            phase = "Running"
+        else:
+            phase = "Pending"
+        ready = all(c.running for c in self.containers)
+        not_ready: tuple[str, str | None]
+        if phase in ("Succeeded", "Failed"):
+            not_ready = ("PodCompleted", None)
+        else:
+            unready = [c.name for c in self.containers if not c.running]
+            not_ready = ("ContainersNotReady", f"containers with unready status: [{' '.join(unready)}]")
+        conditions = [
+            _condition(old_conditions, "PodReadyToStartContainers", "True"),
+            _condition(old_conditions, "Initialized", "True"),
+            _condition(old_conditions, "Ready", "True") if ready
+            else _condition(old_conditions, "Ready", "False", *not_ready),
+            _condition(old_conditions, "ContainersReady", "True") if ready
+            else _condition(old_conditions, "ContainersReady", "False", *not_ready),
+            _condition(old_conditions, "PodScheduled", "True"),
+        ]
+        data["status"] = {
+            "phase": phase,
+            "conditions": conditions,
+            "hostIP": NODE_IP,
+            "hostIPs": [{"ip": NODE_IP}],
+            "podIP": NODE_IP,
+            "podIPs": [{"ip": NODE_IP}],
+            "startTime": rfc3339(self.start_time),
+            "containerStatuses": statuses,
+            "qosClass": old.get("qosClass", "BestEffort"),
+        }
+        return data
+
+    async def run(self) -> None:
+        """Run the containers until they end or the pod is deleted, then do the final delete."""
+        try:
+            self.publish()
+            for container in self.containers:
+                container.task = asyncio.create_task(container.run(), name=f"container {self.name}/{container.name}")
+            deleting = asyncio.create_task(self.deleting.wait())
+            tasks = [c.task for c in self.containers if c.task is not None]
+            await asyncio.wait([*tasks, deleting], return_when=asyncio.FIRST_COMPLETED)
+            while not self.deleting.is_set() and not all(task.done() for task in tasks):
+                await asyncio.wait([*[t for t in tasks if not t.done()], deleting],
+                                   return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    log.error("container task of %s/%s failed", self.namespace, self.name,
+                              exc_info=task.exception())
+            await deleting
+            await self.stop_containers()
+            self.kubelet.store.finish_pod_deletion(self.namespace, self.name, self.uid)
+        finally:
+            self.abandon()
+
+    async def stop_containers(self) -> None:
+        """SIGTERM the running processes, SIGKILL them at the deadline, cancel everything else."""
+        for container in self.containers:
+            if container.process is None and container.task is not None:
+                container.task.cancel()
+        running = [c for c in self.containers if c.process is not None and c.task is not None]
+        for container in running:
+            assert container.process is not None
+            _kill(container.process, signal.SIGTERM)
+        tasks = [c.task for c in running if c.task is not None]
+        if tasks:
+            timeout = max(self.deletion_deadline - time.monotonic(), 0.0)
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            if pending:
+                for container in running:
+                    if container.process is not None:
+                        _kill(container.process, signal.SIGKILL)
+                await asyncio.wait(pending, timeout=5.0)
+        if self.kubelet.mode == "status-only":
+            for container in self.containers:
+                if container.running:
+                    container.state = {"terminated": {
+                        "exitCode": 143, "reason": "Error",
+                        "startedAt": container.state["running"]["startedAt"],
+                        "finishedAt": rfc3339(time.time()), "containerID": container.container_id}}
+            self.publish()
+
+    def request_deletion(self, grace_seconds: int) -> None:
+        """The pod got (or shortened) its deletionTimestamp."""
+        deadline = time.monotonic() + grace_seconds
+        if not self.deleting.is_set() or deadline < self.deletion_deadline:
+            self.deletion_deadline = deadline
+        self.deleting.set()
+        if grace_seconds == 0:
+            for container in self.containers:
+                if container.process is not None:
+                    _kill(container.process, signal.SIGKILL)
+
+    def abandon(self) -> None:
+        """The pod is gone (or the server stops): kill whatever still runs, without any more writes."""
+        self.gone = True
+        for container in self.containers:
+            if container.process is not None and container.process.returncode is None:
+                _kill(container.process, signal.SIGKILL)
+            if container.task is not None and not container.task.done():
+                container.task.cancel()
+
+
+class Kubelet:
+    """Scheduler plus kubelet for ``local-node``, driven by the store's events."""
+
+    def __init__(self, store: Store, *, mode: str, images: ImageTable, repo_root: Path,
+                 pull_error_seconds: float = 1.0, backoff_initial: float = 1.0, backoff_max: float = 10.0,
+                 config_retry_seconds: float = 1.0) -> None:
+        if mode not in KUBELET_MODES:
+            raise ValueError(f"unknown kubelet mode {mode!r}; expected one of {KUBELET_MODES}")
+        self.store = store
+        self.mode = mode
+        self.images = images
+        self.repo_root = repo_root
+        self.pull_error_seconds = pull_error_seconds
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.config_retry_seconds = config_retry_seconds
+        self._runtimes: dict[str, PodRuntime] = {}  # by pod uid, pods that need a task
+        self._status_only_logs: dict[tuple[str, str], LogBuffer] = {}
+        self._queue: asyncio.Queue[tuple[str, str, str, str]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Subscribe to the store and start the worker (call on the running loop)."""
+        if self.mode == "none":
+            return
+        self.store.add_observer(self._observe)
+        self._worker = asyncio.create_task(self._work(), name="kubelet worker")
+
+    async def close(self) -> None:
+        """Stop every container (SIGTERM, then SIGKILL after 2 s) and the worker."""
+        runtimes = list(self._runtimes.values())
+        processes = [c.process for r in runtimes for c in r.containers if c.process is not None]
+        for process in processes:
+            _kill(process, signal.SIGTERM)
+        if processes:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*(p.wait() for p in processes)), 2.0)
+        for runtime in runtimes:
+            runtime.abandon()
+            if runtime.task is not None:
+                runtime.task.cancel()
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+
+    def base_environment(self) -> dict[str, str]:
+        """PATH and PYTHONPATH (the repository root first) from the server's own environment."""
+        python_path = str(self.repo_root)
+        if os.environ.get("PYTHONPATH"):
+            python_path += os.pathsep + os.environ["PYTHONPATH"]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": python_path}
+        for name in ("HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV"):
+            if name in os.environ:
+                env[name] = os.environ[name]
+        return env
+
+    # ------------------------------------------------------------------ events
+
+    def _observe(self, event: Event) -> None:
+        if event.resource != "pods":
+            return
+        stored = event.obj
+        if event.type == "ADDED":
+            self._queue.put_nowait(("schedule", stored.namespace, stored.name, stored.uid))
+        elif event.type == "MODIFIED":
+            grace = stored.metadata.get("deletionGracePeriodSeconds")
+            previous = event.prev.metadata.get("deletionGracePeriodSeconds") if event.prev else None
+            if stored.metadata.get("deletionTimestamp") and grace != previous:
+                self._queue.put_nowait(("delete", stored.namespace, stored.name, stored.uid))
+        elif event.type == "DELETED":
+            runtime = self._runtimes.pop(stored.uid, None)
+            if runtime is not None:
+                runtime.abandon()
+            for container in (stored.data.get("spec") or {}).get("containers") or []:
+                self._status_only_logs.pop((stored.uid, str(container.get("name"))), None)
+
+    async def _work(self) -> None:
+        while True:
+            action, namespace, name, uid = await self._queue.get()
+            try:
+                if action == "schedule":
+                    self._schedule(namespace, name, uid)
+                else:
+                    self._delete(namespace, name, uid)
+            except Exception:
+                log.exception("kubelet failed to %s pod %s/%s", action, namespace, name)
+
+    def _schedule(self, namespace: str, name: str, uid: str) -> None:
+        stored = self.store.find("pods", namespace, name)
+        if stored is None or stored.uid != uid or stored.metadata.get("deletionTimestamp"):
+            return
+        spec = stored.data.get("spec") or {}
+        node_name = spec.get("nodeName")
+        if node_name and node_name != NODE_NAME:
+            return  # bound to a node that does not exist: stays Pending, as on a real cluster
+        if not node_name and not _node_selector_matches(spec):
+            self.store.system_update("pods", namespace, name, _unschedulable, uid=uid)
+            return
+        if self.mode == "status-only" and self._runs_at_once(spec):
+            self.store.system_update("pods", namespace, name, _bound_and_running, uid=uid)
+            return
+        bound = self.store.system_update("pods", namespace, name, _bound, uid=uid)
+        if bound is None:
+            return
+        runtime = PodRuntime(self, bound)
+        self._runtimes[uid] = runtime
+        runtime.task = asyncio.create_task(runtime.run(), name=f"pod {namespace}/{name}")
+
+    def _runs_at_once(self, spec: Mapping[str, Any]) -> bool:
+        for container in spec.get("containers") or []:
+            image = str(container.get("image", ""))
+            if not image_reference_is_valid(image) or (image in self.images and self.images[image] is None):
+                return False
+        return True
+
+    def _delete(self, namespace: str, name: str, uid: str) -> None:
+        stored = self.store.find("pods", namespace, name)
+        if stored is None or stored.uid != uid:
+            return
+        grace = int(stored.metadata.get("deletionGracePeriodSeconds") or 0)
+        runtime = self._runtimes.get(uid)
+        if runtime is not None:
+            runtime.request_deletion(grace)
+            return
+        if self.mode == "status-only" and (stored.data.get("spec") or {}).get("nodeName") == NODE_NAME:
+            self.store.system_update("pods", namespace, name, _killed, uid=uid)
+        self.store.finish_pod_deletion(namespace, name, uid)
+
+    # ------------------------------------------------------------------ logs
+
+    def log_buffer(self, pod: Stored, container: str | None, *, previous: bool = False) -> LogBuffer:
+        """The log of a container (400 BadRequest if it has not started, like the real API)."""
+        spec = pod.data.get("spec") or {}
+        names = [str(c.get("name")) for c in spec.get("containers") or []]
+        if container is None:
+            if len(names) != 1:
+                raise bad_request(f"a container name must be specified for pod {pod.name}, choose one of: "
+                                  f"[{' '.join(names)}]")
+            container = names[0]
+        if container not in names:
+            raise bad_request(f"container {container} is not valid for pod {pod.name}")
+        runtime = self._runtimes.get(pod.uid)
+        if runtime is not None:
+            container_runtime = next(c for c in runtime.containers if c.name == container)
+            buffers = container_runtime.logs
+            if previous:
+                if container_runtime.restart_count == 0 or len(buffers) < 2:
+                    raise bad_request(f'previous terminated container "{container}" in pod "{pod.name}" '
+                                      "not found")
+                return buffers[-2]
+            if buffers:
+                return buffers[-1]
+        elif previous:
+            raise bad_request(f'previous terminated container "{container}" in pod "{pod.name}" not found')
+        statuses = (pod.data.get("status") or {}).get("containerStatuses") or []
+        state = next((s.get("state") or {} for s in statuses if s.get("name") == container), {})
+        if "running" in state or "terminated" in state:
+            return self._status_only_logs.setdefault((pod.uid, container), LogBuffer())
+        reason = (state.get("waiting") or {}).get("reason", "ContainerCreating")
+        if reason in ("ErrImagePull", "ImagePullBackOff"):
+            reason = "trying and failing to pull image"
+        raise bad_request(f'container "{container}" in pod "{pod.name}" is waiting to start: {reason}')
+
+
+def _bound(data: Obj) -> Obj:
+    data["spec"]["nodeName"] = NODE_NAME
+    status = data.setdefault("status", {})
+    status["conditions"] = [_condition(status.get("conditions") or [], "PodScheduled", "True")]
+    return data
+
+
+def _unschedulable(data: Obj) -> Obj:
+    status = data.setdefault("status", {})
+    status["phase"] = "Pending"
+    status["conditions"] = [_condition(status.get("conditions") or [], "PodScheduled", "False",
+                                       "Unschedulable", _UNSCHEDULABLE_MESSAGE)]
+    return data
+
+
+def _bound_and_running(data: Obj) -> Obj:
+    now = time.time()
+    data["spec"]["nodeName"] = NODE_NAME
+    old = data.get("status") or {}
+    conditions = [_condition([], kind, "True") for kind in (
+        "PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")]
+    data["status"] = {
+        "phase": "Running",
+        "conditions": conditions,
+        "hostIP": NODE_IP,
+        "hostIPs": [{"ip": NODE_IP}],
+        "podIP": NODE_IP,
+        "podIPs": [{"ip": NODE_IP}],
+        "startTime": rfc3339(now),
+        "containerStatuses": [{
+            "name": container["name"],
+            "state": {"running": {"startedAt": rfc3339(now)}},
+            "lastState": {},
+            "ready": True,
+            "restartCount": 0,
+            "image": container["image"],
+            "imageID": _image_id(str(container["image"])),
+            "containerID": f"local://{uuid.uuid4().hex}",
+            "started": True,
+        } for container in data["spec"].get("containers") or []],
+        "qosClass": old.get("qosClass", "BestEffort"),
+    }
+    return data
+
+
+def _killed(data: Obj) -> Obj:
+    """Running containers of a status-only pod end as if SIGTERM killed them (values are replaced, not
+    changed in place: they are shared with the stored version)."""
+    status = data.get("status") or {}
+    now = rfc3339(time.time())
+    entries = []
+    changed = False
+    for entry in status.get("containerStatuses") or []:
+        running = (entry.get("state") or {}).get("running")
+        if running is not None:
+            entry = {**entry, "ready": False, "started": False, "state": {"terminated": {  # noqa: PLW2901
+                "exitCode": 143, "reason": "Error", "startedAt": running.get("startedAt"), "finishedAt": now,
+                "containerID": entry.get("containerID", "")}}}
+            changed = True
+        entries.append(entry)
+    if changed:
+        status["containerStatuses"] = entries
+        status["phase"] = "Failed"
+        status["conditions"] = [
+            {**condition, "status": "False", "reason": "PodCompleted", "lastTransitionTime": now}
+            if condition.get("type") in ("Ready", "ContainersReady") else condition
+            for condition in status.get("conditions") or []]
+        data["status"] = status
+    return data

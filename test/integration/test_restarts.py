@@ -1,0 +1,126 @@
+"""Restarts at any moment, SIGKILL included: nothing running is killed, nothing said is said twice.
+
+The daemon's state lives in the cluster (a record per simulation) and the
+broker (a persistent session), so a new process converges to exactly where
+the old one was.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import kubernetes.client
+from conftest import NAMESPACE, DaemonFactory, core_api
+from harness import SimulatorRecorder, wait_for
+from test_watch_and_secrets import running_pods, set_terminated
+
+from simulation_components.local_kubernetes.launcher import LocalKubernetes
+
+IMAGE = "fake_model:0.0.1"
+
+
+def record(api: kubernetes.client.CoreV1Api, simulation_id: str) -> dict[str, object]:
+    configmap = api.read_namespaced_config_map(f"mso-dots-so-{simulation_id}", NAMESPACE)
+    loaded: dict[str, object] = json.loads(configmap.to_dict()["data"]["simulation.json"])
+    return loaded
+
+
+def ready_in_record(api: kubernetes.client.CoreV1Api, simulation_id: str) -> set[str]:
+    models = record(api, simulation_id)["models"]
+    assert isinstance(models, list)
+    return {model_id for model_id, flags, _ in models if flags & 2}
+
+
+def ready(so: SimulatorRecorder, sim: str, *models: str) -> None:
+    for model in models:
+        so.publish(f"/lifecycle/model/mso/{sim}/{model}/ReadyForProcessing", b"", qos=0)
+
+
+def test_sigkill_keeps_running_pods_and_reports_what_ended_meanwhile_once(
+        status_kube: LocalKubernetes, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+    daemon = make_daemon(status_kube)
+    sim = "sim-kill"
+    models = ["m0", "m1", "m2", "m3"]
+    so.deploy(sim, [(m, IMAGE, [("A", "1")]) for m in models])
+    api = core_api(status_kube)
+    names = running_pods(api, 4)
+    ready(so, sim, *models)
+    wait_for(lambda: so.of(sim, "ModelsReady"), what="ModelsReady")
+
+    daemon.kill()
+    set_terminated(api, names[0], 0)  # ends while nobody watches
+    daemon = make_daemon(status_kube)
+    wait_for(lambda: so.terminations(sim).get("m0"), what="the termination that happened while down")
+    assert len(api.list_namespaced_pod(NAMESPACE).items) == 4, "a restart deletes no pod"
+
+    daemon.kill()
+    daemon = make_daemon(status_kube)
+    for name, code in zip(names[1:], (1, 0, 0), strict=True):
+        set_terminated(api, name, code)
+    so.wait_all_terminated(sim)
+    daemon.kill()
+    make_daemon(status_kube)  # a restart after the end: nothing more to say, only the cleanup to finish
+
+    wait_for(lambda: not api.list_namespaced_pod(NAMESPACE).items, what="cleanup after the end")
+    assert len(so.of(sim, "ModelsReady")) == 1
+    assert len(so.of(sim, "ModelHasTerminated")) == 4
+    assert len(so.of(sim, "AllModelsHaveTerminated")) == 1
+    assert so.terminations(sim) == {"m0": ("SUCCESSFULL", 0), "m1": ("FAILED", 1), "m2": ("SUCCESSFULL", 0),
+                                    "m3": ("SUCCESSFULL", 0)}
+
+
+def test_ready_for_processing_published_while_down_still_counts(
+        status_kube: LocalKubernetes, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+    daemon = make_daemon(status_kube)
+    sim = "sim-down"
+    so.deploy(sim, [(m, IMAGE, [("A", "1")]) for m in ("m0", "m1")])
+    api = core_api(status_kube)
+    running_pods(api, 2)
+    ready(so, sim, "m0")
+    wait_for(lambda: ready_in_record(api, sim) == {"m0"}, what="m0's readiness in the record")
+    daemon.kill()
+    ready(so, sim, "m1")  # QoS 0, while the daemon is down: the broker queues it for the session
+    make_daemon(status_kube, wait_subscribed=False)
+    wait_for(lambda: so.of(sim, "ModelsReady"), what="ModelsReady after the restart")
+    assert len(so.of(sim, "ModelsReady")) == 1
+
+
+def test_keep_logs_hours_deadline_survives_a_restart(
+        status_kube: LocalKubernetes, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+    daemon = make_daemon(status_kube)
+    sim = "sim-keep"
+    so.deploy(sim, [("m0", IMAGE, [("A", "1")])], keep_logs_hours=0.001)  # 3.6 s
+    api = core_api(status_kube)
+    names = running_pods(api, 1)
+    set_terminated(api, names[0], 0)
+    so.wait_all_terminated(sim)
+    finished_at = record(api, sim)["finishedAt"]
+    assert isinstance(finished_at, float)
+    daemon.signal(signal.SIGKILL)
+    daemon.kill()
+    wait_for(lambda: status_kube.running, what="the API server still up")
+    make_daemon(status_kube)
+    wait_for(lambda: not api.list_namespaced_pod(NAMESPACE).items, timeout=20, what="pods deleted after restart")
+    wait_for(lambda: not api.list_namespaced_config_map(NAMESPACE).items, what="record deleted with them")
+    assert not api.list_namespaced_secret(NAMESPACE).items
+    assert len(so.of(sim, "AllModelsHaveTerminated")) == 1
+
+
+def test_a_record_deleted_by_hand_leaves_no_orphan_pods(
+        status_kube: LocalKubernetes, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+    daemon = make_daemon(status_kube)
+    sim = "sim-orphan"
+    so.deploy(sim, [(m, IMAGE, [("A", "1")]) for m in ("m0", "m1")])
+    api = core_api(status_kube)
+    names = running_pods(api, 2)
+    daemon.kill()
+    api.delete_namespaced_config_map(f"mso-dots-so-{sim}", NAMESPACE)
+    make_daemon(status_kube)
+    ready(so, sim, "m0", "m1")
+    for name in names:
+        set_terminated(api, name, 0)
+    so.wait_all_terminated(sim)
+    assert so.terminations(sim) == {"m0": ("SUCCESSFULL", 0), "m1": ("SUCCESSFULL", 0)}
+    assert not so.of(sim, "ModelsReady"), "what was said before is unknown: never risk a second ModelsReady"
+    wait_for(lambda: not api.list_namespaced_pod(NAMESPACE).items, what="the adopted pods cleaned up")

@@ -1,0 +1,85 @@
+"""The pod watch misses nothing across a stream that ends or expires; no secret ever reaches the log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes.client
+from conftest import NAMESPACE, PRINTENV_IMAGE, DaemonFactory, core_api
+from harness import SimulatorRecorder, fake_model_env, wait_for
+
+from simulation_components.local_kubernetes.launcher import LocalKubernetes
+from simulation_components.local_mosquitto import LocalMosquitto
+
+
+def set_terminated(api: kubernetes.client.CoreV1Api, name: str, exit_code: int) -> None:
+    """What a kubelet reports when the container of pod ``name`` ends."""
+    body: dict[str, Any] = {"status": {
+        "phase": "Succeeded" if exit_code == 0 else "Failed",
+        "containerStatuses": [{"name": name, "ready": False, "restartCount": 0, "image": "x", "imageID": "",
+                               "state": {"terminated": {"exitCode": exit_code,
+                                                        "reason": "Completed" if exit_code == 0 else "Error"}}}]}}
+    api.patch_namespaced_pod_status(name, NAMESPACE, body)
+
+
+def running_pods(api: kubernetes.client.CoreV1Api, count: int) -> list[str]:
+    def names() -> list[str]:
+        pods = [pod.to_dict() for pod in api.list_namespaced_pod(NAMESPACE).items]
+        found = sorted(p["metadata"]["name"] for p in pods if (p.get("status") or {}).get("phase") == "Running")
+        return found if len(found) == count else []
+    return wait_for(names, timeout=20, what=f"{count} running pods")
+
+
+def test_the_watch_survives_a_stream_end_and_410_gone(
+        status_kube: LocalKubernetes, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+    daemon = make_daemon(status_kube)
+    sim = "sim-watch"
+    models = [f"m{i}" for i in range(5)]
+    so.deploy(sim, [(m, "fake_model:0.0.1", [("A", "1")]) for m in models])
+    api = core_api(status_kube)
+    names = running_pods(api, 5)
+    for model in models:
+        so.publish(f"/lifecycle/model/mso/{sim}/{model}/ReadyForProcessing", b"", qos=0)
+    wait_for(lambda: so.of(sim, "ModelsReady"), timeout=20, what="ModelsReady")
+
+    set_terminated(api, names[0], 0)
+    wait_for(lambda: len(so.terminations(sim)) == 1, what="first termination")
+
+    status_kube.close_watches()  # the stream ends: resumed from its resourceVersion
+    set_terminated(api, names[1], 3)
+    wait_for(lambda: len(so.terminations(sim)) == 2, what="termination after the stream ended")
+
+    # Changes made while the watch is expired are found by the re-list that follows 410 Gone.
+    status_kube.compact()
+    set_terminated(api, names[2], 0)
+    status_kube.close_watches()
+    set_terminated(api, names[3], 4)
+    wait_for(lambda: len(so.terminations(sim)) == 4, what="terminations across 410 Gone")
+    set_terminated(api, names[4], 0)
+    so.wait_all_terminated(sim)
+
+    assert sorted(code for _, code in so.terminations(sim).values()) == [0, 0, 0, 3, 4]
+    assert len(so.of(sim, "ModelHasTerminated")) == 5, "no transition reported twice"
+    assert len(so.of(sim, "AllModelsHaveTerminated")) == 1
+    assert len(so.of(sim, "ModelsReady")) == 1
+    assert any(e.get("event") == "pod watch expired, listing again" for e in daemon.log_events())
+
+
+def test_no_secret_in_the_logs(broker: LocalMosquitto, kube: LocalKubernetes, so: SimulatorRecorder,
+                               make_daemon: DaemonFactory) -> None:
+    daemon = make_daemon(kube)
+    sim = "sim-secrets"
+    secrets = {"DB_PASSWORD": "pw-Very-Secret-1", "API_TOKEN": "tok-Very-Secret-2", "SIGNING_KEY": "key-Secret-3"}
+    env = [*fake_model_env(broker, sim, "m1", exit_code=1), *secrets.items()]
+    so.deploy(sim, [("m1", PRINTENV_IMAGE, env)])
+    so.wait_all_terminated(sim)
+    daemon.wait_logged("model failed")
+    assert daemon.stop() == 0
+    text = daemon.log_text()
+    assert "deploying models" in text and "model failed" in text, "the log is there to be checked"
+    for value in [broker.password, kube.token, *secrets.values()]:
+        assert value not in text
+    failed = daemon.wait_logged("model failed")
+    assert any("***" in line for line in failed["last_log_lines"]), "the model printed its env: blanked"
+    error = so.of(sim, "ErrorOccurred")[0].payload.decode("utf-8", "replace")
+    assert "***" in error and not any(value in error for value in secrets.values()), "nor sent to the SO"

@@ -1,0 +1,513 @@
+"""Tests of the stand-ins the other tests and the demo rely on: LocalMosquitto, the fake model, the fake SO.
+
+Why this exists: an end-to-end test that fails because its fake model or its
+broker misbehaves would point at the orchestrator. These tests pin down what
+the stand-ins do against a real Mosquitto (auth, persistent sessions that
+keep QoS 0 messages across a broker restart), each with unique ids and topics
+and every wait bounded by a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from model_services_orchestrator.messages import (
+    FAILED,
+    AllModelsHaveTerminated,
+    DeployModels,
+    ErrorOccurred,
+    ModelHasTerminated,
+    ModelsReady,
+    PingHealthMSOToModel,
+    PongHealthModelToMSO,
+    UnhealthyModel,
+)
+from simulation_components import fake_model, fake_simulator
+from simulation_components.local_mosquitto import DEPLOYMENT_CONFIG, LocalMosquitto, shared_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEADLINE_SECONDS = 20.0
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+class Client:
+    """A small synchronous paho client for tests: connect, subscribe, wait for messages."""
+
+    def __init__(
+        self,
+        broker: LocalMosquitto,
+        *,
+        client_id: str | None = None,
+        clean_session: bool = True,
+        password: str | None = None,
+    ) -> None:
+        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self._connack: queue.Queue[ReasonCode] = queue.Queue()
+        self._subacks: queue.Queue[int] = queue.Queue()
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or unique("test"),
+            clean_session=clean_session,
+        )
+        self._client.username_pw_set(broker.username, broker.password if password is None else password)
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+        self._client.connect(broker.host, broker.port)
+        self._client.loop_start()
+        self.connack = self._connack.get(timeout=DEADLINE_SECONDS)
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self._connack.put(reason_code)
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        self._subacks.put(mid)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self.messages.put((message.topic, bytes(message.payload)))
+
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        _, mid = self._client.subscribe(topic, qos=qos)
+        assert self._subacks.get(timeout=DEADLINE_SECONDS) == mid
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        self._client.publish(topic, payload, qos=qos).wait_for_publish(DEADLINE_SECONDS)
+
+    def next_message(self, timeout: float = DEADLINE_SECONDS) -> tuple[str, bytes]:
+        return self.messages.get(timeout=timeout)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[LocalMosquitto]:
+    with LocalMosquitto() as local:
+        yield local
+
+
+@pytest.fixture
+def client(broker: LocalMosquitto) -> Iterator[Client]:
+    test_client = Client(broker)
+    yield test_client
+    test_client.close()
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, **extra}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    return env
+
+
+def run_fake_model(broker: LocalMosquitto, **extra: str) -> subprocess.Popen[str]:
+    env = subprocess_env(
+        MQTT_HOST=broker.host,
+        MQTT_PORT=str(broker.port),
+        MQTT_USERNAME=broker.username,
+        MQTT_PASSWORD=broker.password,
+        SIMULATOR_ID="204-asd",
+        **extra,
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "simulation_components.fake_model"],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def assert_nothing_more(client: Client, topic_filter_prefix: str, marker_topic: str) -> None:
+    """Publish a marker and check that nothing under the prefix arrives before it."""
+    client.subscribe(marker_topic)
+    client.publish(marker_topic, b"marker")
+    while True:
+        topic, _ = client.next_message()
+        if topic == marker_topic:
+            return
+        assert not topic.startswith(topic_filter_prefix), f"unexpected message on {topic}"
+
+
+# --- LocalMosquitto -----------------------------------------------------------------------------
+
+
+def test_local_mosquitto_uses_the_deployment_settings(broker: LocalMosquitto) -> None:
+    config = broker.config_path.read_text()
+    assert "queue_qos0_messages true" in shared_settings(DEPLOYMENT_CONFIG)
+    for line in shared_settings(DEPLOYMENT_CONFIG):
+        assert line in config.splitlines()
+    assert "allow_anonymous false" in config
+    assert f"listener {broker.port} 127.0.0.1" in config
+
+
+def test_local_mosquitto_rejects_a_wrong_password(broker: LocalMosquitto) -> None:
+    wrong = Client(broker, password="not-the-password")
+    try:
+        assert wrong.connack.is_failure
+    finally:
+        wrong.close()
+    right = Client(broker)
+    try:
+        assert not right.connack.is_failure
+    finally:
+        right.close()
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_persistent_session_keeps_a_qos0_message_across_a_broker_restart(how: str) -> None:
+    with LocalMosquitto() as broker:
+        session_id = unique("persistent")
+        topic = f"/test/{unique('qos0')}"
+        subscriber = Client(broker, client_id=session_id, clean_session=False)
+        subscriber.subscribe(topic, qos=1)
+        subscriber.close()
+
+        publisher = Client(broker)
+        publisher.publish(topic, b"queued while offline", qos=0)
+        publisher.close()
+
+        database = broker.directory / "persistence" / "mosquitto.db"
+        if how == "stop":
+            broker.stop()
+        else:
+            # A crash keeps only what autosave (every second) wrote: wait for a save after the publish.
+            published_at = time.time()
+            deadline = time.monotonic() + DEADLINE_SECONDS
+            while not (database.exists() and database.stat().st_mtime > published_at + 0.01):
+                assert time.monotonic() < deadline, "mosquitto never autosaved"
+                time.sleep(0.05)
+            broker.kill()
+        assert database.exists()
+        port = broker.port
+        broker.start()
+        assert broker.port == port
+
+        resumed = Client(broker, client_id=session_id, clean_session=False)
+        try:
+            assert resumed.next_message() == (topic, b"queued while offline")
+        finally:
+            resumed.close()
+        assert "mosquitto version" in broker.log_text()
+
+
+# --- fake model ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("exit_code", "sends_ready"), [(0, True), (1, False), (2, True), (7, True)])
+def test_fake_model_exit_codes(
+    broker: LocalMosquitto, client: Client, exit_code: int, sends_ready: bool
+) -> None:
+    simulation_id = unique("sim")
+    model_id = unique("model")
+    ready_topic = f"/lifecycle/model/mso/{simulation_id}/{model_id}/ReadyForProcessing"
+    client.subscribe(f"/lifecycle/model/mso/{simulation_id}/#")
+
+    process = run_fake_model(
+        broker,
+        SIMULATION_ID=simulation_id,
+        MODEL_ID=model_id,
+        EXIT_CODE=str(exit_code),
+        FAKE_MODEL_RUN_SECONDS="0.2",
+    )
+    output, _ = process.communicate(timeout=DEADLINE_SECONDS)
+    assert process.returncode == exit_code, output
+    assert "MQTT_PASSWORD=<hidden>" in output
+    assert broker.password not in output
+
+    if sends_ready:
+        assert client.next_message() == (ready_topic, b"")
+    assert_nothing_more(client, f"/lifecycle/model/mso/{simulation_id}/", f"/test/{unique('marker')}")
+
+
+def test_fake_model_exits_143_on_sigterm(broker: LocalMosquitto, client: Client) -> None:
+    simulation_id, model_id = unique("sim"), unique("model")
+    client.subscribe(f"/lifecycle/model/mso/{simulation_id}/#")
+    process = run_fake_model(
+        broker, SIMULATION_ID=simulation_id, MODEL_ID=model_id, FAKE_MODEL_RUN_SECONDS="60"
+    )
+    try:
+        client.next_message()  # ReadyForProcessing: it is running now
+        process.terminate()
+        output, _ = process.communicate(timeout=DEADLINE_SECONDS)
+    finally:
+        process.kill()
+    assert process.returncode == 143, output
+
+
+def _ping_until_pong(client: Client, simulation_id: str, model_id: str) -> PongHealthModelToMSO:
+    ping = f"/healthcheck/mso/model/{simulation_id}/{model_id}/PingHealthMSOToModel"
+    pong = f"/healthcheck/model/mso/{simulation_id}/{model_id}/PongHealthModelToMSO"
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        client.publish(ping, PingHealthMSOToModel().SerializeToString(), qos=0)
+        try:
+            topic, payload = client.next_message(timeout=0.5)
+        except queue.Empty:
+            continue  # the model may not have subscribed yet
+        assert topic == pong
+        return PongHealthModelToMSO.FromString(payload)
+    raise AssertionError("no pong")
+
+
+@pytest.mark.parametrize("stall", [False, True])
+def test_fake_model_answers_pings(broker: LocalMosquitto, client: Client, stall: bool) -> None:
+    simulation_id, model_id = unique("sim"), unique("model")
+    client.subscribe(f"/healthcheck/model/mso/{simulation_id}/#")
+    process = run_fake_model(
+        broker,
+        SIMULATION_ID=simulation_id,
+        MODEL_ID=model_id,
+        FAKE_MODEL_RUN_SECONDS="60",
+        FAKE_MODEL_ANSWER_PINGS="1",
+        FAKE_MODEL_STALL="1" if stall else "0",
+    )
+    try:
+        first = _ping_until_pong(client, simulation_id, model_id)
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while True:
+            later = _ping_until_pong(client, simulation_id, model_id)
+            if stall or later.numberOfBids > first.numberOfBids or time.monotonic() > deadline:
+                break
+    finally:
+        process.terminate()
+        process.communicate(timeout=DEADLINE_SECONDS)
+    if stall:
+        assert (later.numberOfBids, later.numberOfAllocations) == (
+            first.numberOfBids,
+            first.numberOfAllocations,
+        )
+    else:
+        assert later.numberOfBids > first.numberOfBids
+        assert later.numberOfAllocations > first.numberOfAllocations
+
+
+def test_fake_model_pong_counters() -> None:
+    grown = PongHealthModelToMSO.FromString(fake_model.pong_payload(seconds_running=3.7, stall=False))
+    assert (grown.numberOfBids, grown.numberOfAllocations) == (3, 3)
+    stalled = PongHealthModelToMSO.FromString(fake_model.pong_payload(seconds_running=30.0, stall=True))
+    assert (
+        stalled.numberOfBids
+        == PongHealthModelToMSO.FromString(
+            fake_model.pong_payload(seconds_running=1.0, stall=True)
+        ).numberOfBids
+    )
+
+
+def test_fake_model_settings_from_env() -> None:
+    settings = fake_model.FakeModelSettings.from_env(
+        {"MQTT_HOST": "broker", "MODEL_ID": "m", "EXIT_CODE": "2", "MQTT_PASSWORD": "secret"}
+    )
+    assert (settings.mqtt_host, settings.mqtt_port, settings.exit_code, settings.run_seconds) == (
+        "broker",
+        1883,
+        2,
+        10.0,
+    )
+    assert "MQTT_PASSWORD=<hidden>" in fake_model.describe_settings(settings)
+    assert not any("secret" in line for line in fake_model.describe_settings(settings))
+
+
+# --- fake simulator -----------------------------------------------------------------------------
+
+
+def test_quickstart_deploy_models() -> None:
+    options = fake_simulator.parse_args(
+        ["--mqtt-host", "mqtt", "--mqtt-username", "dots", "--mqtt-password", "pw"], environ={}
+    )
+    deploy = fake_simulator.build_deploy_models(options)
+    assert deploy.simulatorId == "204-asd"
+    assert deploy.keepLogsHours == 0.01
+    assert [c.modelID for c in deploy.modelConfigurations] == ["0-model", "1-model", "2-model", "3-model"]
+    assert {c.imageUrl for c in deploy.modelConfigurations} == {"fake_model:0.0.1"}
+    expected_common = [
+        ("MQTT_HOST", "mqtt"),
+        ("MQTT_PORT", "1883"),
+        ("SIMULATOR_ID", "204-asd"),
+        ("SIMULATION_ID", "sim02-abc"),
+    ]
+    for index, config in enumerate(deploy.modelConfigurations):
+        env = [(v.name, v.value) for v in config.environmentVariables]
+        exit_code = [("EXIT_CODE", str(index))] if index in (1, 2) else []
+        assert env == [
+            *expected_common,
+            ("MODEL_ID", f"{index}-model"),
+            ("MQTT_USERNAME", "dots"),
+            ("MQTT_PASSWORD", "pw"),
+            *exit_code,
+            ("FAKE_MODEL_RUN_SECONDS", "10"),
+        ]
+
+
+def test_parse_args_defaults_from_env() -> None:
+    options = fake_simulator.parse_args(
+        ["--model-mqtt-host", "mosquitto"],
+        environ={"MQTT_HOST": "h", "MQTT_PORT": "1999", "SIMULATOR_NAME": "DOTS-SO"},
+    )
+    assert (options.mqtt_host, options.mqtt_port, options.so) == ("h", 1999, "dots-so")
+    assert (options.model_mqtt_host, options.model_mqtt_port) == ("mosquitto", 1999)
+    no_failures = fake_simulator.parse_args(["--no-failing-models", "--models", "3"], environ={})
+    for config in fake_simulator.build_deploy_models(no_failures).modelConfigurations:
+        assert "EXIT_CODE" not in {v.name for v in config.environmentVariables}
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "line"),
+    [
+        ("/lifecycle/mso/dots-so/sim/ModelsReady", ModelsReady().SerializeToString(), "ModelsReady"),
+        (
+            "/lifecycle/mso/dots-so/sim/1-model/ModelHasTerminated",
+            ModelHasTerminated(status=FAILED, exitCode=1).SerializeToString(),
+            "ModelHasTerminated 1-model FAILED 1",
+        ),
+        (
+            "/lifecycle/mso/dots-so/sim/0-model/ModelHasTerminated",
+            b"",
+            "ModelHasTerminated 0-model SUCCESSFULL 0",
+        ),
+        (
+            "/lifecycle/mso/dots-so/sim/2-model/ModelHasTerminated",
+            ModelHasTerminated(status=FAILED, exitCode=-2).SerializeToString(),
+            "ModelHasTerminated 2-model FAILED -2",
+        ),
+        (
+            "/lifecycle/model/dots-so/sim/1-model/ErrorOccurred",
+            ErrorOccurred(error_message="boom").SerializeToString(),
+            "ErrorOccurred 1-model: boom",
+        ),
+        (
+            "/lifecycle/mso/dots-so/sim/3-model/UnhealthyModel",
+            UnhealthyModel().SerializeToString(),
+            "UnhealthyModel 3-model NOPROGRESS",
+        ),
+        ("/lifecycle/model/dots-so/sim/3-model/CalculationsDone", b"", "CalculationsDone 3-model"),
+        ("/lifecycle/mso/dots-so/sim/AllModelsHaveTerminated", b"", "AllModelsHaveTerminated"),
+    ],
+)
+def test_describe_message(topic: str, payload: bytes, line: str) -> None:
+    received = fake_simulator.describe_message(topic, payload, so="dots-so", simulation_id="sim")
+    assert received is not None
+    assert received.line == line
+    assert received.ends_simulation == (line == "AllModelsHaveTerminated")
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "/lifecycle/mso/dots-so/other-sim/ModelsReady",
+        "/lifecycle/mso/essim/sim/ModelsReady",
+        "/lifecycle/dots-so/mso/sim/DeployModels",
+        "/healthcheck/mso/dots-so/x/PongHealthMSOToSO",
+        "/lifecycle/mso/dots-so/sim/a/b/ModelHasTerminated",
+    ],
+)
+def test_describe_message_ignores_other_topics(topic: str) -> None:
+    assert fake_simulator.describe_message(topic, b"", so="dots-so", simulation_id="sim") is None
+
+
+def test_describe_message_survives_a_bad_payload() -> None:
+    received = fake_simulator.describe_message(
+        "/lifecycle/mso/dots-so/sim/1-model/ModelHasTerminated", b"\xff", so="dots-so", simulation_id="sim"
+    )
+    assert received is not None
+    assert received.line.startswith("ModelHasTerminated 1-model <undecodable payload of 1 bytes")
+
+
+def _run_fake_simulator(broker: LocalMosquitto, *args: str) -> subprocess.Popen[str]:
+    env = subprocess_env(
+        MQTT_HOST=broker.host,
+        MQTT_PORT=str(broker.port),
+        MQTT_USERNAME=broker.username,
+        MQTT_PASSWORD=broker.password,
+        SIMULATOR_NAME="DOTS-SO",
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "simulation_components.fake_simulator", *args],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_fake_simulator_deploys_the_quickstart_and_ends_on_all_models_have_terminated(
+    broker: LocalMosquitto, client: Client
+) -> None:
+    simulation_id = unique("sim")
+    client.subscribe(f"/lifecycle/dots-so/mso/{simulation_id}/DeployModels")
+    process = _run_fake_simulator(broker, "--simulation-id", simulation_id, "--timeout", "60")
+    try:
+        topic, payload = client.next_message()
+        assert topic == f"/lifecycle/dots-so/mso/{simulation_id}/DeployModels"
+        deploy = DeployModels.FromString(payload)
+        assert deploy.simulatorId == "204-asd"
+        assert [c.modelID for c in deploy.modelConfigurations] == ["0-model", "1-model", "2-model", "3-model"]
+        env = {v.name: v.value for v in deploy.modelConfigurations[1].environmentVariables}
+        assert env["EXIT_CODE"] == "1"
+        assert env["SIMULATION_ID"] == simulation_id
+        assert (env["MQTT_HOST"], env["MQTT_PORT"]) == (broker.host, str(broker.port))
+
+        # The simulator subscribed before it published, so these reach it.
+        base = f"/lifecycle/mso/dots-so/{simulation_id}"
+        client.publish(f"/lifecycle/mso/dots-so/{unique('other')}/ModelsReady", b"")
+        client.publish(
+            f"{base}/1-model/ModelHasTerminated",
+            ModelHasTerminated(status=FAILED, exitCode=1).SerializeToString(),
+        )
+        client.publish(f"{base}/AllModelsHaveTerminated", AllModelsHaveTerminated().SerializeToString())
+        output, _ = process.communicate(timeout=DEADLINE_SECONDS)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output
+    lines = output.splitlines()
+    assert lines[-2:] == ["ModelHasTerminated 1-model FAILED 1", "AllModelsHaveTerminated"]
+    assert "ModelsReady" not in lines
+
+
+def test_fake_simulator_times_out(broker: LocalMosquitto) -> None:
+    process = _run_fake_simulator(broker, "--simulation-id", unique("sim"), "--timeout", "0.5")
+    output, _ = process.communicate(timeout=DEADLINE_SECONDS)
+    assert process.returncode == 1, output
+    assert "timeout" in output
+
+
+def test_fake_simulator_reports_a_refused_connection(broker: LocalMosquitto) -> None:
+    process = _run_fake_simulator(broker, "--mqtt-password", "wrong", "--timeout", "5")
+    output, _ = process.communicate(timeout=DEADLINE_SECONDS)
+    assert process.returncode == fake_simulator.EXIT_MQTT_FAILURE, output
