@@ -17,8 +17,9 @@ import base64
 import contextlib
 import re
 import signal
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -549,7 +550,7 @@ class Orchestrator:
         await self._restore()
         try:
             async with asyncio.TaskGroup() as group:
-                watch = group.create_task(asyncio.to_thread(self.watcher.run), name="pod-watch")
+                watch = group.create_task(_in_daemon_thread(self.watcher.run, "pod-watch"), name="pod-watch")
                 events = group.create_task(self._process(), name="inventory")
                 mqtt = group.create_task(self.mqtt.run(), name="mqtt")
                 stopping = group.create_task(self._stopping.wait(), name="stop-signal")
@@ -590,6 +591,36 @@ class Orchestrator:
         if self.mqtt.connected:
             await self.mqtt.flush(max(0.0, deadline - time.monotonic()))
         mqtt.cancel()
+
+
+async def _in_daemon_thread(body: Callable[[], None], name: str) -> None:
+    """Run a blocking body in its own daemon thread and wait for it.
+
+    Unlike asyncio.to_thread, a thread stuck in a blocking read can never keep
+    the process from exiting: the loop's default executor is joined at exit.
+    """
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if finished.done():
+            return
+        if error is None:
+            finished.set_result(None)
+        else:
+            finished.set_exception(error)
+
+    def thread_body() -> None:
+        error: BaseException | None = None
+        try:
+            body()
+        except BaseException as exc:  # noqa: BLE001 (handed to the awaiting task, which decides)
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop may already be closed at exit
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=thread_body, name=name, daemon=True).start()
+    await finished
 
 
 def _model_state(model: inv.Model) -> str:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import random
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -356,10 +357,14 @@ class PodWatcher:
     def stop(self) -> None:
         self._stop.set()
         response = self._response
-        if response is not None:
-            # Closing a stream another thread reads may fail; the stream ends either way.
-            with contextlib.suppress(Exception):
-                response.close()
+        connection = getattr(response, "connection", None)
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            # Closing the response here would wait for the lock its reader holds; shutting the socket
+            # down wakes the reader, which then closes the response itself. The plain socket's method,
+            # because a TLS socket's own shutdown also drops the TLS object under the reader's feet.
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def run(self) -> None:
         """The thread's body: list, then watch from there, until stopped."""
@@ -421,7 +426,11 @@ class PodWatcher:
         )
         self._response = response
         self.restarts += 1
+        ended = False
         try:
+            # stop() sets the flag before it looks for a stream to close: one of the two sees the other.
+            if self._stop.is_set():
+                return
             if not 200 <= response.status <= 299:
                 raise ApiException(http_resp=response)
             self.in_sync = True
@@ -445,7 +454,13 @@ class PodWatcher:
                     # What came before an error still happened: hand it over either way.
                     if events:
                         self._deliver(events)
+            ended = True
         finally:
             self._response = None
+            if not ended or self._stop.is_set():
+                # A stream left half-read must not go back to the pool: the next call on that
+                # connection would read the rest of the watch as its answer, and hang.
+                with contextlib.suppress(Exception):
+                    response.close()
             response.release_conn()
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import random
+import threading
+import time
 from typing import Any
 
 import kubernetes.client
 from conftest import NAMESPACE, PRINTENV_IMAGE, DaemonFactory, core_api
 from harness import SimulatorRecorder, fake_model_env, wait_for
 
+from model_services_orchestrator.k8s_api import KubernetesGateway, PodWatcher
 from simulation_components.local_kubernetes.launcher import LocalKubernetes
 from simulation_components.local_mosquitto import LocalMosquitto
 
@@ -83,3 +87,27 @@ def test_no_secret_in_the_logs(broker: LocalMosquitto, kube: LocalKubernetes, so
     assert any("***" in line for line in failed["last_log_lines"]), "the model printed its env: blanked"
     error = so.of(sim, "ErrorOccurred")[0].payload.decode("utf-8", "replace")
     assert "***" in error and not any(value in error for value in secrets.values()), "nor sent to the SO"
+
+
+def test_stopping_the_watch_ends_its_thread_whenever_it_comes(status_kube: LocalKubernetes) -> None:
+    """A stop that lands while the watch request is on its way must still end the thread at once.
+
+    Otherwise the daemon's exit waits for the stream's silence timeout (90 s by default).
+    """
+    gateway = KubernetesGateway(
+        api_client=kubernetes.client.ApiClient(status_kube.kube_client_configuration()),
+        namespace=NAMESPACE, concurrency=1, request_timeout=10, qps=100, burst=100)
+    rng = random.Random(7)
+    try:
+        for attempt in range(40):
+            watcher = PodWatcher(gateway=gateway, label_selector="app=none", deliver=lambda _: None,
+                                 reduce=lambda pod: pod, watch_timeout_seconds=300, silence_seconds=60)
+            thread = threading.Thread(target=watcher.run, daemon=True)
+            thread.start()
+            # Sweep the moments around the list and the opening of the watch.
+            time.sleep(rng.uniform(0.0, 0.04))
+            watcher.stop()
+            thread.join(3)
+            assert not thread.is_alive(), f"attempt {attempt}: the watch thread outlived stop() by 3 s"
+    finally:
+        gateway.close()
