@@ -179,8 +179,13 @@ class Orchestrator:
             deadline = self.inventory.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - time.time())
             batch: list[_Input] = []
-            with contextlib.suppress(TimeoutError):
-                batch.append(await asyncio.wait_for(self._inputs.get(), timeout))
+            if self._inputs.empty():
+                # asyncio.timeout rather than wait_for, which wraps every wait in a task of its own.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        batch.append(await self._inputs.get())
+            else:
+                batch.append(self._inputs.get_nowait())
             while batch and not self._inputs.empty() and len(batch) < _MAX_BATCH:
                 batch.append(self._inputs.get_nowait())
             now = time.time()
