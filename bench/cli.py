@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ceiling-runs", type=int, default=2, help="the ceiling is the best of this many runs")
     parser.add_argument("--patch-threads", type=int, default=32,
                         help="threads that PATCH pod statuses to terminated")
+    parser.add_argument("--ready-rate", type=float, default=0.0,
+                        help="ReadyForProcessing per second over all models (0: a burst, as fast as the driver can)")
     parser.add_argument("--so-qos", type=int, choices=(0, 1, 2), default=1, help="QoS of the SO's subscriptions")
     parser.add_argument("--broker-config", action="append", default=[], metavar="LINE",
                         help="an extra Mosquitto config line after the deployment's config (repeatable), "
@@ -74,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     options = RunOptions(results_dir=arguments.results_dir, tag=arguments.tag, profile=arguments.profile,
                          ceiling=not arguments.no_ceiling, ceiling_threads=arguments.ceiling_threads,
                          ceiling_runs=max(1, arguments.ceiling_runs),
-                         patch_threads=arguments.patch_threads, idle_seconds=arguments.idle_seconds,
+                         patch_threads=arguments.patch_threads, ready_rate=arguments.ready_rate,
+                         idle_seconds=arguments.idle_seconds,
                          so_qos=arguments.so_qos, daemon_env=daemon_env,
                          broker_config=(*(TUNED_BROKER if arguments.tuned_broker else ()), *arguments.broker_config),
                          quiet_seconds=arguments.quiet_seconds)

@@ -165,10 +165,18 @@ class ModelsPublisher:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def ready(self, simulation_id: str, model_ids: Sequence[str], timeout: float = 60.0) -> float:
-        """Publish every model's ReadyForProcessing; the time the last one was written to the socket."""
+    def ready(self, simulation_id: str, model_ids: Sequence[str], *, rate: float = 0.0,
+              timeout: float = 60.0) -> float:
+        """Publish every model's ReadyForProcessing; the time the last one was written to the socket.
+
+        ``rate`` > 0 spreads them evenly at that many a second (real models become ready over the
+        seconds their pods take to start); 0 sends them as fast as the driver can.
+        """
         info: paho.MQTTMessageInfo | None = None
-        for model_id in model_ids:
+        started = time.monotonic()
+        for index, model_id in enumerate(model_ids):
+            if rate > 0 and (ahead := started + index / rate - time.monotonic()) > 0.001:
+                time.sleep(ahead)
             info = self.client.publish(f"/lifecycle/model/mso/{simulation_id}/{model_id}/ReadyForProcessing",
                                        b"", qos=0)
         if info is not None:

@@ -60,6 +60,7 @@ class RunOptions:
     ceiling_threads: int = 64
     ceiling_runs: int = 2  # the best of these is the ceiling (the machine is shared, and noisy)
     patch_threads: int = 32
+    ready_rate: float = 0.0  # ReadyForProcessing per second; 0 is a burst
     idle_seconds: float | None = None
     so_qos: int = 1
     history: int = 200_000
@@ -218,6 +219,7 @@ def run_scenario(scenario: Scenario, options: RunOptions, log: Log = print) -> d
         "broker_config_extra": list(options.broker_config),
         "so_subscription_qos": options.so_qos,
         "patch_threads": options.patch_threads,
+        "ready_rate_per_second": options.ready_rate or "burst",
         "tag": options.tag,
     }
     figures: dict[str, Any] = {}
@@ -362,14 +364,17 @@ class _Lifecycle:
     def _ready(self) -> None:
         heard = self.so.heard
         models = self.models
-        last_ready = {sim: self.publisher.ready(sim, [model_id for model_id, _ in models[sim]]) for sim in models}
+        rate = self.options.ready_rate
+        last_ready = {sim: self.publisher.ready(sim, [model_id for model_id, _ in models[sim]], rate=rate)
+                      for sim in models}
         _wait_until(lambda: all(sim in heard.models_ready for sim in models), self.deadline, "ModelsReady",
                     self.daemon.check_alive)
         latencies = [(heard.models_ready[sim][0] - last_ready[sim]) * 1000 for sim in models]
         self.figures["models_ready_latency_ms"] = round(max(latencies), 1)
         if len(latencies) > 1:
             self.figures["models_ready_latency_p50_ms"] = round(statistics.median(latencies), 1)
-        self._say(f"ready: ModelsReady {max(latencies):.1f} ms after the last ReadyForProcessing")
+        pace = f"{rate:,.0f}/s" if rate else "a burst"
+        self._say(f"ready: ModelsReady {max(latencies):.1f} ms after the last ReadyForProcessing ({pace})")
 
     def _idle(self) -> None:
         options = self.options

@@ -442,6 +442,11 @@ class Orchestrator:
         }
         while True:
             try:
+                if simulation_id in self._record_uids:
+                    if await self.gateway.replace_object("configmaps", body):
+                        return
+                    # Deleted by someone: created again below, with the specs it owns.
+                    del self._record_uids[simulation_id]
                 saved = await self.gateway.put_object("configmaps", body)
                 if simulation_id not in self._record_uids:
                     self._record_uids[simulation_id] = saved["metadata"]["uid"]

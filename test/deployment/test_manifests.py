@@ -48,7 +48,7 @@ EXPECTED_GRANTS: dict[tuple[str, str], str] = {
     ("pods", "watch"): "PodWatcher._watch_once: CoreV1Api.list_namespaced_pod(watch=True)",
     ("pods/log", "get"): "KubernetesGateway.read_log_tail: CoreV1Api.read_namespaced_pod_log",
     ("configmaps", "create"): "KubernetesGateway.put_object('configmaps'): POST (the simulation record)",
-    ("configmaps", "update"): "KubernetesGateway.put_object('configmaps'): PUT after 409",
+    ("configmaps", "update"): "KubernetesGateway.replace_object('configmaps') and put_object: PUT",
     ("configmaps", "list"): "KubernetesGateway.list_objects('configmaps'): GET with labelSelector",
     ("configmaps", "delete"): "KubernetesGateway.delete_object('configmaps')",
     ("secrets", "create"): "KubernetesGateway.put_object('secrets'): POST (the models' specs)",

@@ -124,3 +124,34 @@ def test_a_record_deleted_by_hand_leaves_no_orphan_pods(
     assert so.terminations(sim) == {"m0": ("SUCCESSFULL", 0), "m1": ("SUCCESSFULL", 0)}
     assert not so.of(sim, "ModelsReady"), "what was said before is unknown: never risk a second ModelsReady"
     wait_for(lambda: not api.list_namespaced_pod(NAMESPACE).items, what="the adopted pods cleaned up")
+
+
+def test_a_record_deleted_by_hand_while_running_is_written_again_with_its_specs(
+        status_kube: LocalKubernetes, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+    daemon = make_daemon(status_kube)
+    sim = "sim-rewritten"
+    so.deploy(sim, [(m, IMAGE, [("A", "1"), ("DB_PASSWORD", "hunter2")]) for m in ("m0", "m1")])
+    api = core_api(status_kube)
+    names = running_pods(api, 2)
+    record = f"mso-dots-so-{sim}"
+    wait_for(lambda: api.list_namespaced_secret(NAMESPACE).items, what="the specs saved")
+    api.delete_namespaced_config_map(record, NAMESPACE)
+    ready(so, sim, "m0", "m1")
+    wait_for(lambda: so.of(sim, "ModelsReady"), what="ModelsReady")
+    wait_for(lambda: any(c.metadata.name == record for c in api.list_namespaced_config_map(NAMESPACE).items),
+             what="the record written again")
+    assert ready_in_record(api, sim) == {"m0", "m1"}
+    owner_uid = api.read_namespaced_config_map(record, NAMESPACE).metadata.uid
+    secret = wait_for(lambda: next((s for s in api.list_namespaced_secret(NAMESPACE).items
+                                    if s.metadata.owner_references
+                                    and s.metadata.owner_references[0].uid == owner_uid), None),
+                      what="the specs owned by the new record")
+    assert secret.metadata.name == record
+    # What the record and specs hold is enough for a restarted daemon to finish the simulation.
+    daemon.kill()
+    make_daemon(status_kube)
+    for name in names:
+        set_terminated(api, name, 0)
+    so.wait_all_terminated(sim)
+    assert so.terminations(sim) == {"m0": ("SUCCESSFULL", 0), "m1": ("SUCCESSFULL", 0)}
+    assert len(so.of(sim, "ModelsReady")) == 1
