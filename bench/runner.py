@@ -432,6 +432,10 @@ class _Lifecycle:
         figures["termination_p99_ms"] = round(percentile(latencies, 0.99), 1)
         figures["termination_max_ms"] = round(max(latencies), 1)
         figures["patch_seconds"] = round(max(patched.values()) - min(patched.values()), 3)
+        self.result["termination_latency_by_tenth_of_patching"] = _by_tenth(
+            [(patched[pod], (heard.terminated[(sim, model_id)][0] - patched[pod]) * 1000)
+             for sim in models for (model_id, _), pod in zip(models[sim], pods[sim], strict=True)
+             if (sim, model_id) in heard.terminated])
         all_latencies = [(heard.all_terminated[sim][0] - max(patched[pod] for pod in pods[sim])) * 1000
                          for sim in models if sim in heard.all_terminated]
         if all_latencies:
@@ -486,3 +490,17 @@ class _Lifecycle:
             "all_terminated_per_simulation": all_counts,
             "other_messages": dict(heard.other),
         }
+
+
+def _by_tenth(samples: list[tuple[float, float]]) -> list[dict[str, float]]:
+    """Latencies (ms) by when their PATCH returned, in ten equal slices of the patching: where the tail is."""
+    if not samples:
+        return []
+    start = min(at for at, _ in samples)
+    span = max(at for at, _ in samples) - start or 1.0
+    tenths: list[list[float]] = [[] for _ in range(10)]
+    for at, latency in samples:
+        tenths[min(9, int((at - start) / span * 10))].append(latency)
+    return [{"count": len(values), "p50_ms": round(percentile(values, 0.5), 1),
+             "p99_ms": round(percentile(values, 0.99), 1), "max_ms": round(max(values), 1)}
+            for values in tenths if values]
