@@ -18,9 +18,9 @@ from bench.scenarios import custom
 from bench.stack import TUNED_BROKER
 
 
-def _run(tmp_path: Path, broker_config: tuple[str, ...] = ()) -> dict[str, Any]:
+def _run(tmp_path: Path, broker_config: tuple[str, ...] = (), ready_rate: float = 0.0) -> dict[str, Any]:
     options = RunOptions(results_dir=tmp_path, ceiling=False, idle_seconds=1.0, quiet_seconds=5.0,
-                         patch_threads=16, broker_config=broker_config)
+                         patch_threads=16, broker_config=broker_config, ready_rate=ready_rate)
     return run_scenario(custom(1, 50, idle_seconds=1.0), options, log=lambda _line: None)
 
 
@@ -48,9 +48,13 @@ def test_the_smallest_scenario_scaled_down_gets_every_answer_once(tmp_path: Path
                 "daemon_cpu_seconds_per_1000_models", "cleanup_seconds"):
         assert key in result["figures"], key
     assert {v["verdict"] for v in verdicts(result)} <= {"PASS", "MISS"}
+    tenths = result["termination_latency_by_tenth_of_patching"]
+    assert sum(tenth["count"] for tenth in tenths) == 50
     assert write_result(result, tmp_path).is_file()
 
 
 @pytest.mark.timeout(180)
-def test_the_same_with_the_tuned_broker(tmp_path: Path) -> None:
-    _assert_correct(_run(tmp_path, TUNED_BROKER))
+def test_the_same_with_the_tuned_broker_and_paced_readiness(tmp_path: Path) -> None:
+    result = _run(tmp_path, TUNED_BROKER, ready_rate=500)
+    _assert_correct(result)
+    assert result["ready_rate_per_second"] == 500
