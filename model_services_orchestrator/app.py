@@ -16,11 +16,12 @@ import asyncio
 import base64
 import contextlib
 import gc
+import itertools
 import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,14 +48,17 @@ from model_services_orchestrator.pod_specs import (
 )
 from model_services_orchestrator.settings import Settings
 from model_services_orchestrator.simulation_records import (
+    RECORD_KEY,
     RecordEncoder,
     RecordError,
     decode_record,
     decode_specs,
     encode_specs,
+    part_name,
     record_labels,
     record_name,
     records_selector,
+    simulation_records_selector,
 )
 from model_services_orchestrator.topics import OutgoingTopics, subscriptions
 
@@ -385,11 +389,15 @@ class Orchestrator:
             await asyncio.wait(reports)
         _log.info("deleting finished simulation", simulation_id=effect.simulation_id)
         await self.gateway.delete_pods(simulation_pods_selector(self.so, effect.simulation_id))
-        name = record_name(self.so, effect.simulation_id)
         # Under the record's lock: a save under way must not bring the record back after this.
         async with self._record_locks.setdefault(effect.simulation_id, asyncio.Lock()):
-            await self.gateway.delete_object("secrets", name)
-            await self.gateway.delete_object("configmaps", name)
+            # The head first: what is left if the daemon dies now is owned by it, so the cluster collects it.
+            await self.gateway.delete_object("configmaps", record_name(self.so, effect.simulation_id))
+            selector = simulation_records_selector(self.so, effect.simulation_id)
+            for item in await self.gateway.list_objects("configmaps", selector):
+                await self.gateway.delete_object("configmaps", item["metadata"]["name"])
+            for item in await self.gateway.list_objects("secrets", selector):
+                await self.gateway.delete_object("secrets", item["metadata"]["name"])
             self._record_uids.pop(effect.simulation_id, None)
         self._record_locks.pop(effect.simulation_id, None)
         self._records.forget(effect.simulation_id)
@@ -435,28 +443,58 @@ class Orchestrator:
         if simulation is None or simulation.cleaning:
             return
         name = record_name(self.so, simulation_id)
-        body: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": name, "labels": record_labels(self.so, simulation_id)},
-            "data": self._records.encode(simulation),
-        }
+        write = self._records.encode(simulation, everything=simulation_id not in self._record_uids)
         while True:
             try:
-                if simulation_id in self._record_uids:
-                    if await self.gateway.replace_object("configmaps", body):
+                if (uid := self._record_uids.get(simulation_id)) is not None:
+                    # The parts first, the head last: a head never claims more than its parts hold.
+                    await asyncio.gather(*(self._write_part(part_name(name, index), simulation_id,
+                                                              uid, data=data)
+                                           for index, data in write.parts.items()))
+                    if await self.gateway.replace_object("configmaps", self._record_object(
+                            "ConfigMap", name, simulation_id, None, data=write.head)):
                         return
-                    # Deleted by someone: created again below, with the specs it owns.
+                    # Deleted by someone: created again below, with its parts and the specs it owns.
                     del self._record_uids[simulation_id]
-                saved = await self.gateway.put_object("configmaps", body)
-                if simulation_id not in self._record_uids:
-                    self._record_uids[simulation_id] = saved["metadata"]["uid"]
-                    await self._save_specs(simulation, saved["metadata"]["uid"])
+                    write = self._records.encode(simulation, everything=True)
+                saved = await self.gateway.put_object("configmaps", self._record_object(
+                    "ConfigMap", name, simulation_id, None, data=write.head))
+                uid = self._record_uids[simulation_id] = saved["metadata"]["uid"]
+                await self._save_specs(simulation, uid)
+                await asyncio.gather(*(self._write_part(part_name(name, index), simulation_id, uid,
+                                                          data=data)
+                                       for index, data in write.parts.items()))
                 return
             except Exception as exc:  # noqa: BLE001 (nothing is published before its record is safe)
                 _log.error("could not save simulation record, retrying", simulation_id=simulation_id,
                            error=type(exc).__name__, detail=str(exc)[:300])
                 await asyncio.sleep(2.0)
+                # Which parts landed is unknown: the next attempt writes them all.
+                write = self._records.encode(simulation, everything=True)
+
+    def _record_object(self, kind: str, name: str, simulation_id: str, owner_uid: str | None,
+                       *, data: dict[str, str]) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"name": name, "labels": record_labels(self.so, simulation_id)}
+        if owner_uid is not None:
+            # Gone with the head when someone deletes it, even while the daemon is down.
+            metadata["ownerReferences"] = [{"apiVersion": "v1", "kind": "ConfigMap",
+                                            "name": record_name(self.so, simulation_id), "uid": owner_uid}]
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": kind, "metadata": metadata, "data": data}
+        if kind == "Secret":
+            body["type"] = "Opaque"
+        return body
+
+    async def _write_part(self, name: str, simulation_id: str, owner_uid: str, *, data: dict[str, str]) -> None:
+        """Replace a part of a record, or create it when it is not there (yet, or any more)."""
+        body = self._record_object("ConfigMap", name, simulation_id, owner_uid, data=data)
+        if not await self.gateway.replace_object("configmaps", body):
+            await self.gateway.put_object("configmaps", body)
+
+    async def _write_secret(self, name: str, simulation_id: str, owner_uid: str, *, data: dict[str, str]) -> None:
+        """Replace a Secret of a record (written once, but perhaps again after a failed save), or create it."""
+        body = self._record_object("Secret", name, simulation_id, owner_uid, data=data)
+        if not await self.gateway.replace_object("secrets", body):
+            await self.gateway.put_object("secrets", body)
 
     async def _save_specs(self, simulation: inv.Simulation, owner_uid: str) -> None:
         specs = [model.spec for model in simulation.models.values() if model.spec is not None]
@@ -465,30 +503,41 @@ class Orchestrator:
             secret_key(value): base64.b64encode(value.encode("utf-8")).decode("ascii")
             for spec in specs for env_name, value in spec.env if self._is_secret(env_name)
         }
-        await self.gateway.put_object("secrets", {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "Opaque",
-            "metadata": {
-                "name": name,
-                "labels": record_labels(self.so, simulation.simulation_id),
-                "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": name, "uid": owner_uid}],
-            },
-            "data": {**encode_specs(specs), **secret_values},
-        })
+        parts = encode_specs(specs)
+        await asyncio.gather(
+            self._write_secret(name, simulation.simulation_id, owner_uid, data=secret_values),
+            *(self._write_secret(part_name(name, index), simulation.simulation_id, owner_uid, data=data)
+              for index, data in enumerate(parts)))
 
     # -- start-up and shutdown
 
     async def _restore(self) -> None:
         """Rebuild the inventory from the records in the cluster, before anything else happens."""
         selector = records_selector(self.so)
-        configmaps = await self.gateway.list_objects("configmaps", selector)
+        configmaps = {item["metadata"]["name"]: item
+                      for item in await self.gateway.list_objects("configmaps", selector)}
         secrets = {item["metadata"]["name"]: item for item in await self.gateway.list_objects("secrets", selector)}
-        for configmap in configmaps:
-            name = configmap["metadata"]["name"]
+
+        def data_of(objects: dict[str, dict[str, Any]], name: str) -> dict[str, str] | None:
+            found = objects.get(name)
+            return None if found is None else found.get("data") or {}
+
+        def record_parts(name: str) -> Callable[[int], dict[str, str] | None]:
+            return lambda index: data_of(configmaps, part_name(name, index))
+
+        def spec_parts(name: str) -> Iterator[dict[str, str]]:
+            for index in itertools.count():
+                if (data := data_of(secrets, part_name(name, index))) is None:
+                    return
+                yield data
+
+        for name, configmap in configmaps.items():
+            head = configmap.get("data") or {}
+            if RECORD_KEY not in head:
+                continue  # a part, read with its head
             try:
-                specs = decode_specs(secrets[name].get("data") or {}) if name in secrets else None
-                simulation = decode_record(configmap.get("data") or {}, specs)
+                specs = decode_specs(spec_parts(name))
+                simulation = decode_record(head, record_parts(name), specs)
             except RecordError as exc:
                 _log.error("simulation record unreadable, ignored", record=name, reason=str(exc))
                 continue

@@ -284,7 +284,8 @@ class KubernetesGateway:
         with 409 before the replace would send it twice, and parsing the
         server's copy of it for nothing is another few milliseconds per save.
         """
-        path = f"/api/v1/namespaces/{self.namespace}/{kind}/{body['metadata']['name']}"
+        name = body["metadata"]["name"]
+        path = f"/api/v1/namespaces/{self.namespace}/{kind}/{name}"
         try:
             await self._call(f"replace {kind}", lambda: self._raw("PUT", path, body=body, want_answer=False),
                              ok_statuses=frozenset({404}))

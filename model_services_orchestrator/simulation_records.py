@@ -1,12 +1,21 @@
 """The record each simulation leaves in the cluster, so a restarted daemon knows what it had said.
 
-Pure: turns a ``Simulation`` into the data of a ConfigMap (compact: ten
-thousand models must fit in the 1 MiB a ConfigMap may hold, so pod names,
-which follow from the ids, are not stored) (mutable state:
-which models exist, are ready, were reported, and whether ModelsReady and
-AllModelsHaveTerminated went out) and the models' specs into the data of a
-Secret (written once; it holds env vars, which may be passwords). Reading
-them back gives the same ``Simulation``.
+Pure: turns a ``Simulation`` into the data of ConfigMaps and Secrets, and
+back. A ConfigMap or Secret holds at most 1 MiB, and a simulation may have
+tens of thousands of models, so the record is split:
+
+- the head, a ConfigMap named ``record_name``: the simulation's own state
+  (ModelsReady and AllModelsHaveTerminated sent, keepLogsHours, the end time)
+  and how many parts hold its models;
+- the parts, ConfigMaps ``<record>-p<k>``: which models exist, are created,
+  are ready and were reported, a bounded number of bytes each;
+- the specs (images and env vars, which may be passwords, needed for pods
+  not yet created when the daemon died): Secrets ``<record>-p<k>``,
+  compressed, and the secret env values in the Secret ``record_name`` that
+  the pods reference.
+
+A save writes the parts that changed, then the head, so a head never claims
+more than its parts hold.
 """
 
 from __future__ import annotations
@@ -14,7 +23,8 @@ from __future__ import annotations
 import base64
 import json
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from model_services_orchestrator.model_inventory import Model, ModelSpec, Simulation, Termination
@@ -29,24 +39,36 @@ from model_services_orchestrator.pod_specs import (
 )
 
 __all__ = [
+    "PART_KEY",
     "RECORD_KEY",
     "SPECS_KEY",
     "RecordEncoder",
     "RecordError",
+    "RecordWrite",
     "decode_record",
     "decode_specs",
     "encode_record",
     "encode_specs",
+    "part_name",
     "record_labels",
     "record_name",
     "records_selector",
+    "simulation_records_selector",
 ]
 
 RECORD_KEY = "simulation.json"
+PART_KEY = "models.json"
 SPECS_KEY = "models.json.z"
-_VERSION = 1
+_VERSION = 2
 _CREATED = 1
 _READY = 2
+# A part's JSON stays below this (the API's limit is 1 MiB per object, data and metadata).
+PART_BYTES = 768 * 1024
+# Specs are packed by their JSON size before compression; base64 adds a third in the worst case.
+SPECS_PART_BYTES = 560 * 1024
+# What a termination's reason may add to an entry: 64 characters, each escaped to at most 6.
+_REASON_CHARS = 64
+_ENTRY_OVERHEAD = len('[,3,[-2147483648,""]]') + 6 * _REASON_CHARS
 
 
 class RecordError(ValueError):
@@ -54,8 +76,13 @@ class RecordError(ValueError):
 
 
 def record_name(so: str, simulation_id: str) -> str:
-    """The name of the simulation's ConfigMap and Secret."""
+    """The name of the simulation's head ConfigMap and of the Secret its pods reference."""
     return dns_label("mso", so, simulation_id)
+
+
+def part_name(record: str, index: int) -> str:
+    """The name of a part of a record: a ConfigMap of model states, or a Secret of specs."""
+    return f"{record}-p{index}"
 
 
 def record_labels(so: str, simulation_id: str) -> dict[str, str]:
@@ -70,14 +97,25 @@ def records_selector(so: str) -> str:
     return f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_SO}={label_value(so)}"
 
 
+def simulation_records_selector(so: str, simulation_id: str) -> str:
+    """Every ConfigMap and Secret of one simulation: head, parts, specs."""
+    return f"{records_selector(so)},{LABEL_SIMULATION_ID}={label_value(simulation_id)}"
+
+
 def _entry(model: Model) -> str:
     flags = (_CREATED if model.created else 0) | (_READY if model.ready else 0)
-    termination = None if model.termination is None else [model.termination.exit_code, model.termination.reason]
+    termination = (None if model.termination is None
+                   else [model.termination.exit_code, model.termination.reason[:_REASON_CHARS]])
     return json.dumps([model.model_id, flags, termination], separators=(",", ":"))
 
 
-def _assemble(simulation: Simulation, entries: Iterable[str]) -> dict[str, str]:
-    head = {
+def _largest_entry(model_id: str) -> int:
+    """The most bytes a model's entry can take, whatever becomes of the model."""
+    return len(json.dumps(model_id)) + _ENTRY_OVERHEAD
+
+
+def _head(simulation: Simulation, parts: int) -> dict[str, str]:
+    return {RECORD_KEY: json.dumps({
         "version": _VERSION,
         "simulatorId": simulation.simulator_id,
         "simulationId": simulation.simulation_id,
@@ -85,45 +123,90 @@ def _assemble(simulation: Simulation, entries: Iterable[str]) -> dict[str, str]:
         "modelsReadySent": simulation.models_ready_sent,
         "allTerminatedSent": simulation.all_terminated_sent,
         "finishedAt": simulation.finished_at,
-    }
-    text = json.dumps(head, separators=(",", ":"))
-    return {RECORD_KEY: text[:-1] + ',"models":[' + ",".join(entries) + "]}"}
+        "parts": parts,
+    }, separators=(",", ":"))}
 
 
-def encode_record(simulation: Simulation) -> dict[str, str]:
-    """The ConfigMap data for a simulation's state."""
-    return _assemble(simulation, (_entry(model) for model in simulation.models.values()))
+def _part(entries: Iterable[str]) -> dict[str, str]:
+    return {PART_KEY: "[" + ",".join(entries) + "]"}
+
+
+@dataclass(frozen=True, slots=True)
+class RecordWrite:
+    """What a save writes: the head's data, and the data of the parts that changed, by index."""
+
+    head: dict[str, str]
+    parts: dict[int, dict[str, str]]
 
 
 class RecordEncoder:
-    """``encode_record`` for repeated saves: re-encodes only the models changed since the last one.
+    """Encodes records for repeated saves: only the parts whose models changed since the last save.
 
-    A storm of terminations in a simulation of ten thousand models saves its
-    record many times; each save then costs the changed models, plus one join.
+    Models go into parts in the order they were deployed, as many as fit in
+    ``part_bytes`` however they end, so a model's part never changes. A storm of
+    terminations then costs, per save, the entries of the models that changed
+    and a join of their parts.
     """
 
-    def __init__(self) -> None:
-        self._entries: dict[str, dict[str, str]] = {}
+    def __init__(self, part_bytes: int = PART_BYTES) -> None:
+        self._part_bytes = part_bytes
+        self._layouts: dict[str, _Layout] = {}
 
-    def encode(self, simulation: Simulation) -> dict[str, str]:
-        entries = self._entries.get(simulation.simulation_id)
-        if entries is None:
-            entries = {model_id: _entry(model) for model_id, model in simulation.models.items()}
-            self._entries[simulation.simulation_id] = entries
-        else:
-            for model_id in simulation.changed:
-                entries[model_id] = _entry(simulation.models[model_id])
+    def encode(self, simulation: Simulation, *, everything: bool = False) -> RecordWrite:
+        """The head, and the parts that changed (all of them the first time, or with ``everything``)."""
+        layout = self._layouts.get(simulation.simulation_id)
+        if layout is None:
+            layout = self._layouts[simulation.simulation_id] = _Layout(self._part_bytes)
+            everything = True
+        changed: set[int] = set()
+        for model_id in simulation.models if everything else simulation.changed:
+            model = simulation.models.get(model_id)
+            if model is not None:
+                changed.add(layout.put(model_id, _entry(model)))
         simulation.changed.clear()
-        return _assemble(simulation, entries.values())
+        parts = range(len(layout.entries)) if everything else sorted(changed)
+        return RecordWrite(head=_head(simulation, len(layout.entries)),
+                           parts={index: _part(layout.entries[index].values()) for index in parts})
 
     def forget(self, simulation_id: str) -> None:
-        self._entries.pop(simulation_id, None)
+        self._layouts.pop(simulation_id, None)
 
 
-def decode_record(data: dict[str, str], specs: dict[str, ModelSpec] | None = None) -> Simulation:
-    """The ``Simulation`` a ConfigMap's data describes; ``specs`` from its Secret, where it still exists."""
+class _Layout:
+    """Which part each model of a simulation is in, and the encoded entries of each part."""
+
+    def __init__(self, part_bytes: int) -> None:
+        self._part_bytes = part_bytes
+        self._part_of: dict[str, int] = {}
+        self.entries: list[dict[str, str]] = []
+        self._room = 0
+
+    def put(self, model_id: str, entry: str) -> int:
+        index = self._part_of.get(model_id)
+        if index is None:
+            largest = _largest_entry(model_id) + 1
+            if not self.entries or largest > self._room:
+                self.entries.append({})
+                self._room = self._part_bytes - 2
+            index = self._part_of[model_id] = len(self.entries) - 1
+            self._room -= largest
+        self.entries[index][model_id] = entry
+        return index
+
+
+def encode_record(simulation: Simulation, part_bytes: int = PART_BYTES) -> RecordWrite:
+    """The whole record of a simulation: its head and every part."""
+    return RecordEncoder(part_bytes).encode(simulation)
+
+
+def decode_record(head: dict[str, str], part: Callable[[int], dict[str, str] | None],
+                  specs: dict[str, ModelSpec] | None = None) -> Simulation:
+    """The ``Simulation`` a head and its parts describe; ``part(k)`` gives the data of part k, or None.
+
+    ``specs`` come from the specs Secrets, where they still exist.
+    """
     try:
-        body: dict[str, Any] = json.loads(data[RECORD_KEY])
+        body: dict[str, Any] = json.loads(head[RECORD_KEY])
         if body.get("version") != _VERSION:
             raise RecordError(f"unknown record version {body.get('version')!r}")
         simulation = Simulation(
@@ -134,32 +217,48 @@ def decode_record(data: dict[str, str], specs: dict[str, ModelSpec] | None = Non
             all_terminated_sent=bool(body["allTerminatedSent"]),
             finished_at=None if body["finishedAt"] is None else float(body["finishedAt"]),
         )
-        for model_id, flags, termination in body["models"]:
-            simulation.models[str(model_id)] = Model(
-                model_id=str(model_id),
-                pod_name=pod_name(simulation.simulator_id, simulation.simulation_id, str(model_id)),
-                spec=(specs or {}).get(str(model_id)),
-                created=bool(flags & _CREATED),
-                ready=bool(flags & _READY),
-                termination=None if termination is None else Termination(int(termination[0]), str(termination[1])),
-            )
+        for index in range(int(body["parts"])):
+            data = part(index)
+            if data is None:
+                raise RecordError(f"part {index} of {body['parts']} is missing")
+            for model_id, flags, termination in json.loads(data[PART_KEY]):
+                simulation.models[str(model_id)] = Model(
+                    model_id=str(model_id),
+                    pod_name=pod_name(simulation.simulator_id, simulation.simulation_id, str(model_id)),
+                    spec=(specs or {}).get(str(model_id)),
+                    created=bool(flags & _CREATED),
+                    ready=bool(flags & _READY),
+                    termination=(None if termination is None
+                                 else Termination(int(termination[0]), str(termination[1]))),
+                )
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordError(f"unreadable simulation record: {exc}") from exc
     return simulation
 
 
-def encode_specs(specs: list[ModelSpec]) -> dict[str, str]:
-    """The Secret data (base64, as the API wants it) holding the models' images and env vars."""
-    plain = json.dumps([[s.model_id, s.image, [list(pair) for pair in s.env]] for s in specs]).encode()
-    return {SPECS_KEY: base64.b64encode(zlib.compress(plain, 6)).decode("ascii")}
+def encode_specs(specs: Iterable[ModelSpec], part_bytes: int = SPECS_PART_BYTES) -> list[dict[str, str]]:
+    """The data of the specs Secrets (base64, as the API wants it): images and env vars, compressed."""
+    parts: list[list[str]] = []
+    room = 0
+    for spec in specs:
+        text = json.dumps([spec.model_id, spec.image, [list(pair) for pair in spec.env]])
+        if not parts or len(text) + 1 > room:
+            parts.append([])
+            room = part_bytes - 2
+        parts[-1].append(text)
+        room -= len(text) + 1
+    return [{SPECS_KEY: base64.b64encode(zlib.compress(("[" + ",".join(texts) + "]").encode(), 6)).decode("ascii")}
+            for texts in parts]
 
 
-def decode_specs(data: dict[str, str]) -> dict[str, ModelSpec]:
+def decode_specs(parts: Iterable[dict[str, str]]) -> dict[str, ModelSpec]:
+    """The specs the given Secrets' data hold, by model id."""
+    specs: dict[str, ModelSpec] = {}
     try:
-        plain = zlib.decompress(base64.b64decode(data[SPECS_KEY]))
-        return {
-            str(model_id): ModelSpec(str(model_id), str(image), tuple((str(k), str(v)) for k, v in env))
-            for model_id, image, env in json.loads(plain)
-        }
+        for data in parts:
+            plain = zlib.decompress(base64.b64decode(data[SPECS_KEY]))
+            for model_id, image, env in json.loads(plain):
+                specs[str(model_id)] = ModelSpec(str(model_id), str(image), tuple((str(k), str(v)) for k, v in env))
     except (KeyError, TypeError, ValueError, zlib.error) as exc:
         raise RecordError(f"unreadable model specs: {exc}") from exc
+    return specs

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+from typing import Any
 
 import kubernetes.client
 from conftest import NAMESPACE, DaemonFactory, core_api
@@ -21,8 +22,18 @@ IMAGE = "fake_model:0.0.1"
 
 
 def record(api: kubernetes.client.CoreV1Api, simulation_id: str) -> dict[str, object]:
-    configmap = api.read_namespaced_config_map(f"mso-dots-so-{simulation_id}", NAMESPACE)
-    loaded: dict[str, object] = json.loads(configmap.to_dict()["data"]["simulation.json"])
+    """The head of a simulation's record, with ``models`` gathered from its parts."""
+    name = f"mso-dots-so-{simulation_id}"
+
+    def data(configmap: str) -> dict[str, str]:
+        found: dict[str, str] = api.read_namespaced_config_map(configmap, NAMESPACE).to_dict()["data"]
+        return found
+
+    loaded: dict[str, object] = json.loads(data(name)["simulation.json"])
+    parts = loaded["parts"]
+    assert isinstance(parts, int)
+    loaded["models"] = [entry for index in range(parts)
+                        for entry in json.loads(data(f"{name}-p{index}")["models.json"])]
     return loaded
 
 
@@ -138,15 +149,21 @@ def test_a_record_deleted_by_hand_while_running_is_written_again_with_its_specs(
     api.delete_namespaced_config_map(record, NAMESPACE)
     ready(so, sim, "m0", "m1")
     wait_for(lambda: so.of(sim, "ModelsReady"), what="ModelsReady")
-    wait_for(lambda: any(c.metadata.name == record for c in api.list_namespaced_config_map(NAMESPACE).items),
-             what="the record written again")
+    def metadata(kind: str) -> list[dict[str, Any]]:
+        listed = api.list_namespaced_config_map(NAMESPACE) if kind == "configmaps" else api.list_namespaced_secret(
+            NAMESPACE)
+        return [item["metadata"] for item in listed.to_dict()["items"]]
+
+    wait_for(lambda: any(m["name"] == record for m in metadata("configmaps")), what="the record written again")
     assert ready_in_record(api, sim) == {"m0", "m1"}
-    owner_uid = api.read_namespaced_config_map(record, NAMESPACE).metadata.uid
-    secret = wait_for(lambda: next((s for s in api.list_namespaced_secret(NAMESPACE).items
-                                    if s.metadata.owner_references
-                                    and s.metadata.owner_references[0].uid == owner_uid), None),
-                      what="the specs owned by the new record")
-    assert secret.metadata.name == record
+    owner_uid = next(m["uid"] for m in metadata("configmaps") if m["name"] == record)
+
+    def owned_by_the_new_record() -> set[str]:
+        return {m["name"] for m in metadata("secrets")
+                if any(owner["uid"] == owner_uid for owner in m.get("owner_references") or [])}
+
+    wait_for(lambda: owned_by_the_new_record() == {record, f"{record}-p0"},
+             what="the secret values and the specs owned by the new record")
     # What the record and specs hold is enough for a restarted daemon to finish the simulation.
     daemon.kill()
     make_daemon(status_kube)
@@ -155,3 +172,34 @@ def test_a_record_deleted_by_hand_while_running_is_written_again_with_its_specs(
     so.wait_all_terminated(sim)
     assert so.terminations(sim) == {"m0": ("SUCCESSFULL", 0), "m1": ("SUCCESSFULL", 0)}
     assert len(so.of(sim, "ModelsReady")) == 1
+
+
+def test_a_record_in_several_parts_survives_a_restart_and_is_cleaned_up_whole(
+        status_kube: LocalKubernetes, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+    # Long ids make each model's share of the record large: 1,300 of them need two parts of 768 KiB.
+    models = [f"house-{i:04d}-" + "x" * 240 for i in range(1300)]
+    sim = "sim-parts"
+    fast = {"KUBERNETES_QPS": 2000, "KUBERNETES_BURST": 2000, "LOG_LEVEL": "INFO"}
+    daemon = make_daemon(status_kube, **fast)
+    so.deploy(sim, [(m, IMAGE, [("A", "1"), ("DB_PASSWORD", "hunter2")]) for m in models])
+    api = core_api(status_kube)
+    names = running_pods(api, len(models))
+    ready(so, sim, *models)
+    wait_for(lambda: so.of(sim, "ModelsReady"), timeout=30, what="ModelsReady")
+    saved = record(api, sim)
+    assert saved["parts"] == 2 and saved["modelsReadySent"] is True
+    entries = saved["models"]
+    assert isinstance(entries, list)
+    assert [entry[0] for entry in entries] == models
+
+    daemon.kill()
+    make_daemon(status_kube, **fast)
+    for name in names:
+        set_terminated(api, name, 0)
+    so.wait_all_terminated(sim)
+    assert len(so.of(sim, "ModelsReady")) == 1
+    assert len(so.of(sim, "ModelHasTerminated")) == len(models)
+    assert set(so.terminations(sim).values()) == {("SUCCESSFULL", 0)}
+    wait_for(lambda: not api.list_namespaced_pod(NAMESPACE).items and not api.list_namespaced_config_map(
+        NAMESPACE).items and not api.list_namespaced_secret(NAMESPACE).items, timeout=30,
+        what="pods, every part of the record and the specs deleted")

@@ -14,6 +14,9 @@ from model_services_orchestrator.logs import SecretRedactor, configure_logging, 
 from model_services_orchestrator.pod_specs import pod_name
 from model_services_orchestrator.settings import Settings
 from model_services_orchestrator.simulation_records import (
+    PART_KEY,
+    SPECS_KEY,
+    RecordEncoder,
     RecordError,
     decode_record,
     decode_specs,
@@ -30,7 +33,8 @@ def test_a_record_reads_back_as_the_same_simulation() -> None:
                                        termination=inv.Termination(2, "Error"))
     simulation.models["b"] = inv.Model("b", pod_name("so", "Sim_1", "b"), spec=None)
     specs = {"a": inv.ModelSpec("a", "img", (("PASSWORD", "x"),)), "b": inv.ModelSpec("b", "img2")}
-    back = decode_record(encode_record(simulation), decode_specs(encode_specs(list(specs.values()))))
+    written = encode_record(simulation)
+    back = decode_record(written.head, written.parts.get, decode_specs(encode_specs(list(specs.values()))))
     assert back.models_ready_sent and not back.all_terminated_sent and back.keep_logs_hours == 0.25
     assert back.models["a"].termination == inv.Termination(2, "Error")
     assert back.models["a"].created and back.models["a"].ready and not back.models["b"].created
@@ -39,20 +43,61 @@ def test_a_record_reads_back_as_the_same_simulation() -> None:
     assert back.ready_count == 0 and back.terminated_count == 0, "restore() recounts, not decoding"
 
 
-def test_ten_thousand_models_fit_in_a_configmap() -> None:
+def _large_simulation(models: int) -> tuple[inv.Simulation, list[inv.ModelSpec]]:
+    """A district: long ids, long failure reasons, the env vars the DOTS SO gives."""
     simulation = inv.Simulation(simulator_id="so01", simulation_id="district-simulation-2026", keep_logs_hours=1)
-    for i in range(10_000):
-        model_id = f"house-model-{i:05d}"
+    specs = []
+    for i in range(models):
+        model_id = f"EConnection-{i:08d}-3fa85f64-5717-4562-b3fc-2c963f66afa6"
         simulation.models[model_id] = inv.Model(model_id, "", spec=None, created=True, ready=True,
-                                                termination=inv.Termination(137, "OOMKilled"))
-    assert len(encode_record(simulation)["simulation.json"].encode()) < 1024 * 1024
+                                                termination=inv.Termination(-1, "422 Unprocessable Entity: é" * 20))
+        specs.append(inv.ModelSpec(model_id, "dots/house-model:1.4.2", tuple(
+            (f"ENV_{k}", f"value-{k}-{i}-{'x' * 20}") for k in range(13))))
+    return simulation, specs
+
+
+def test_fifty_thousand_models_fit_in_objects_of_at_most_one_mib_and_read_back() -> None:
+    simulation, specs = _large_simulation(50_000)
+    written = encode_record(simulation)
+    spec_parts = encode_specs(specs)
+    assert len(written.parts) > 1 and len(spec_parts) > 1
+    for data in [written.head, *written.parts.values(), *spec_parts]:
+        assert sum(len(key) + len(value.encode()) for key, value in data.items()) < 1024 * 1024 - 8 * 1024
+    back = decode_record(written.head, written.parts.get, decode_specs(spec_parts))
+    assert list(back.models) == list(simulation.models)
+    assert all(model.spec is not None and model.termination is not None for model in back.models.values())
+    assert back.models[specs[-1].model_id].spec == specs[-1]
+
+
+def test_a_save_writes_only_the_parts_whose_models_changed() -> None:
+    simulation, _ = _large_simulation(3_000)
+    for model in simulation.models.values():
+        model.termination = None
+    encoder = RecordEncoder(part_bytes=64 * 1024)
+    first = encoder.encode(simulation)
+    assert len(first.parts) >= 3, "the first save writes every part"
+    last_id = list(simulation.models)[-1]
+    simulation.models[last_id].termination = inv.Termination(0, "Completed")
+    simulation.changed.add(last_id)
+    second = encoder.encode(simulation)
+    assert list(second.parts) == [len(first.parts) - 1]
+    assert json.loads(second.parts[len(first.parts) - 1][PART_KEY])[-1] == [last_id, 3, [0, "Completed"]]
+    merged = {**first.parts, **second.parts}
+    assert decode_record(second.head, merged.get).models[last_id].termination == inv.Termination(0, "Completed")
+    assert not encoder.encode(simulation).parts, "nothing changed, no part to write"
 
 
 def test_an_unreadable_record_is_an_error_not_a_crash() -> None:
     with pytest.raises(RecordError):
-        decode_record({"simulation.json": "{not json"})
+        decode_record({"simulation.json": "{not json"}, {}.get)
     with pytest.raises(RecordError):
-        decode_record({"simulation.json": json.dumps({"version": 99})})
+        decode_record({"simulation.json": json.dumps({"version": 99})}, {}.get)
+    simulation, _ = _large_simulation(10)
+    written = encode_record(simulation, part_bytes=4096)
+    with pytest.raises(RecordError, match="missing"):
+        decode_record(written.head, {**written.parts, 1: None}.get)
+    with pytest.raises(RecordError):
+        decode_specs([{SPECS_KEY: "not base64 zlib"}])
 
 
 def test_record_names_are_valid_and_distinct() -> None:
