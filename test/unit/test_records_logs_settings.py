@@ -89,9 +89,9 @@ def test_a_save_writes_only_the_parts_whose_models_changed() -> None:
 
 def test_an_unreadable_record_is_an_error_not_a_crash() -> None:
     with pytest.raises(RecordError):
-        decode_record({"simulation.json": "{not json"}, {}.get)
+        decode_record({"simulation.json": "{not json"}, lambda _index: None)
     with pytest.raises(RecordError):
-        decode_record({"simulation.json": json.dumps({"version": 99})}, {}.get)
+        decode_record({"simulation.json": json.dumps({"version": 99})}, lambda _index: None)
     simulation, _ = _large_simulation(10)
     written = encode_record(simulation, part_bytes=4096)
     with pytest.raises(RecordError, match="missing"):
