@@ -37,8 +37,9 @@ def test_quickstart(broker: LocalMosquitto, kube: LocalKubernetes, so: Simulator
     assert kinds.count("ModelHasTerminated") == 4
     assert "ModelsReady" not in kinds, "model 1 crashed before it was ready"
     # Today's SO hears of each failure once, on the failed model's own topic.
-    errors = so.of(sim, "ErrorOccurred")
-    assert sorted(m.model_id for m in errors) == ["1-model", "2-model"]
+    # (after its log is read: the last one may come after AllModelsHaveTerminated)
+    wait_for(lambda: sorted(m.model_id for m in so.of(sim, "ErrorOccurred")) == ["1-model", "2-model"],
+             timeout=10, what="one ErrorOccurred per failed model")
 
     api = core_api(kube)
     assert len(pods_of(api, sim)) == 4, "pods are kept keepLogsHours for their logs"

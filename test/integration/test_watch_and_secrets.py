@@ -85,7 +85,7 @@ def test_no_secret_in_the_logs(broker: LocalMosquitto, kube: LocalKubernetes, so
         assert value not in text
     failed = daemon.wait_logged("model failed")
     assert any("***" in line for line in failed["last_log_lines"]), "the model printed its env: blanked"
-    error = so.of(sim, "ErrorOccurred")[0].payload.decode("utf-8", "replace")
+    error = wait_for(lambda: so.of(sim, "ErrorOccurred"), what="ErrorOccurred")[0].payload.decode("utf-8", "replace")
     assert "***" in error and not any(value in error for value in secrets.values()), "nor sent to the SO"
 
 
