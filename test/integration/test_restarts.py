@@ -174,16 +174,28 @@ def test_a_record_deleted_by_hand_while_running_is_written_again_with_its_specs(
     assert len(so.of(sim, "ModelsReady")) == 1
 
 
-def test_a_record_in_several_parts_survives_a_restart_and_is_cleaned_up_whole(
+def test_a_record_in_several_parts_survives_restarts_and_is_cleaned_up_whole(
         status_kube: LocalKubernetes, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
-    # Long ids make each model's share of the record large: 1,300 of them need two parts of 768 KiB.
+    # Long ids make each model's share of the record large: 1,300 of them need two parts of 768 KiB;
+    # a long env value does the same for the specs.
     models = [f"house-{i:04d}-" + "x" * 240 for i in range(1300)]
+    payload = "p" * 300
     sim = "sim-parts"
     fast = {"KUBERNETES_QPS": 2000, "KUBERNETES_BURST": 2000, "LOG_LEVEL": "INFO"}
-    daemon = make_daemon(status_kube, **fast)
-    so.deploy(sim, [(m, IMAGE, [("A", "1"), ("DB_PASSWORD", "hunter2")]) for m in models])
+    daemon = make_daemon(status_kube, KUBERNETES_QPS=200, KUBERNETES_BURST=20, LOG_LEVEL="INFO")
+    so.deploy(sim, [(m, IMAGE, [("A", "1"), ("DB_PASSWORD", "hunter2"), ("PAYLOAD", payload)]) for m in models])
     api = core_api(status_kube)
+    wait_for(lambda: len(api.list_namespaced_pod(NAMESPACE).items) >= 100, what="creation under way")
+    daemon.kill()  # in the middle of creating: the rest must come from the specs kept in the cluster
+    assert len(api.list_namespaced_pod(NAMESPACE).items) < len(models)
+    assert sum(1 for s in api.list_namespaced_secret(NAMESPACE).items
+               if s.metadata and s.metadata.name and s.metadata.name.startswith(f"mso-dots-so-{sim}-p")) == 2
+    daemon = make_daemon(status_kube, **fast)
     names = running_pods(api, len(models))
+    for pod in api.list_namespaced_pod(NAMESPACE).to_dict()["items"]:
+        env = {entry["name"]: entry for entry in pod["spec"]["containers"][0]["env"]}
+        assert env["PAYLOAD"]["value"] == payload
+        assert env["DB_PASSWORD"]["value_from"]["secret_key_ref"]["name"] == f"mso-dots-so-{sim}"
     ready(so, sim, *models)
     wait_for(lambda: so.of(sim, "ModelsReady"), timeout=30, what="ModelsReady")
     saved = record(api, sim)
