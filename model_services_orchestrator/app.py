@@ -448,9 +448,7 @@ class Orchestrator:
             try:
                 if (uid := self._record_uids.get(simulation_id)) is not None:
                     # The parts first, the head last: a head never claims more than its parts hold.
-                    await asyncio.gather(*(self._write_part(part_name(name, index), simulation_id,
-                                                              uid, data=data)
-                                           for index, data in write.parts.items()))
+                    await self._write_parts(simulation_id, uid, write.parts)
                     if await self.gateway.replace_object("configmaps", self._record_object(
                             "ConfigMap", name, simulation_id, None, data=write.head)):
                         return
@@ -461,9 +459,7 @@ class Orchestrator:
                     "ConfigMap", name, simulation_id, None, data=write.head))
                 uid = self._record_uids[simulation_id] = saved["metadata"]["uid"]
                 await self._save_specs(simulation, uid)
-                await asyncio.gather(*(self._write_part(part_name(name, index), simulation_id, uid,
-                                                          data=data)
-                                       for index, data in write.parts.items()))
+                await self._write_parts(simulation_id, uid, write.parts)
                 return
             except Exception as exc:  # noqa: BLE001 (nothing is published before its record is safe)
                 _log.error("could not save simulation record, retrying", simulation_id=simulation_id,
@@ -484,11 +480,16 @@ class Orchestrator:
             body["type"] = "Opaque"
         return body
 
-    async def _write_part(self, name: str, simulation_id: str, owner_uid: str, *, data: dict[str, str]) -> None:
-        """Replace a part of a record, or create it when it is not there (yet, or any more)."""
-        body = self._record_object("ConfigMap", name, simulation_id, owner_uid, data=data)
-        if not await self.gateway.replace_object("configmaps", body):
-            await self.gateway.put_object("configmaps", body)
+    async def _write_parts(self, simulation_id: str, owner_uid: str, parts: dict[int, dict[str, str]]) -> None:
+        """Replace the given parts of a record, or create those not there (yet, or any more)."""
+        name = record_name(self.so, simulation_id)
+
+        async def write(index: int, data: dict[str, str]) -> None:
+            body = self._record_object("ConfigMap", part_name(name, index), simulation_id, owner_uid, data=data)
+            if not await self.gateway.replace_object("configmaps", body):
+                await self.gateway.put_object("configmaps", body)
+
+        await asyncio.gather(*(write(index, data) for index, data in parts.items()))
 
     async def _write_secret(self, name: str, simulation_id: str, owner_uid: str, *, data: dict[str, str]) -> None:
         """Replace a Secret of a record (written once, but perhaps again after a failed save), or create it."""

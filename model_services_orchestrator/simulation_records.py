@@ -172,24 +172,37 @@ class RecordEncoder:
         self._layouts.pop(simulation_id, None)
 
 
+class _Packer:
+    """Puts items, in order, into JSON lists of at most ``part_bytes`` each ("[", "]" and commas counted)."""
+
+    def __init__(self, part_bytes: int) -> None:
+        self._part_bytes = part_bytes
+        self._room = 0
+        self.parts = 0
+
+    def place(self, size: int) -> int:
+        """The part an item of ``size`` bytes goes into: the last one, or a new one when it is full."""
+        if not self.parts or size + 1 > self._room:
+            self.parts += 1
+            self._room = self._part_bytes - 2
+        self._room -= size + 1
+        return self.parts - 1
+
+
 class _Layout:
     """Which part each model of a simulation is in, and the encoded entries of each part."""
 
     def __init__(self, part_bytes: int) -> None:
-        self._part_bytes = part_bytes
+        self._packer = _Packer(part_bytes)
         self._part_of: dict[str, int] = {}
         self.entries: list[dict[str, str]] = []
-        self._room = 0
 
     def put(self, model_id: str, entry: str) -> int:
         index = self._part_of.get(model_id)
         if index is None:
-            largest = _largest_entry(model_id) + 1
-            if not self.entries or largest > self._room:
+            index = self._part_of[model_id] = self._packer.place(_largest_entry(model_id))
+            if index == len(self.entries):
                 self.entries.append({})
-                self._room = self._part_bytes - 2
-            index = self._part_of[model_id] = len(self.entries) - 1
-            self._room -= largest
         self.entries[index][model_id] = entry
         return index
 
@@ -238,15 +251,13 @@ def decode_record(head: dict[str, str], part: Callable[[int], dict[str, str] | N
 
 def encode_specs(specs: Iterable[ModelSpec], part_bytes: int = SPECS_PART_BYTES) -> list[dict[str, str]]:
     """The data of the specs Secrets (base64, as the API wants it): images and env vars, compressed."""
+    packer = _Packer(part_bytes)
     parts: list[list[str]] = []
-    room = 0
     for spec in specs:
         text = json.dumps([spec.model_id, spec.image, [list(pair) for pair in spec.env]])
-        if not parts or len(text) + 1 > room:
+        if packer.place(len(text)) == len(parts):
             parts.append([])
-            room = part_bytes - 2
         parts[-1].append(text)
-        room -= len(text) + 1
     return [{SPECS_KEY: base64.b64encode(zlib.compress(("[" + ",".join(texts) + "]").encode(), 6)).decode("ascii")}
             for texts in parts]
 
