@@ -424,18 +424,17 @@ class _Lifecycle:
 
         _wait_until(answered, self.deadline, "every ModelHasTerminated and AllModelsHaveTerminated",
                     self.daemon.check_alive)
-        latencies = [(heard.terminated[(sim, model_id)][0] - patched[pod]) * 1000
-                     for sim in models for (model_id, _), pod in zip(models[sim], pods[sim], strict=True)
-                     if (sim, model_id) in heard.terminated]
+        # (when the PATCH returned, its latency in ms), for every model the SO heard of
+        samples = [(patched[pod], (heard.terminated[(sim, model_id)][0] - patched[pod]) * 1000)
+                   for sim in models for (model_id, _), pod in zip(models[sim], pods[sim], strict=True)
+                   if (sim, model_id) in heard.terminated]
+        latencies = [latency for _, latency in samples]
         figures = self.figures
         figures["termination_p50_ms"] = round(percentile(latencies, 0.50), 1)
         figures["termination_p99_ms"] = round(percentile(latencies, 0.99), 1)
         figures["termination_max_ms"] = round(max(latencies), 1)
         figures["patch_seconds"] = round(max(patched.values()) - min(patched.values()), 3)
-        self.result["termination_latency_by_tenth_of_patching"] = _by_tenth(
-            [(patched[pod], (heard.terminated[(sim, model_id)][0] - patched[pod]) * 1000)
-             for sim in models for (model_id, _), pod in zip(models[sim], pods[sim], strict=True)
-             if (sim, model_id) in heard.terminated])
+        self.result["termination_latency_by_tenth_of_patching"] = _by_tenth(samples)
         all_latencies = [(heard.all_terminated[sim][0] - max(patched[pod] for pod in pods[sim])) * 1000
                          for sim in models if sim in heard.all_terminated]
         if all_latencies:
