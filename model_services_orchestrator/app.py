@@ -43,6 +43,7 @@ from model_services_orchestrator.pod_specs import (
     PodSettings,
     build_pod,
     owned_pods_selector,
+    ownership_marks,
     secret_key,
     simulation_pods_selector,
 )
@@ -324,8 +325,8 @@ class Orchestrator:
                                      codec.encode_all_models_have_terminated())
             case inv.CreatePod():
                 self._creates.put_nowait(effect)
-            case inv.DeleteModelPod():
-                self._spawn(self.gateway.delete_pod(effect.pod_name))
+            case inv.StopModelPod():
+                self._spawn(self._stop_pod(effect))
             case inv.DeleteSimulation():
                 self._spawn(self._delete_simulation(effect))
             case inv.ReportFailure():
@@ -382,6 +383,16 @@ class Orchestrator:
                          status=outcome.status, reason=outcome.reason[:500])
         self._inputs.put_nowait(_Created(effect.simulation_id, effect.spec.model_id, outcome.created,
                                          f"{outcome.status} {outcome.reason}"))
+
+    async def _stop_pod(self, effect: inv.StopModelPod) -> None:
+        marks = ownership_marks(self.so, effect.simulator_id, effect.simulation_id, effect.model_id)
+        if effect.delete:
+            done = await self.gateway.delete_own_pod(effect.pod_name, marks)
+        else:
+            done = await self.gateway.stop_pod(effect.pod_name, marks)
+        if not done:
+            _log.warning("pod not stopped: gone, or not this model's", simulation_id=effect.simulation_id,
+                         model_id=effect.model_id, pod=effect.pod_name)
 
     async def _delete_simulation(self, effect: inv.DeleteSimulation) -> None:
         # The failed containers' logs are read before their pods go.

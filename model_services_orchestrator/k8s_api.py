@@ -18,7 +18,7 @@ import json
 import random
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from model_services_orchestrator.logs import get_logger
+from model_services_orchestrator.pod_specs import ownership_tests, owns
 from model_services_orchestrator.rate_limit import TokenBucket
 from model_services_orchestrator.settings import Settings
 
@@ -234,13 +235,52 @@ class KubernetesGateway:
             return CreateOutcome(created=False, status=int(exc.status), reason=_reason_of(exc))
         return CreateOutcome(created=True, status=201)
 
-    async def delete_pod(self, name: str) -> None:
+    async def read_pod(self, name: str) -> dict[str, Any] | None:
+        """The pod as the API's JSON; ``None`` when there is none of that name."""
         path = f"/api/v1/namespaces/{self.namespace}/pods/{name}"
         try:
-            await self._call("delete pod", lambda: self._raw("DELETE", path), ok_statuses=frozenset({404}))
+            pod: dict[str, Any] = await self._call("read pod", lambda: self._raw("GET", path),
+                                                   ok_statuses=frozenset({404}))
         except ApiException as exc:
-            if exc.status != 404:
-                raise
+            if exc.status == 404:
+                return None
+            raise
+        return pod
+
+    async def stop_pod(self, name: str, marks: Mapping[str, Mapping[str, str]]) -> bool:
+        """Stop the pod's containers in place: ``activeDeadlineSeconds`` 1 makes its kubelet kill them and
+        leave the pod Failed (DeadlineExceeded), its logs readable.
+
+        Only if the pod carries ``marks`` (the patch tests them, atomically with the change): False when
+        it does not, or is gone.
+        """
+        path = f"/api/v1/namespaces/{self.namespace}/pods/{name}"
+        patch = [*ownership_tests(marks), {"op": "add", "path": "/spec/activeDeadlineSeconds", "value": 1}]
+        try:
+            await self._call("stop pod", lambda: self._raw(
+                "PATCH", path, body=patch, content_type="application/json-patch+json", want_answer=False),
+                ok_statuses=frozenset({404, 422}))
+        except ApiException as exc:
+            if exc.status in (404, 422):
+                return False
+            raise
+        return True
+
+    async def delete_own_pod(self, name: str, marks: Mapping[str, Mapping[str, str]]) -> bool:
+        """Delete the pod if it carries ``marks``; the uid precondition keeps a new pod of that name safe."""
+        pod = await self.read_pod(name)
+        if pod is None or not owns(pod, marks):
+            return False
+        path = f"/api/v1/namespaces/{self.namespace}/pods/{name}"
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": pod["metadata"]["uid"]}}
+        try:
+            await self._call("delete pod", lambda: self._raw("DELETE", path, body=body),
+                             ok_statuses=frozenset({404, 409}))
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+        return True
 
     async def delete_pods(self, label_selector: str) -> None:
         path = f"/api/v1/namespaces/{self.namespace}/pods"

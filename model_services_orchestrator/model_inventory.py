@@ -26,7 +26,6 @@ __all__ = [
     "EXIT_POD_LOST",
     "EXIT_START_TIMEOUT",
     "CreatePod",
-    "DeleteModelPod",
     "DeleteSimulation",
     "DeployRequested",
     "Effect",
@@ -48,6 +47,7 @@ __all__ = [
     "SaveRecord",
     "Simulation",
     "SimulationCleanedUp",
+    "StopModelPod",
     "Termination",
     "Tick",
     "handle_all",
@@ -60,6 +60,17 @@ EXIT_ENDED_EARLY = -4
 
 # Waiting reasons that no amount of waiting fixes.
 _HOPELESS_WAITING_REASONS = frozenset({"InvalidImageName"})
+# What registries answer (as containerd words it in ErrImagePull) when an image does not exist or may not
+# be pulled: waiting does not change that answer. Timeouts, 5xx and rate limits are not among them.
+_REFUSED_PULL_MARKERS = ("not found", "pull access denied", "repository does not exist", "manifest unknown",
+                         "unauthorized")
+# A refused pull is believed on its second answer: one answer could be a registry's passing confusion.
+_REFUSED_PULLS_TO_FAIL = 2
+
+
+def _pull_refused(reason: str, message: str) -> bool:
+    lowered = message.lower()
+    return reason == "ErrImagePull" and any(marker in lowered for marker in _REFUSED_PULL_MARKERS)
 
 
 # ---------------------------------------------------------------- state
@@ -98,8 +109,10 @@ class Model:
     ready: bool = False  # ReadyForProcessing received
     container: ContainerState | None = None  # as last seen by the watch
     waiting_reason: str = ""
+    waiting_message: str = ""
+    refused_pulls: int = 0  # ErrImagePull answers saying the image does not exist or may not be pulled
     started_waiting_at: float | None = None
-    deleting: bool = False  # we asked for the pod's deletion ourselves
+    deleting: bool = False  # we stopped the pod ourselves (or are deleting it): its end is no news
     stop_at: float | None = None  # ended early: the end of its grace period
     termination: Termination | None = None  # reported to the SO
 
@@ -194,7 +207,8 @@ class SimulationCleanedUp:
 
 @dataclass(frozen=True, slots=True)
 class EndRequested:
-    """The SO ended the simulation (``model_id`` None) or one model early (PROTOCOL.md section 4)."""
+    """The SO ended the simulation early (``model_id`` None), or told one model to finish (PROTOCOL.md
+    section 4): the latter is a normal end, never a reason to stop the model."""
 
     simulation_id: str
     model_id: str | None
@@ -244,10 +258,17 @@ class CreatePod:
 
 
 @dataclass(frozen=True, slots=True)
-class DeleteModelPod:
+class StopModelPod:
+    """Stop a model's container and keep its pod, so its logs stay readable until the cleanup.
+
+    ``delete``: the pod never reached a node, so there is nothing to keep and no kubelet to stop it.
+    """
+
+    simulator_id: str
     simulation_id: str
     model_id: str
     pod_name: str
+    delete: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +315,7 @@ class ReportFailure:
 Effect = (
     SaveRecord
     | CreatePod
-    | DeleteModelPod
+    | StopModelPod
     | DeleteSimulation
     | PublishModelsReady
     | PublishModelHasTerminated
@@ -493,11 +514,14 @@ class Inventory:
                 model.started_waiting_at = None
                 model.waiting_reason = ""
             case ContainerState.WAITING:
+                if _pull_refused(seen.reason, seen.message) and model.waiting_reason != seen.reason:
+                    model.refused_pulls += 1  # a new answer of the registry, not the same status seen again
                 model.waiting_reason = seen.reason
+                model.waiting_message = seen.message
                 if model.started_waiting_at is None:
                     self._start_waiting(seen.simulation_id, model, seen.created_at if seen.created_at is not None
                                         else now)
-                if seen.reason in _HOPELESS_WAITING_REASONS:
+                if seen.reason in _HOPELESS_WAITING_REASONS or model.refused_pulls >= _REFUSED_PULLS_TO_FAIL:
                     return effects + self._fail_start(seen.simulation_id, model, now)
         return effects
 
@@ -528,21 +552,30 @@ class Inventory:
 
     def _end_requested(self, event: EndRequested) -> list[Effect]:
         simulation = self.simulations.get(event.simulation_id)
-        if simulation is None:
+        if simulation is None or event.model_id is not None:
+            # The SO's per-model SimulationDone is the normal end: the model writes its results and
+            # exits on its own, which may take minutes. Only the simulation-wide request ends early.
             return []
         for model in simulation.models.values():
-            if event.model_id in (None, model.model_id) and model.termination is None and model.stop_at is None:
+            if model.termination is None and model.stop_at is None:
                 model.stop_at = event.now + self._stop_grace
                 self._timer(model.stop_at, simulation.simulation_id, model.model_id)
         return []
 
     def _fail_start(self, simulation_id: str, model: Model, now: float) -> list[Effect]:
         reason = model.waiting_reason or "not started"
-        model.deleting = True
+        if model.waiting_message:
+            reason += f": {model.waiting_message}"
         effects: list[Effect] = self._terminate(simulation_id, model.model_id, Termination(
             EXIT_START_TIMEOUT, f"container did not start: {reason}"), now)
-        effects.append(DeleteModelPod(simulation_id, model.model_id, model.pod_name))
-        return effects
+        return effects + self._stop(simulation_id, model)
+
+    def _stop(self, simulation_id: str, model: Model) -> list[Effect]:
+        model.deleting = True
+        # A pod no node took has no logs to keep, and no kubelet would ever stop it.
+        unscheduled = model.waiting_reason == "Unschedulable"
+        return [StopModelPod(self.simulations[simulation_id].simulator_id, simulation_id, model.model_id,
+                             model.pod_name, delete=unscheduled)]
 
     def _tick(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
@@ -560,10 +593,9 @@ class Inventory:
                 continue
             model = simulation.models[model_id]
             if model.stop_at is not None and now >= model.stop_at:
-                model.deleting = True
                 effects += self._terminate(simulation_id, model_id, Termination(
                     EXIT_ENDED_EARLY, "simulation ended early; still running after the grace period"), now)
-                effects.append(DeleteModelPod(simulation_id, model_id, model.pod_name))
+                effects += self._stop(simulation_id, model)
             else:
                 effects += self._fail_start(simulation_id, model, now)
         return effects

@@ -33,6 +33,9 @@ __all__ = [
     "label_value",
     "merge_env",
     "owned_pods_selector",
+    "ownership_marks",
+    "ownership_tests",
+    "owns",
     "pod_name",
     "secret_key",
     "simulation_pods_selector",
@@ -107,6 +110,32 @@ def owned_pods_selector(so: str) -> str:
 def simulation_pods_selector(so: str, simulation_id: str) -> str:
     """The label selector of the pods of one simulation."""
     return f"{owned_pods_selector(so)},{LABEL_SIMULATION_ID}={label_value(simulation_id)}"
+
+
+def ownership_marks(so: str, simulator_id: str, simulation_id: str, model_id: str) -> dict[str, dict[str, str]]:
+    """The labels and annotations that make a pod this daemon's pod of exactly this model."""
+    return {
+        "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_SO: label_value(so)},
+        "annotations": {ANNOTATION_SIMULATOR_ID: simulator_id, ANNOTATION_SIMULATION_ID: simulation_id,
+                        ANNOTATION_MODEL_ID: model_id},
+    }
+
+
+def owns(pod: Mapping[str, Any], marks: Mapping[str, Mapping[str, str]]) -> bool:
+    """Whether the pod (as the API's JSON) carries every one of ``marks``: the only proof it is ours."""
+    metadata = pod.get("metadata") or {}
+    return all((metadata.get(field) or {}).get(key) == value
+               for field, values in marks.items() for key, value in values.items())
+
+
+def ownership_tests(marks: Mapping[str, Mapping[str, str]]) -> list[dict[str, str]]:
+    """JSON Patch ``test`` operations that make a patch fail (422) on a pod that is not ours."""
+    return [{"op": "test", "path": f"/metadata/{field}/{_pointer(key)}", "value": value}
+            for field, values in marks.items() for key, value in values.items()]
+
+
+def _pointer(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,10 @@
 """The image table: which "container image" runs which local command in the process kubelet.
 
 There is no container runtime here: an image name maps to an argv that the kubelet starts as a
-subprocess. An image mapped to ``null`` is known to be missing (ErrImagePull in every kubelet mode).
+subprocess. An image mapped to ``null`` is known to be missing (ErrImagePull in every kubelet mode, with
+the message containerd gives for a reference the registry does not know); an image mapped to a string
+fails to pull with that string as the registry's answer (``pull access denied...``, ``429 Too Many
+Requests``...).
 """
 
 from __future__ import annotations
@@ -10,11 +13,35 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["PYTHON_PLACEHOLDER", "ImageTable", "default_images", "load_images"]
+__all__ = ["PYTHON_PLACEHOLDER", "ImageTable", "default_images", "full_reference", "load_images", "pull_error"]
 
 PYTHON_PLACEHOLDER = "{python}"
 
-ImageTable = dict[str, list[str] | None]
+ImageTable = dict[str, list[str] | str | None]
+
+
+def full_reference(image: str) -> str:
+    """The reference containerd resolves: ``nginx`` is ``docker.io/library/nginx:latest``."""
+    name = image
+    first, _, rest = name.partition("/")
+    if not rest or not ("." in first or ":" in first or first == "localhost"):
+        name = f"docker.io/{name}" if rest else f"docker.io/library/{name}"
+    last = name.rsplit("/", 1)[-1]
+    if ":" not in last and "@" not in last:
+        name += ":latest"
+    return name
+
+
+def pull_error(table: ImageTable, image: str) -> str | None:
+    """Why pulling ``image`` fails, worded as containerd words it; ``None`` when the table runs it."""
+    entry = table.get(image)
+    if isinstance(entry, list):
+        return None
+    if isinstance(entry, str):
+        return entry
+    reference = full_reference(image)
+    return (f'rpc error: code = NotFound desc = failed to pull and unpack image "{reference}": failed to '
+            f'resolve reference "{reference}": {reference}: not found')
 
 
 def default_images() -> ImageTable:
@@ -24,7 +51,7 @@ def default_images() -> ImageTable:
 
 
 def load_images(path: str | Path | None) -> ImageTable:
-    """The default table extended (and overridden) by a JSON file ``{image: [argv...] | null}``.
+    """The default table extended (and overridden) by a JSON file ``{image: [argv...] | "pull error" | null}``.
 
     ``{python}`` in an argv stands for the interpreter running the server.
     """
@@ -35,10 +62,10 @@ def load_images(path: str | Path | None) -> ImageTable:
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: the image table must be a JSON object of image -> argv list")
     for image, argv in raw.items():
-        if argv is None:
-            table[image] = None
+        if argv is None or isinstance(argv, str):
+            table[image] = argv
             continue
         if not isinstance(argv, list) or not argv or not all(isinstance(arg, str) for arg in argv):
-            raise ValueError(f"{path}: image {image!r} must map to a non-empty list of strings or null")
+            raise ValueError(f"{path}: image {image!r} must map to a non-empty list of strings, a string or null")
         table[image] = [sys.executable if arg == PYTHON_PLACEHOLDER else arg for arg in argv]
     return table

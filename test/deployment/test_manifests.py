@@ -42,7 +42,9 @@ NOT_OBJECTS = {"kustomization.yaml", "kind-cluster-config.yaml"}
 # the Role's rules; test_grants_match_the_calls_in_the_code checks it against the code.
 EXPECTED_GRANTS: dict[tuple[str, str], str] = {
     ("pods", "create"): "KubernetesGateway.create_pod: POST /api/v1/namespaces/{ns}/pods",
-    ("pods", "delete"): "KubernetesGateway.delete_pod: DELETE /api/v1/namespaces/{ns}/pods/{name}",
+    ("pods", "get"): "KubernetesGateway.read_pod: GET /api/v1/namespaces/{ns}/pods/{name}",
+    ("pods", "patch"): "KubernetesGateway.stop_pod: PATCH /api/v1/namespaces/{ns}/pods/{name}",
+    ("pods", "delete"): "KubernetesGateway.delete_own_pod: DELETE /api/v1/namespaces/{ns}/pods/{name}",
     ("pods", "deletecollection"): "KubernetesGateway.delete_pods: DELETE /api/v1/namespaces/{ns}/pods?labelSelector=",
     ("pods", "list"): "PodWatcher._list: CoreV1Api.list_namespaced_pod",
     ("pods", "watch"): "PodWatcher._watch_once: CoreV1Api.list_namespaced_pod(watch=True)",

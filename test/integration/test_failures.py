@@ -56,8 +56,26 @@ def test_every_failure_gets_exactly_one_answer(broker: LocalMosquitto, kube: Loc
     # ErrorOccurred follows each failure's log read, so the last one may come after AllModelsHaveTerminated.
     wait_for(lambda: sorted(m.model_id for m in so.of(sim, "ErrorOccurred")) == [
         "bad-env", "bad-image", "doomed", "no-image"], timeout=10, what="one ErrorOccurred per failed model")
-    left = {p.metadata.name for p in api.list_namespaced_pod(NAMESPACE).items if p.metadata}
-    assert not any(name and ("no-image" in name or "bad-image" in name) for name in left), "stuck pods deleted"
+
+
+def test_an_image_the_registry_says_does_not_exist_fails_within_seconds(
+        kube: LocalKubernetes, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+    # The default start timeout (300 s): the registry's "not found", heard twice, is answer enough.
+    daemon = make_daemon(kube)
+    sim = "sim-missing-image"
+    started = time.monotonic()
+    so.deploy(sim, [("ghost", "registry.example/nothing-here:1", [])], keep_logs_hours=1)
+    so.wait_all_terminated(sim, timeout=60)
+    assert so.terminations(sim) == {"ghost": ("FAILED", -2)}
+    assert time.monotonic() - started < 60
+    error = wait_for(lambda: so.of(sim, "ErrorOccurred"), timeout=10, what="the ErrorOccurred")[0]
+    assert b"registry.example/nothing-here:1: not found" in error.payload
+    assert "not found" in daemon.wait_logged("model failed")["reason"]
+    # Stopped in place: the pod stays until the cleanup after keepLogsHours, and fails for good.
+    api = core_api(kube)
+    wait_for(lambda: [p for p in api.list_namespaced_pod(NAMESPACE).items
+                      if p.status and p.status.reason == "DeadlineExceeded"], timeout=20,
+             what="the pod stopped by its active deadline")
 
 
 def test_repeated_requests_are_answered_once(status_kube: LocalKubernetes, so: SimulatorRecorder,

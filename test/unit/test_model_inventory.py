@@ -29,10 +29,10 @@ def deploy(inventory: inv.Inventory, *model_ids: str, keep_logs_hours: float = 0
 
 
 def seen(model_id: str, state: ContainerState, *, exit_code: int | None = None, reason: str = "",
-         deleting: bool = False, created_at: float | None = T0) -> PodObservation:
+         message: str = "", deleting: bool = False, created_at: float | None = T0) -> PodObservation:
     return PodObservation(
         pod_name=pod_name(SIMULATOR, SIM, model_id), simulator_id=SIMULATOR, simulation_id=SIM,
-        model_id=model_id, keep_logs_hours=0.0, state=state, reason=reason, exit_code=exit_code,
+        model_id=model_id, keep_logs_hours=0.0, state=state, reason=reason, message=message, exit_code=exit_code,
         created_at=created_at, deleting=deleting)
 
 
@@ -148,13 +148,13 @@ def test_rejected_create_fails_the_model_with_minus_one() -> None:
         ("PublishModelHasTerminated", inv.EXIT_CREATE_REJECTED), ("PublishAllModelsHaveTerminated", None)]
 
 
-def test_invalid_image_name_fails_at_once_and_deletes_the_pod() -> None:
+def test_invalid_image_name_fails_at_once_and_stops_the_pod_in_place() -> None:
     inventory = make_inventory()
     deploy(inventory, "a")
     inventory.handle(inv.PodCreated(SIM, "a", T0))
     effects = inventory.handle(inv.PodSeen(seen("a", ContainerState.WAITING, reason="InvalidImageName"), T0 + 1))
     assert [getattr(e, "exit_code", None) for e in published(effects)][:1] == [inv.EXIT_START_TIMEOUT]
-    assert any(isinstance(e, inv.DeleteModelPod) for e in effects)
+    assert [e.delete for e in effects if isinstance(e, inv.StopModelPod)] == [False]
     # Its own deletion is not a second failure.
     assert inventory.handle(inv.PodGone(SIM, "a", pod_name(SIMULATOR, SIM, "a"), T0 + 2)) == []
 
@@ -171,7 +171,7 @@ def test_a_pod_stuck_waiting_fails_after_the_start_timeout() -> None:
     reports = [e for e in published(effects) if isinstance(e, inv.PublishModelHasTerminated)]
     assert [(r.model_id, r.exit_code) for r in reports] == [("a", inv.EXIT_START_TIMEOUT)]
     assert "ImagePullBackOff" in reports[0].reason
-    assert any(isinstance(e, inv.DeleteModelPod) and e.model_id == "a" for e in effects)
+    assert [(e.model_id, e.delete) for e in effects if isinstance(e, inv.StopModelPod)] == [("a", False)]
 
 
 def test_a_running_pod_never_times_out() -> None:
@@ -270,19 +270,88 @@ def test_ending_early_gives_a_grace_period_then_fails_what_still_runs_with_minus
     reports = [(e.model_id, e.exit_code) for e in published(effects) if isinstance(e, inv.PublishModelHasTerminated)]
     assert reports == [("b", inv.EXIT_ENDED_EARLY), ("c", inv.EXIT_ENDED_EARLY)]
     assert isinstance(published(effects)[-1], inv.PublishAllModelsHaveTerminated)
-    assert {e.model_id for e in effects if isinstance(e, inv.DeleteModelPod)} == {"b", "c"}
+    # Stopped in place (activeDeadlineSeconds), never deleted: their logs stay until the cleanup.
+    assert {e.model_id for e in effects if isinstance(e, inv.StopModelPod) and not e.delete} == {"b", "c"}
     assert not any(isinstance(e, inv.ReportFailure) for e in effects), "the SO asked for it: no ErrorOccurred"
     # The pods we delete are not reported again.
     assert inventory.handle(inv.PodGone(SIM, "b", pod_name(SIMULATOR, SIM, "b"), T0 + 31)) == []
 
 
-def test_ending_one_model_early_leaves_the_others_running() -> None:
+def test_a_models_own_simulation_done_never_stops_it() -> None:
+    # Today's SO ends every simulation with a SimulationDone per model; the models then write their
+    # results, which can take many minutes, and exit 0 (PROTOCOL.md section 4).
     inventory = make_inventory()
     deploy(inventory, "a", "b")
     running(inventory, "a", "b")
-    inventory.handle(inv.EndRequested(SIM, "a", T0))
-    effects = inventory.handle(inv.Tick(T0 + 30))
-    assert [(e.model_id, e.exit_code) for e in published(effects)
-            if isinstance(e, inv.PublishModelHasTerminated)] == [("a", inv.EXIT_ENDED_EARLY)]
-    model_b = inventory.model(SIM, "b")
-    assert model_b is not None and model_b.termination is None
+    assert inventory.handle(inv.EndRequested(SIM, "a", T0)) == []
+    assert inventory.handle(inv.EndRequested(SIM, "b", T0)) == []
+    assert inventory.next_deadline() is None
+    assert inventory.handle(inv.Tick(T0 + 3600)) == []
+    inventory.handle(inv.PodSeen(seen("a", ContainerState.TERMINATED, exit_code=0), T0 + 3601))
+    effects = inventory.handle(inv.PodSeen(seen("b", ContainerState.TERMINATED, exit_code=0), T0 + 3602))
+    assert [(e.model_id, e.exit_code) for e in published(effects) if isinstance(e, inv.PublishModelHasTerminated)] \
+        == [("b", 0)]
+
+
+def test_an_unscheduled_pod_that_times_out_is_deleted_as_it_has_no_logs() -> None:
+    inventory = make_inventory()
+    deploy(inventory, "a")
+    inventory.handle(inv.PodCreated(SIM, "a", T0))
+    inventory.handle(inv.PodSeen(seen("a", ContainerState.WAITING, reason="Unschedulable"), T0 + 1))
+    effects = inventory.handle(inv.Tick(T0 + START_TIMEOUT))
+    assert [(e.model_id, e.delete) for e in effects if isinstance(e, inv.StopModelPod)] == [("a", True)]
+
+
+NOT_FOUND = ('rpc error: code = NotFound desc = failed to pull and unpack image "docker.io/library/nope:1": '
+             'failed to resolve reference "docker.io/library/nope:1": docker.io/library/nope:1: not found')
+
+
+@pytest.mark.parametrize("message", [
+    NOT_FOUND,
+    'failed to pull and unpack image "docker.io/acme/private:1": failed to resolve reference '
+    '"docker.io/acme/private:1": pull access denied, repository does not exist or may require authorization: '
+    "server message: insufficient_scope: authorization failed",
+    'failed to pull and unpack image "ghcr.io/acme/x:1": failed to resolve reference "ghcr.io/acme/x:1": '
+    "failed to authorize: failed to fetch anonymous token: unexpected status: 401 Unauthorized",
+    'rpc error: code = NotFound desc = failed to pull and unpack image "registry.local/x:2": manifest unknown',
+])
+def test_an_image_the_registry_refuses_twice_fails_at_once_with_its_message(message: str) -> None:
+    inventory = make_inventory()
+    deploy(inventory, "a")
+    inventory.handle(inv.PodCreated(SIM, "a", T0))
+    first = inventory.handle(inv.PodSeen(seen("a", ContainerState.WAITING, reason="ErrImagePull", message=message),
+                                         T0 + 2))
+    assert published(first) == []
+    # The same status seen again (a re-list) is not a second answer of the registry.
+    assert published(inventory.handle(inv.PodSeen(
+        seen("a", ContainerState.WAITING, reason="ErrImagePull", message=message), T0 + 2.5))) == []
+    backoff = f'Back-off pulling image "x": ErrImagePull: {message}'
+    assert published(inventory.handle(inv.PodSeen(
+        seen("a", ContainerState.WAITING, reason="ImagePullBackOff", message=backoff), T0 + 3))) == []
+    effects = inventory.handle(inv.PodSeen(
+        seen("a", ContainerState.WAITING, reason="ErrImagePull", message=message), T0 + 15))
+    reports = [e for e in published(effects) if isinstance(e, inv.PublishModelHasTerminated)]
+    assert [(r.model_id, r.exit_code) for r in reports] == [("a", inv.EXIT_START_TIMEOUT)]
+    failure = next(e for e in effects if isinstance(e, inv.ReportFailure))
+    assert message in failure.reason
+
+
+@pytest.mark.parametrize("message", [
+    'failed to pull and unpack image "docker.io/library/x:1": failed to copy: httpReadSeeker: failed open: '
+    "unexpected status code 503 Service Unavailable",
+    'failed to pull and unpack image "docker.io/library/x:1": failed to resolve reference: '
+    "429 Too Many Requests - Server message: toomanyrequests: You have reached your pull rate limit",
+    'failed to pull and unpack image "docker.io/library/x:1": dial tcp 10.0.0.1:443: i/o timeout',
+])
+def test_a_transient_pull_error_waits_for_the_start_timeout(message: str) -> None:
+    inventory = make_inventory()
+    deploy(inventory, "a")
+    inventory.handle(inv.PodCreated(SIM, "a", T0))
+    for attempt in range(5):
+        for reason in ("ErrImagePull", "ImagePullBackOff"):
+            assert published(inventory.handle(inv.PodSeen(
+                seen("a", ContainerState.WAITING, reason=reason, message=message), T0 + 10 * attempt + 1))) == []
+    effects = inventory.handle(inv.Tick(T0 + START_TIMEOUT))
+    assert [getattr(e, "exit_code", None) for e in published(effects)][:1] == [inv.EXIT_START_TIMEOUT]
+
+
