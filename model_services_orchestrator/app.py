@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from model_services_orchestrator import model_inventory as inv
 from model_services_orchestrator.http_endpoints import LatencyHistogram, MetricsSnapshot, serve_http
@@ -37,7 +37,7 @@ from model_services_orchestrator.k8s_api import (
 from model_services_orchestrator.logs import SecretRedactor, get_logger
 from model_services_orchestrator.messages import codec
 from model_services_orchestrator.model_health import ModelHealth
-from model_services_orchestrator.mqtt_application import MqttApplication, MqttSettings
+from model_services_orchestrator.mqtt_application import LoginRefused, MqttApplication, MqttSettings
 from model_services_orchestrator.pod_observation import ContainerState, PodObservation, observe_pod
 from model_services_orchestrator.pod_specs import (
     PodSettings,
@@ -68,6 +68,7 @@ __all__ = ["Orchestrator", "run"]
 _log = get_logger(__name__)
 _MAX_BATCH = 5000
 _SHUTDOWN_SECONDS = 8.0
+_E = TypeVar("_E", bound=BaseException)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,7 @@ class Orchestrator:
             start_timeout_seconds=settings.model_start_timeout_seconds,
             min_cleanup_delay_seconds=settings.min_cleanup_delay_seconds,
             stop_grace_seconds=settings.model_stop_grace_seconds,
+            max_keep_logs_hours=settings.max_keep_logs_hours,
         )
         self.pod_settings = PodSettings(
             so=self.so,
@@ -248,6 +250,10 @@ class Orchestrator:
                 _log.info("deploying models", simulation_id=message.simulation_id,
                           simulator_id=message.simulator_id, models=len(message.models),
                           keep_logs_hours=message.keep_logs_hours)
+                if message.keep_logs_hours > self.inventory.max_keep_logs_hours:
+                    _log.warning("keepLogsHours capped", simulation_id=message.simulation_id,
+                                 requested=str(message.keep_logs_hours),
+                                 kept=self.inventory.max_keep_logs_hours, setting="MAX_KEEP_LOGS_HOURS")
             case codec.SimulationDoneRequest() if message.simulation_id in self.inventory.simulations:
                 _log.info("simulation ended by the SO", simulation_id=message.simulation_id,
                           model_id=message.model_id)
@@ -708,6 +714,17 @@ def _model_state(model: inv.Model) -> str:
     return "pending"
 
 
+def _first(error: BaseException, kind: type[_E]) -> _E | None:
+    """``error`` itself or the first of its kind among the errors it groups (a TaskGroup's)."""
+    if isinstance(error, kind):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            if (found := _first(inner, kind)) is not None:
+                return found
+    return None
+
+
 def run(settings: Settings, redactor: SecretRedactor) -> int:
     """Run the daemon until SIGTERM or SIGINT; the exit code to end the process with."""
 
@@ -721,6 +738,10 @@ def run(settings: Settings, redactor: SecretRedactor) -> int:
     try:
         asyncio.run(main())
     except Exception as exc:  # noqa: BLE001 (the process's last word: say what broke, exit non-zero)
+        if (refused := _first(exc, LoginRefused)) is not None:
+            # An operator's mistake, not a bug: one line that says what to fix, no traceback.
+            _log.critical("mqtt login refused", detail=str(refused))
+            return 1
         _log.critical("daemon failed", error=type(exc).__name__, detail=str(exc)[:500], exc_info=True)
         return 1
     _log.info("stopped")

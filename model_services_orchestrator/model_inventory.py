@@ -331,7 +331,8 @@ class Inventory:
     """All simulations the daemon knows, and the rules that turn events into effects."""
 
     def __init__(
-        self, *, start_timeout_seconds: float, min_cleanup_delay_seconds: float, stop_grace_seconds: float = 30.0
+        self, *, start_timeout_seconds: float, min_cleanup_delay_seconds: float, stop_grace_seconds: float = 30.0,
+        max_keep_logs_hours: float = 168.0,
     ) -> None:
         self.simulations: dict[str, Simulation] = {}
         # Deadlines as (time, sequence, simulation, model or None for the cleanup); entries that no
@@ -341,6 +342,7 @@ class Inventory:
         self._stop_grace = stop_grace_seconds
         self._start_timeout = start_timeout_seconds
         self._min_cleanup_delay = min_cleanup_delay_seconds
+        self.max_keep_logs_hours = max_keep_logs_hours
 
     # -- queries
 
@@ -379,6 +381,7 @@ class Inventory:
     def restore(self, simulation: Simulation) -> None:
         """Adopt a simulation rebuilt from its cluster record after a restart."""
         simulation.recount()
+        simulation.keep_logs_hours = min(simulation.keep_logs_hours, self.max_keep_logs_hours)
         self.simulations[simulation.simulation_id] = simulation
         if (at := simulation.cleanup_at(self._min_cleanup_delay)) is not None:
             self._timer(at, simulation.simulation_id, None)
@@ -396,7 +399,7 @@ class Inventory:
             simulation = self.simulations.setdefault(seen.simulation_id, Simulation(
                 simulator_id=seen.simulator_id,
                 simulation_id=seen.simulation_id,
-                keep_logs_hours=seen.keep_logs_hours,
+                keep_logs_hours=min(seen.keep_logs_hours, self.max_keep_logs_hours),
                 models_ready_sent=True,
             ))
             simulation.models[seen.model_id] = Model(
@@ -442,7 +445,8 @@ class Inventory:
         simulation = Simulation(
             simulator_id=event.simulator_id,
             simulation_id=event.simulation_id,
-            keep_logs_hours=max(keep, 0.0),
+            # Never forever: inf or 1e308 would keep pods and records, and the daemon's memory of them.
+            keep_logs_hours=min(max(keep, 0.0), self.max_keep_logs_hours),
         )
         for spec in event.models:
             if spec.model_id in simulation.models:

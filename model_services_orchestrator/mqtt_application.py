@@ -22,12 +22,21 @@ from dataclasses import dataclass
 
 import aiomqtt
 import paho.mqtt.client
+from paho.mqtt.reasoncodes import ReasonCode
 
 from model_services_orchestrator.logs import get_logger
 
-__all__ = ["MqttApplication", "MqttSettings", "Outbox"]
+__all__ = ["LoginRefused", "MqttApplication", "MqttSettings", "Outbox", "is_auth_failure"]
 
 _log = get_logger(__name__)
+
+# CONNACK codes of a refused login: MQTT 3.1.1's (4 bad user name or password, 5 not authorized), and the
+# MQTT 5 reason codes paho 2 reports them as (134, 135), whichever protocol the broker speaks.
+_LOGIN_REFUSED_CODES = frozenset({4, 5, 134, 135})
+
+
+class LoginRefused(RuntimeError):
+    """The broker refused our credentials: retrying cannot help, an operator must fix them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,10 +179,13 @@ class MqttApplication:
                 try:
                     await self._session()
                 except aiomqtt.MqttError as exc:
+                    if is_auth_failure(exc):
+                        raise LoginRefused(
+                            f"the broker {self._settings.host}:{self._settings.port} refused the login of user "
+                            f"{self._settings.username!r}: {exc}") from exc
                     delay = backoff * random.uniform(0.5, 1.0)  # noqa: S311 (jitter)
-                    log = _log.error if is_auth_failure(exc) else _log.warning
-                    log("mqtt connection lost, reconnecting", error=str(exc),
-                        delay_seconds=round(delay, 2), unacknowledged=len(self.outbox))
+                    _log.warning("mqtt connection lost, reconnecting", error=str(exc),
+                                 delay_seconds=round(delay, 2), unacknowledged=len(self.outbox))
                     await asyncio.sleep(delay)
                     backoff = min(backoff * 2, 30.0)
                 else:
@@ -219,8 +231,9 @@ def _ignore_failure(task: asyncio.Future[None]) -> None:
 
 
 def is_auth_failure(exc: aiomqtt.MqttError) -> bool:
-    """Whether the broker turned our credentials down (worth a louder log line)."""
-    return isinstance(exc, aiomqtt.MqttCodeError) and exc.rc in (
-        paho.mqtt.client.CONNACK_REFUSED_BAD_USERNAME_PASSWORD,
-        paho.mqtt.client.CONNACK_REFUSED_NOT_AUTHORIZED,
-    )
+    """Whether the broker turned our credentials down."""
+    if not isinstance(exc, aiomqtt.MqttCodeError):
+        return False
+    code = exc.rc
+    value = code.value if isinstance(code, ReasonCode) else code
+    return value in _LOGIN_REFUSED_CODES

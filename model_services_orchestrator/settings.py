@@ -95,6 +95,7 @@ class Settings(BaseSettings):
 
     pod_create_concurrency: int = Field(default=32, gt=0, le=512)
     min_cleanup_delay_seconds: float = Field(default=5.0, ge=0)
+    max_keep_logs_hours: float = Field(default=168.0, ge=0, allow_inf_nan=False)
     failed_log_tail_lines: int = Field(default=30, ge=0)
     secret_env_name_pattern: str = DEFAULT_SECRET_ENV_NAME_PATTERN
     max_payload_bytes: int = Field(default=16 * 1024 * 1024, gt=0)

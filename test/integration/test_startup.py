@@ -15,6 +15,7 @@ from test_watch_and_secrets import running_pods
 
 from simulation_components.local_daemon import REPO_ROOT
 from simulation_components.local_kubernetes.launcher import LocalKubernetes
+from simulation_components.local_mosquitto import LocalMosquitto
 
 
 def start(env: dict[str, str], home: Path) -> subprocess.CompletedProcess[str]:
@@ -64,3 +65,19 @@ def test_a_wrong_ca_is_refused(tls_kube: LocalKubernetes, make_daemon: DaemonFac
         assert "CERTIFICATE_VERIFY_FAILED" in failure["detail"]
     finally:
         other.close()
+
+
+@pytest.mark.parametrize("wrong", ["password", "username"])
+def test_a_refused_mqtt_login_ends_the_daemon_with_one_clear_line(
+        wrong: str, status_kube: LocalKubernetes, broker: LocalMosquitto, make_daemon: DaemonFactory) -> None:
+    # Kubernetes shows the pod in CrashLoopBackOff: what an operator looks at, rather than warnings forever.
+    overrides = {"mqtt_password": "wrong-\"pass\\word"} if wrong == "password" else {"mqtt_username": "nobody"}
+    daemon = make_daemon(status_kube, wait_subscribed=False, **overrides)
+    assert daemon.process is not None
+    code = daemon.process.wait(timeout=30)
+    assert code == 1
+    refused = daemon.logged("mqtt login refused")
+    assert len(refused) == 1 and refused[0]["level"] == "critical"
+    assert "refused the login" in refused[0]["detail"] and "exception" not in refused[0]
+    assert not daemon.logged("mqtt connection lost, reconnecting")
+    assert "pass\\\\word" not in daemon.log_text() and "pass\\word" not in daemon.log_text()

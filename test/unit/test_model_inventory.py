@@ -355,3 +355,14 @@ def test_a_transient_pull_error_waits_for_the_start_timeout(message: str) -> Non
     assert [getattr(e, "exit_code", None) for e in published(effects)][:1] == [inv.EXIT_START_TIMEOUT]
 
 
+
+
+@pytest.mark.parametrize("requested", [float("inf"), 1e308, 10_000.0])
+def test_keep_logs_hours_is_capped_so_pods_are_never_kept_forever(requested: float) -> None:
+    inventory = inv.Inventory(start_timeout_seconds=START_TIMEOUT, min_cleanup_delay_seconds=5.0,
+                              max_keep_logs_hours=168.0)
+    deploy(inventory, "a", keep_logs_hours=requested)
+    running(inventory, "a")
+    inventory.handle(inv.PodSeen(seen("a", ContainerState.TERMINATED, exit_code=0), T0 + 10))
+    assert inventory.next_deadline() == T0 + 10 + 168 * 3600
+    assert [type(e) for e in inventory.handle(inv.Tick(T0 + 10 + 168 * 3600))] == [inv.DeleteSimulation]
