@@ -37,7 +37,7 @@ from model_services_orchestrator.k8s_api import (
 from model_services_orchestrator.logs import SecretRedactor, get_logger
 from model_services_orchestrator.messages import codec
 from model_services_orchestrator.model_health import ModelHealth
-from model_services_orchestrator.mqtt_application import LoginRefused, MqttApplication, MqttSettings
+from model_services_orchestrator.mqtt_application import LoginRefusedError, MqttApplication, MqttSettings
 from model_services_orchestrator.pod_observation import ContainerState, PodObservation, observe_pod
 from model_services_orchestrator.pod_specs import (
     PodSettings,
@@ -243,7 +243,7 @@ class Orchestrator:
         self.messages_received[kind] = self.messages_received.get(kind, 0) + 1
         match message:
             case codec.DeployRequest():
-                self._register_secrets(message.models)
+                self._register_secrets(message.simulation_id, message.models)
                 if message.simulation_id in self.inventory.simulations:
                     _log.warning("repeated DeployModels ignored", simulation_id=message.simulation_id)
                     return []
@@ -277,8 +277,9 @@ class Orchestrator:
             known = self._secret_names[env_name] = self._secret_name.search(env_name) is not None
         return known
 
-    def _register_secrets(self, models: Iterable[inv.ModelSpec]) -> None:
-        self.redactor.add(value for spec in models for name, value in spec.env if self._is_secret(name))
+    def _register_secrets(self, simulation_id: str, models: Iterable[inv.ModelSpec]) -> None:
+        self.redactor.add_env(((name, value) for spec in models for name, value in spec.env if self._is_secret(name)),
+                              owner=simulation_id)
 
     # -- effects
 
@@ -418,6 +419,8 @@ class Orchestrator:
             self._record_uids.pop(effect.simulation_id, None)
         self._record_locks.pop(effect.simulation_id, None)
         self._records.forget(effect.simulation_id)
+        # Its models' logs are no longer read: their secrets need not be remembered.
+        self.redactor.forget(effect.simulation_id)
         self._inputs.put_nowait(_Cleaned(effect.simulation_id))
 
     async def _report_failure(self, effect: inv.ReportFailure) -> None:
@@ -560,7 +563,7 @@ class Orchestrator:
                 _log.error("simulation record unreadable, ignored", record=name, reason=str(exc))
                 continue
             if specs:
-                self._register_secrets(specs.values())
+                self._register_secrets(simulation.simulation_id, specs.values())
             self.inventory.restore(simulation)
             self._record_uids[simulation.simulation_id] = configmap["metadata"]["uid"]
             _log.info("simulation restored", simulation_id=simulation.simulation_id, models=len(simulation.models),
@@ -738,7 +741,7 @@ def run(settings: Settings, redactor: SecretRedactor) -> int:
     try:
         asyncio.run(main())
     except Exception as exc:  # noqa: BLE001 (the process's last word: say what broke, exit non-zero)
-        if (refused := _first(exc, LoginRefused)) is not None:
+        if (refused := _first(exc, LoginRefusedError)) is not None:
             # An operator's mistake, not a bug: one line that says what to fix, no traceback.
             _log.critical("mqtt login refused", detail=str(refused))
             return 1

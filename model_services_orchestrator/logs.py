@@ -10,41 +10,128 @@ it occurs, so no code path can leak one by accident.
 
 from __future__ import annotations
 
+import json
 import logging
-import re
 import sys
 import threading
+import urllib.parse
 from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
+import ahocorasick  # type: ignore[import-not-found]  # a C extension without stubs or py.typed
 import structlog
 
-__all__ = ["REDACTED", "SecretRedactor", "configure_logging", "get_logger"]
+__all__ = ["REDACTED", "SecretRedactor", "configure_logging", "get_logger", "secret_forms"]
 
 REDACTED = "***"
-_MIN_SECRET_LENGTH = 3  # shorter values would redact ordinary words
+# Shorter values would blank ordinary words and digits everywhere; they are blanked only where an env
+# var of theirs is written out with its name (``NAME=value``, ``"NAME": "value"``, ``'NAME': 'value'``).
+_MIN_SECRET_LENGTH = 3
+# Secrets come in layers (one per registration); past this many, the layers are merged into one, so
+# a redaction runs at most this many matchers whatever the number of secrets.
+_MAX_LAYERS = 8
+
+_Owner = str | None
+
+
+def secret_forms(value: str) -> set[str]:
+    """``value`` as it may stand in text: itself, JSON-escaped, as a Python repr, URL-encoded."""
+    forms = {
+        value,
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        repr(value)[1:-1],
+        urllib.parse.quote(value, safe=""),
+        urllib.parse.quote(value),
+        urllib.parse.quote_plus(value),
+    }
+    return {form for form in forms if form}
+
+
+def _replacements(name: str, value: str) -> dict[str, str]:
+    """What to look for and what to put instead, for one secret (``name`` may be empty)."""
+    if not value:
+        return {}
+    if len(value) >= _MIN_SECRET_LENGTH:
+        return dict.fromkeys(secret_forms(value), REDACTED)
+    if not name:
+        return {}
+    found: dict[str, str] = {}
+    for form in secret_forms(value):
+        found[f"{name}={form}"] = f"{name}={REDACTED}"
+        for quote in ('"', "'"):
+            found[f"{quote}{name}{quote}: {quote}{form}{quote}"] = f"{quote}{name}{quote}: {quote}{REDACTED}{quote}"
+    return found
+
+
+def _matcher(patterns: dict[str, str]) -> Any:
+    automaton = ahocorasick.Automaton()
+    for pattern, replacement in patterns.items():
+        automaton.add_word(pattern, (len(pattern), replacement))
+    automaton.make_automaton()
+    return automaton
 
 
 class SecretRedactor:
-    """A structlog processor that blanks out registered secret values anywhere in an event."""
+    """A structlog processor that blanks out registered secret values anywhere in an event.
+
+    Secrets are registered per owner (a simulation; ``None`` for the daemon's own, kept for good) and
+    forgotten with it, so the daemon's memory does not grow with every simulation. Matching uses
+    Aho-Corasick automata (``pyahocorasick``): a line costs the same with ten secrets or ten thousand.
+    Registering builds a matcher of the new secrets only; forgetting rebuilds from what is left.
+    """
 
     def __init__(self) -> None:
-        self._secrets: set[str] = set()
-        self._pattern: re.Pattern[str] | None = None
+        self._patterns: dict[str, str] = {}
+        self._holders: dict[str, set[_Owner]] = {}
+        self._owned: dict[_Owner, set[str]] = {}
+        self._layers: tuple[Any, ...] = ()
         self._lock = threading.Lock()
 
-    def add(self, values: Iterable[str]) -> None:
-        new = {value for value in values if len(value) >= _MIN_SECRET_LENGTH} - self._secrets
-        if not new:
-            return
+    def add(self, values: Iterable[str], owner: _Owner = None) -> None:
+        """Register secret values without a known env var name."""
+        self.add_env((("", value) for value in values), owner)
+
+    def add_env(self, entries: Iterable[tuple[str, str]], owner: _Owner = None) -> None:
+        """Register secret env vars as (name, value)."""
         with self._lock:
-            self._secrets |= new
-            ordered = sorted(self._secrets, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(value) for value in ordered))
+            owned = self._owned.setdefault(owner, set())
+            new: dict[str, str] = {}
+            for name, value in entries:
+                for pattern, replacement in _replacements(name, value).items():
+                    owned.add(pattern)
+                    holders = self._holders.setdefault(pattern, set())
+                    holders.add(owner)
+                    if pattern not in self._patterns:
+                        self._patterns[pattern] = new[pattern] = replacement
+            if not new:
+                return
+            if len(self._layers) >= _MAX_LAYERS:
+                self._layers = (_matcher(self._patterns),)
+            else:
+                self._layers = (*self._layers, _matcher(new))
+
+    def forget(self, owner: str) -> None:
+        """Drop the secrets only ``owner`` registered (a simulation that is cleaned up)."""
+        with self._lock:
+            dropped = False
+            for pattern in self._owned.pop(owner, set()):
+                holders = self._holders[pattern]
+                holders.discard(owner)
+                if not holders:
+                    del self._holders[pattern]
+                    del self._patterns[pattern]
+                    dropped = True
+            if dropped:
+                self._layers = (_matcher(self._patterns),) if self._patterns else ()
+
+    def __len__(self) -> int:
+        return len(self._patterns)
 
     def redact(self, text: str) -> str:
-        pattern = self._pattern
-        return pattern.sub(REDACTED, text) if pattern is not None else text
+        for layer in self._layers:
+            text = _replace(layer, text)
+        return text
 
     def _clean(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -58,11 +145,25 @@ class SecretRedactor:
         return self.redact(str(value))
 
     def __call__(self, _logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        if self._pattern is None:
+        if not self._layers:
             return event
         for key, value in event.items():
             event[key] = self._clean(value)
         return event
+
+
+def _replace(automaton: Any, text: str) -> str:
+    pieces: list[str] = []
+    position = 0
+    for end, (length, replacement) in automaton.iter_long(text):
+        start = end - length + 1
+        pieces.append(text[position:start])
+        pieces.append(replacement)
+        position = end + 1
+    if not pieces:
+        return text
+    pieces.append(text[position:])
+    return "".join(pieces)
 
 
 def configure_logging(

@@ -26,7 +26,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from model_services_orchestrator.logs import get_logger
 
-__all__ = ["LoginRefused", "MqttApplication", "MqttSettings", "Outbox", "is_auth_failure"]
+__all__ = ["LoginRefusedError", "MqttApplication", "MqttSettings", "Outbox", "is_auth_failure"]
 
 _log = get_logger(__name__)
 
@@ -35,7 +35,7 @@ _log = get_logger(__name__)
 _LOGIN_REFUSED_CODES = frozenset({4, 5, 134, 135})
 
 
-class LoginRefused(RuntimeError):
+class LoginRefusedError(RuntimeError):
     """The broker refused our credentials: retrying cannot help, an operator must fix them."""
 
 
@@ -180,7 +180,7 @@ class MqttApplication:
                     await self._session()
                 except aiomqtt.MqttError as exc:
                     if is_auth_failure(exc):
-                        raise LoginRefused(
+                        raise LoginRefusedError(
                             f"the broker {self._settings.host}:{self._settings.port} refused the login of user "
                             f"{self._settings.username!r}: {exc}") from exc
                     delay = backoff * random.uniform(0.5, 1.0)  # noqa: S311 (jitter)
