@@ -83,6 +83,7 @@ class _Created:
     model_id: str
     outcome_created: bool
     reason: str
+    name_taken: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +215,8 @@ class Orchestrator:
                 self.inventory.adopt([seen for seen in observations
                                       if seen.simulation_id not in self.inventory.simulations and not seen.deleting])
                 events: list[inv.Event] = [inv.PodSeen(seen, now) for seen in observations]
-                events.append(inv.PodListed(frozenset(seen.pod_name for seen in observations), now))
+                listed = frozenset((seen.simulation_id, seen.model_id) for seen in observations)
+                events.append(inv.PodListed(listed, now))
                 return events
             case list():
                 changes: list[inv.Event] = []
@@ -228,7 +230,7 @@ class Orchestrator:
             case _Created():
                 if item.outcome_created:
                     return [inv.PodCreated(item.simulation_id, item.model_id, now)]
-                return [inv.PodCreateRejected(item.simulation_id, item.model_id, item.reason, now)]
+                return [inv.PodCreateRejected(item.simulation_id, item.model_id, item.reason, now, item.name_taken)]
             case _Cleaned():
                 return [inv.SimulationCleanedUp(item.simulation_id)]
 
@@ -372,12 +374,14 @@ class Orchestrator:
             image=effect.spec.image,
             env=effect.spec.env,
             keep_logs_hours=effect.keep_logs_hours,
+            name=effect.pod_name,
             secret_name=record_name(self.so, effect.simulation_id),
             is_secret=self._is_secret,
         )
         started = time.monotonic()
         try:
-            outcome = await self.gateway.create_pod(body)
+            outcome = await self.gateway.create_pod(body, ownership_marks(
+                self.so, effect.simulator_id, effect.simulation_id, effect.spec.model_id))
             self._create_latency.observe(time.monotonic() - started)
         except Exception as exc:  # noqa: BLE001 (retries exhausted: the model gets its answer, never silence)
             self._inputs.put_nowait(_Created(effect.simulation_id, effect.spec.model_id, False,
@@ -389,7 +393,7 @@ class Orchestrator:
             _log.warning("pod rejected", simulation_id=effect.simulation_id, model_id=effect.spec.model_id,
                          status=outcome.status, reason=outcome.reason[:500])
         self._inputs.put_nowait(_Created(effect.simulation_id, effect.spec.model_id, outcome.created,
-                                         f"{outcome.status} {outcome.reason}"))
+                                         f"{outcome.status} {outcome.reason}", outcome.name_taken))
 
     async def _stop_pod(self, effect: inv.StopModelPod) -> None:
         marks = ownership_marks(self.so, effect.simulator_id, effect.simulation_id, effect.model_id)

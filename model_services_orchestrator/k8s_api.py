@@ -133,6 +133,7 @@ class CreateOutcome:
     created: bool
     status: int = 0
     reason: str = ""
+    name_taken: bool = False
 
 
 class KubernetesGateway:
@@ -221,15 +222,20 @@ class KubernetesGateway:
 
     # -- pods
 
-    async def create_pod(self, body: dict[str, Any]) -> CreateOutcome:
+    async def create_pod(self, body: dict[str, Any], marks: Mapping[str, Mapping[str, str]]) -> CreateOutcome:
+        """Create the pod; one already there is taken as created only if it carries ``marks``."""
         path = f"/api/v1/namespaces/{self.namespace}/pods"
         try:
             await self._call("create pod", lambda: self._raw("POST", path, body=body, want_answer=False),
                              ok_statuses=frozenset({409}))
         except ApiException as exc:
             if exc.status == 409:
-                # Ours from an earlier attempt (or an earlier life): same name means same model.
-                return CreateOutcome(created=True, status=409)
+                # Ours from an earlier attempt (or an earlier life), or another's that has the name.
+                existing = await self.read_pod(body["metadata"]["name"])
+                if existing is not None and owns(existing, marks):
+                    return CreateOutcome(created=True, status=409)
+                return CreateOutcome(created=False, status=409, reason="a pod of that name is not this model's",
+                                     name_taken=True)
             if exc.status in _RETRYABLE_STATUSES or not exc.status:
                 raise
             return CreateOutcome(created=False, status=int(exc.status), reason=_reason_of(exc))

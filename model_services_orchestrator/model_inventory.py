@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from model_services_orchestrator.pod_observation import ContainerState, PodObservation
-from model_services_orchestrator.pod_specs import pod_name
+from model_services_orchestrator.pod_specs import pod_name, unique_pod_name
 
 __all__ = [
     "EXIT_CREATE_REJECTED",
@@ -165,10 +165,13 @@ class PodCreated:
 
 @dataclass(frozen=True, slots=True)
 class PodCreateRejected:
+    """The API refused the pod; ``name_taken``: a pod of that name exists and is not this model's."""
+
     simulation_id: str
     model_id: str
     reason: str
     now: float
+    name_taken: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,9 +197,9 @@ class PodGone:
 
 @dataclass(frozen=True, slots=True)
 class PodListed:
-    """A full list of our pods arrived: a created pod missing from it is gone."""
+    """A full list of our pods arrived, as (simulation id, model id): a created pod missing from it is gone."""
 
-    pod_names: frozenset[str]
+    models: frozenset[tuple[str, str]]
     now: float
 
 
@@ -255,6 +258,7 @@ class CreatePod:
     simulation_id: str
     keep_logs_hours: float
     spec: ModelSpec
+    pod_name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,6 +423,12 @@ class Inventory:
             case PodCreateRejected():
                 if (rejected := self.model(event.simulation_id, event.model_id)) is not None:
                     rejected.creating = False
+                    unique = unique_pod_name(self.simulations[event.simulation_id].simulator_id,
+                                             event.simulation_id, event.model_id)
+                    if event.name_taken and rejected.pod_name != unique:
+                        # Another model's pod, or someone else's: never ours to take over.
+                        rejected.pod_name = unique
+                        return self._create(self.simulations[event.simulation_id], rejected)
                 return self._terminate(event.simulation_id, event.model_id, Termination(
                     EXIT_CREATE_REJECTED, f"pod rejected: {event.reason}"), event.now)
             case ReadyReceived():
@@ -448,10 +458,14 @@ class Inventory:
             # Never forever: inf or 1e308 would keep pods and records, and the daemon's memory of them.
             keep_logs_hours=min(max(keep, 0.0), self.max_keep_logs_hours),
         )
+        names: set[str] = set()
         for spec in event.models:
             if spec.model_id in simulation.models:
                 continue  # listed twice: one pod, one answer
             name = pod_name(event.simulator_id, event.simulation_id, spec.model_id)
+            if name in names:  # ids that differ only in case or in where their hyphens are
+                name = unique_pod_name(event.simulator_id, event.simulation_id, spec.model_id)
+            names.add(name)
             simulation.models[spec.model_id] = Model(model_id=spec.model_id, pod_name=name, spec=spec)
         self.simulations[event.simulation_id] = simulation
         effects: list[Effect] = [SaveRecord(event.simulation_id)]
@@ -463,7 +477,8 @@ class Inventory:
         if model.spec is None or model.creating or model.created or simulation.cleaning:
             return []
         model.creating = True
-        return [CreatePod(simulation.simulator_id, simulation.simulation_id, simulation.keep_logs_hours, model.spec)]
+        return [CreatePod(simulation.simulator_id, simulation.simulation_id, simulation.keep_logs_hours, model.spec,
+                          model.pod_name)]
 
     def _pod_created(self, event: PodCreated) -> list[Effect]:
         model = self.model(event.simulation_id, event.model_id)
@@ -492,8 +507,16 @@ class Inventory:
 
     def _pod_seen(self, seen: PodObservation, now: float) -> list[Effect]:
         model = self.model(seen.simulation_id, seen.model_id)
-        if model is None or model.pod_name != seen.pod_name:
+        if model is None:
             return []
+        if model.pod_name != seen.pod_name:
+            # With this model's exact ids (from our annotations), under either name it may have been
+            # created with: after a restart the record does not say which. Any other is a stranger.
+            names = (pod_name(seen.simulator_id, seen.simulation_id, seen.model_id),
+                     unique_pod_name(seen.simulator_id, seen.simulation_id, seen.model_id))
+            if seen.pod_name not in names:
+                return []
+            model.pod_name = seen.pod_name
         effects: list[Effect] = []
         if not model.created:
             model.created = True
@@ -543,7 +566,7 @@ class Inventory:
         effects: list[Effect] = []
         for simulation in list(self.simulations.values()):
             for model in list(simulation.models.values()):
-                if model.pod_name in event.pod_names or model.termination is not None:
+                if (simulation.simulation_id, model.model_id) in event.models or model.termination is not None:
                     continue
                 if model.created:
                     effects += self._pod_gone(simulation.simulation_id, model.model_id, event.now)

@@ -18,9 +18,6 @@ from model_services_orchestrator.pod_specs import (
     ANNOTATION_SIMULATION_ID,
     ANNOTATION_SIMULATOR_ID,
     LABEL_KEEP_LOGS_HOURS,
-    LABEL_MODEL_ID,
-    LABEL_SIMULATION_ID,
-    LABEL_SIMULATOR_ID,
 )
 
 __all__ = ["ContainerState", "PodObservation", "observe_pod"]
@@ -98,15 +95,17 @@ def observe_pod(pod: dict[str, Any]) -> PodObservation | None:
     metadata = pod.get("metadata") or {}
     labels = metadata.get("labels") or {}
     annotations = metadata.get("annotations") or {}
-    simulation_id = annotations.get(ANNOTATION_SIMULATION_ID) or labels.get(LABEL_SIMULATION_ID)
-    model_id = annotations.get(ANNOTATION_MODEL_ID) or labels.get(LABEL_MODEL_ID)
+    # The exact ids are in our annotations only: labels are lower-cased or hashed stand-ins, and
+    # a pod without the annotations is not ours to act on (PROTOCOL.md section 6).
+    simulation_id = annotations.get(ANNOTATION_SIMULATION_ID)
+    model_id = annotations.get(ANNOTATION_MODEL_ID)
     name = metadata.get("name")
     if not simulation_id or not model_id or not name:
         return None
     state, reason, message, exit_code = _container_state(pod)
     return PodObservation(
         pod_name=name,
-        simulator_id=annotations.get(ANNOTATION_SIMULATOR_ID) or labels.get(LABEL_SIMULATOR_ID) or "",
+        simulator_id=annotations.get(ANNOTATION_SIMULATOR_ID) or "",
         simulation_id=simulation_id,
         model_id=model_id,
         keep_logs_hours=_float(labels.get(LABEL_KEEP_LOGS_HOURS, "0"), 0.0),

@@ -39,6 +39,7 @@ __all__ = [
     "pod_name",
     "secret_key",
     "simulation_pods_selector",
+    "unique_pod_name",
 ]
 
 LABEL_SIMULATOR_ID = "simulator_id"
@@ -80,8 +81,20 @@ def dns_label(*parts: str) -> str:
 
 
 def pod_name(simulator_id: str, simulation_id: str, model_id: str) -> str:
-    """``<simulatorId>-<sim>-<model>`` lower-cased (PROTOCOL.md section 6), made valid where needed."""
+    """``<simulatorId>-<sim>-<model>`` lower-cased (PROTOCOL.md section 6), made valid where needed.
+
+    Distinct ids can share it (``ModelA``/``modela``; ``x-y``/``z`` and ``x``/``y-z``): a model whose
+    upstream name is taken uses ``unique_pod_name``.
+    """
     return dns_label(simulator_id, simulation_id, model_id)
+
+
+def unique_pod_name(simulator_id: str, simulation_id: str, model_id: str) -> str:
+    """A pod name of these exact ids that no other ids share: readable head, hash of the exact ids."""
+    plain = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", pod_name(simulator_id, simulation_id, model_id)))
+    head = plain[: _MAX_LABEL - _HASH_LENGTH - 2].strip("-")
+    suffix = _short_hash(simulator_id, simulation_id, model_id)
+    return f"{head}-u{suffix}" if head else f"m-u{suffix}"
 
 
 def label_value(value: str) -> str:
@@ -192,6 +205,7 @@ def build_pod(
     image: str,
     env: Sequence[tuple[str, str]],
     keep_logs_hours: float,
+    name: str | None = None,
     secret_name: str | None = None,
     is_secret: Callable[[str], bool] = lambda _name: False,
 ) -> dict[str, Any]:
@@ -201,7 +215,7 @@ def build_pod(
     Secret ``secret_name`` (see ``secret_key``) instead of being written into
     the pod spec, where anyone who may list pods could read them.
     """
-    name = pod_name(simulator_id, simulation_id, model_id)
+    name = name or pod_name(simulator_id, simulation_id, model_id)
     security_context: dict[str, Any] = {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},

@@ -11,7 +11,7 @@ import pytest
 
 from model_services_orchestrator import model_inventory as inv
 from model_services_orchestrator.pod_observation import ContainerState, PodObservation
-from model_services_orchestrator.pod_specs import pod_name
+from model_services_orchestrator.pod_specs import pod_name, unique_pod_name
 
 SIM = "sim-1"
 SIMULATOR = "so01"
@@ -192,7 +192,7 @@ def test_a_pod_removed_by_someone_else_fails_with_minus_three(how: str) -> None:
     elif how == "deletion_timestamp":
         effects = inventory.handle(inv.PodSeen(seen("a", ContainerState.RUNNING, deleting=True), T0 + 1))
     else:
-        effects = inventory.handle(inv.PodListed(frozenset({pod_name(SIMULATOR, SIM, "b")}), T0 + 1))
+        effects = inventory.handle(inv.PodListed(frozenset({(SIM, "b")}), T0 + 1))
     reports = [(e.model_id, e.exit_code) for e in published(effects) if isinstance(e, inv.PublishModelHasTerminated)]
     assert reports == [("a", inv.EXIT_POD_LOST)]
 
@@ -366,3 +366,39 @@ def test_keep_logs_hours_is_capped_so_pods_are_never_kept_forever(requested: flo
     inventory.handle(inv.PodSeen(seen("a", ContainerState.TERMINATED, exit_code=0), T0 + 10))
     assert inventory.next_deadline() == T0 + 10 + 168 * 3600
     assert [type(e) for e in inventory.handle(inv.Tick(T0 + 10 + 168 * 3600))] == [inv.DeleteSimulation]
+
+
+def test_ids_that_differ_only_in_case_get_pods_of_their_own() -> None:
+    effects = deploy(make_inventory(), "ModelA", "modela", "MODELA")
+    names = [e.pod_name for e in effects if isinstance(e, inv.CreatePod)]
+    assert names[0] == pod_name(SIMULATOR, SIM, "ModelA") and len(set(names)) == 3
+
+
+def test_a_pod_name_taken_by_another_is_never_taken_over() -> None:
+    inventory = make_inventory()
+    deploy(inventory, "a")
+    effects = inventory.handle(inv.PodCreateRejected(SIM, "a", "409 taken", T0, name_taken=True))
+    assert published(effects) == []
+    [create] = [e for e in effects if isinstance(e, inv.CreatePod)]
+    assert create.pod_name == unique_pod_name(SIMULATOR, SIM, "a") != pod_name(SIMULATOR, SIM, "a")
+    # The unique name taken too (by someone who means it): the model gets its answer, -1.
+    effects = inventory.handle(inv.PodCreateRejected(SIM, "a", "409 taken", T0, name_taken=True))
+    assert [(e.model_id, e.exit_code) for e in published(effects)
+            if isinstance(e, inv.PublishModelHasTerminated)] == [("a", inv.EXIT_CREATE_REJECTED)]
+
+
+def test_hyphen_joins_that_coincide_are_told_apart_by_exact_ids() -> None:
+    assert pod_name("so", "x-y", "z") == pod_name("so", "x", "y-z")
+    assert unique_pod_name("so", "x-y", "z") != unique_pod_name("so", "x", "y-z")
+    inventory = make_inventory()
+    inventory.handle(inv.DeployRequested("so", "x-y", 0.0, (inv.ModelSpec("z", "image:1"),), T0))
+    inventory.handle(inv.DeployRequested("so", "x", 0.0, (inv.ModelSpec("y-z", "image:1"),), T0))
+    inventory.handle(inv.PodCreated("x-y", "z", T0))
+    # The pod the watch shows carries the exact ids of x-y/z: it ends x-y/z and nothing of x/y-z.
+    theirs = PodObservation(pod_name=pod_name("so", "x-y", "z"), simulator_id="so", simulation_id="x-y",
+                            model_id="z", keep_logs_hours=0, state=ContainerState.TERMINATED, exit_code=0)
+    effects = inventory.handle(inv.PodSeen(theirs, T0 + 1))
+    assert {(e.simulation_id, e.model_id) for e in published(effects)
+            if isinstance(e, inv.PublishModelHasTerminated)} == {("x-y", "z")}
+    other = inventory.model("x", "y-z")
+    assert other is not None and other.termination is None
