@@ -21,7 +21,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -40,8 +40,10 @@ from model_services_orchestrator.model_health import ModelHealth
 from model_services_orchestrator.mqtt_application import LoginRefusedError, MqttApplication, MqttSettings
 from model_services_orchestrator.pod_observation import ContainerState, PodObservation, observe_pod
 from model_services_orchestrator.pod_specs import (
+    LABEL_SIMULATION_ID,
     PodSettings,
     build_pod,
+    label_value,
     owned_pods_selector,
     ownership_marks,
     secret_key,
@@ -55,6 +57,8 @@ from model_services_orchestrator.simulation_records import (
     decode_record,
     decode_specs,
     encode_specs,
+    owner_uids,
+    part_index,
     part_name,
     record_labels,
     record_name,
@@ -539,37 +543,43 @@ class Orchestrator:
     async def _restore(self) -> None:
         """Rebuild the inventory from the records in the cluster, before anything else happens."""
         selector = records_selector(self.so)
-        configmaps = {item["metadata"]["name"]: item
-                      for item in await self.gateway.list_objects("configmaps", selector)}
-        secrets = {item["metadata"]["name"]: item for item in await self.gateway.list_objects("secrets", selector)}
+        configmaps = await self.gateway.list_objects("configmaps", selector)
+        secrets = await self.gateway.list_objects("secrets", selector)
+        # A part belongs to the head that owns it (by uid) and is named after it: never to a head
+        # whose name merely resembles its own (simulation ``r-p0`` and part 0 of simulation ``r``).
+        owned: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for kind, items in (("configmaps", configmaps), ("secrets", secrets)):
+            for item in items:
+                for owner in owner_uids(item):
+                    owned.setdefault(owner, []).append((kind, item))
 
-        def data_of(objects: dict[str, dict[str, Any]], name: str) -> dict[str, str] | None:
-            found = objects.get(name)
-            return None if found is None else found.get("data") or {}
-
-        def record_parts(name: str) -> Callable[[int], dict[str, str] | None]:
-            return lambda index: data_of(configmaps, part_name(name, index))
-
-        def spec_parts(name: str) -> Iterator[dict[str, str]]:
-            for index in itertools.count():
-                if (data := data_of(secrets, part_name(name, index))) is None:
-                    return
-                yield data
-
-        for name, configmap in configmaps.items():
+        for configmap in configmaps:
             head = configmap.get("data") or {}
             if RECORD_KEY not in head:
                 continue  # a part, read with its head
+            name, uid = configmap["metadata"]["name"], configmap["metadata"]["uid"]
+            parts: dict[str, dict[int, dict[str, str]]] = {"configmaps": {}, "secrets": {}}
+            for kind, item in owned.get(uid, []):
+                if (index := part_index(name, item["metadata"]["name"])) is not None:
+                    parts[kind][index] = item.get("data") or {}
+            spec_parts = parts["secrets"]
             try:
-                specs = decode_specs(spec_parts(name))
-                simulation = decode_record(head, record_parts(name), specs)
+                specs = decode_specs(spec_parts[index] for index in itertools.takewhile(
+                    spec_parts.__contains__, itertools.count()))
+                simulation = decode_record(head, parts["configmaps"].get, specs)
+                labels = configmap["metadata"].get("labels") or {}
+                if labels.get(LABEL_SIMULATION_ID) != label_value(simulation.simulation_id):
+                    raise RecordError(f"labelled for another simulation than {simulation.simulation_id!r}")
             except RecordError as exc:
                 _log.error("simulation record unreadable, ignored", record=name, reason=str(exc))
                 continue
             if specs:
                 self._register_secrets(simulation.simulation_id, specs.values())
             self.inventory.restore(simulation)
-            self._record_uids[simulation.simulation_id] = configmap["metadata"]["uid"]
+            if name == record_name(self.so, simulation.simulation_id):
+                self._record_uids[simulation.simulation_id] = uid
+            # else: a record of the layout before 0.3; the first save writes it whole under its new name,
+            # and the cleanup deletes both (by label).
             _log.info("simulation restored", simulation_id=simulation.simulation_id, models=len(simulation.models),
                       models_ready_sent=simulation.models_ready_sent,
                       all_terminated_sent=simulation.all_terminated_sent)

@@ -507,16 +507,8 @@ class Inventory:
 
     def _pod_seen(self, seen: PodObservation, now: float) -> list[Effect]:
         model = self.model(seen.simulation_id, seen.model_id)
-        if model is None:
+        if model is None or not _is_pod_of(model, seen):
             return []
-        if model.pod_name != seen.pod_name:
-            # With this model's exact ids (from our annotations), under either name it may have been
-            # created with: after a restart the record does not say which. Any other is a stranger.
-            names = (pod_name(seen.simulator_id, seen.simulation_id, seen.model_id),
-                     unique_pod_name(seen.simulator_id, seen.simulation_id, seen.model_id))
-            if seen.pod_name not in names:
-                return []
-            model.pod_name = seen.pod_name
         effects: list[Effect] = []
         if not model.created:
             model.created = True
@@ -653,6 +645,21 @@ class Inventory:
 
     def _forget(self, simulation_id: str) -> None:
         self.simulations.pop(simulation_id, None)
+
+
+def _is_pod_of(model: Model, seen: PodObservation) -> bool:
+    """Whether the pod seen is the model's; its name is then the model's pod name from now on.
+
+    The pod carries the model's exact ids (from our annotations) and one of the two names it may have
+    been created with: after a restart the record does not say which. Any other pod is a stranger.
+    """
+    if model.pod_name != seen.pod_name:
+        names = (pod_name(seen.simulator_id, seen.simulation_id, seen.model_id),
+                 unique_pod_name(seen.simulator_id, seen.simulation_id, seen.model_id))
+        if seen.pod_name not in names:
+            return False
+        model.pod_name = seen.pod_name
+    return True
 
 
 def handle_all(inventory: Inventory, events: Iterable[Event]) -> list[Effect]:

@@ -38,6 +38,7 @@ __all__ = [
     "owns",
     "pod_name",
     "secret_key",
+    "short_hash",
     "simulation_pods_selector",
     "unique_pod_name",
 ]
@@ -59,7 +60,7 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
-def _short_hash(*parts: str) -> str:
+def short_hash(*parts: str) -> str:
     # A separator that cannot occur in a topic level keeps ("a-b", "c") and ("a", "b-c") apart.
     digest = hashlib.sha256("/".join(parts).encode("utf-8")).hexdigest()
     return digest[:_HASH_LENGTH]
@@ -75,7 +76,7 @@ def dns_label(*parts: str) -> str:
     if len(plain) <= _MAX_LABEL and _DNS_LABEL.match(plain):
         return plain
     cleaned = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", plain)).strip("-")
-    suffix = _short_hash(*parts)
+    suffix = short_hash(*parts)
     head = cleaned[: _MAX_LABEL - _HASH_LENGTH - 1].rstrip("-")
     return f"{head}-{suffix}" if head else f"m-{suffix}"
 
@@ -93,7 +94,7 @@ def unique_pod_name(simulator_id: str, simulation_id: str, model_id: str) -> str
     """A pod name of these exact ids that no other ids share: readable head, hash of the exact ids."""
     plain = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", pod_name(simulator_id, simulation_id, model_id)))
     head = plain[: _MAX_LABEL - _HASH_LENGTH - 2].strip("-")
-    suffix = _short_hash(simulator_id, simulation_id, model_id)
+    suffix = short_hash(simulator_id, simulation_id, model_id)
     return f"{head}-u{suffix}" if head else f"m-u{suffix}"
 
 
@@ -105,7 +106,7 @@ def label_value(value: str) -> str:
     head = cleaned[: _MAX_LABEL - _HASH_LENGTH - 1]
     head = re.sub(r"^[^A-Za-z0-9]+", "", head)
     head = re.sub(r"[^A-Za-z0-9]+$", "", head)
-    suffix = _short_hash(value)
+    suffix = short_hash(value)
     return f"{head}-{suffix}" if head else f"h{suffix}"
 
 

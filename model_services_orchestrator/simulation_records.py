@@ -36,6 +36,7 @@ from model_services_orchestrator.pod_specs import (
     dns_label,
     label_value,
     pod_name,
+    short_hash,
 )
 
 __all__ = [
@@ -49,6 +50,8 @@ __all__ = [
     "decode_specs",
     "encode_record",
     "encode_specs",
+    "owner_uids",
+    "part_index",
     "part_name",
     "record_labels",
     "record_name",
@@ -71,18 +74,45 @@ _REASON_CHARS = 64
 _ENTRY_OVERHEAD = len('[,3,[-2147483648,""]]') + 6 * _REASON_CHARS
 
 
+# The readable head of a record's name: 63 less the hash and room for ``.p<k>``... of a part.
+_NAME_HEAD = 44
+
+
 class RecordError(ValueError):
     """A record in the cluster that this version cannot read."""
 
 
 def record_name(so: str, simulation_id: str) -> str:
-    """The name of the simulation's head ConfigMap and of the Secret its pods reference."""
-    return dns_label("mso", so, simulation_id)
+    """The name of the simulation's head ConfigMap and of the Secret its pods reference.
+
+    Readable, and ending in a hash of the exact ids: ``A-b`` and ``a-b``, or SO ``a`` with simulation
+    ``b-c`` and SO ``a-b`` with ``c``, never share a record. A DNS label: no dot, unlike every part.
+    """
+    readable = dns_label("mso", so, simulation_id)
+    head = readable[:_NAME_HEAD].rstrip("-")
+    return f"{head}-r{short_hash(so, simulation_id)}"
 
 
 def part_name(record: str, index: int) -> str:
-    """The name of a part of a record: a ConfigMap of model states, or a Secret of specs."""
-    return f"{record}-p{index}"
+    """The name of a part of a record: a ConfigMap of model states, or a Secret of specs.
+
+    The dot keeps every part name apart from every head name (a head is a DNS label, without dots).
+    """
+    return f"{record}.p{index}"
+
+
+def part_index(record: str, name: str) -> int | None:
+    """Which part of ``record`` the object ``name`` is (also in the layout before 0.3, ``-p<k>``)."""
+    for separator in (".p", "-p"):
+        prefix = record + separator
+        if name.startswith(prefix) and name[len(prefix):].isdigit():
+            return int(name[len(prefix):])
+    return None
+
+
+def owner_uids(obj: dict[str, Any]) -> set[str]:
+    """The uids of an object's owners: the parts of a record are owned by its head, and only by it."""
+    return {str(reference.get("uid")) for reference in (obj.get("metadata") or {}).get("ownerReferences") or []}
 
 
 def record_labels(so: str, simulation_id: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ from conftest import NAMESPACE, DaemonFactory, core_api
 from harness import SimulatorRecorder, wait_for
 from test_watch_and_secrets import running_pods, set_terminated
 
+from model_services_orchestrator.simulation_records import part_name, record_name
 from simulation_components.local_kubernetes.launcher import LocalKubernetes
 
 IMAGE = "fake_model:0.0.1"
@@ -23,7 +24,7 @@ IMAGE = "fake_model:0.0.1"
 
 def record(api: kubernetes.client.CoreV1Api, simulation_id: str) -> dict[str, object]:
     """The head of a simulation's record, with ``models`` gathered from its parts."""
-    name = f"mso-dots-so-{simulation_id}"
+    name = record_name("dots-so", simulation_id)
 
     def data(configmap: str) -> dict[str, str]:
         found: dict[str, str] = api.read_namespaced_config_map(configmap, NAMESPACE).to_dict()["data"]
@@ -33,7 +34,7 @@ def record(api: kubernetes.client.CoreV1Api, simulation_id: str) -> dict[str, ob
     parts = loaded["parts"]
     assert isinstance(parts, int)
     loaded["models"] = [entry for index in range(parts)
-                        for entry in json.loads(data(f"{name}-p{index}")["models.json"])]
+                        for entry in json.loads(data(part_name(name, index))["models.json"])]
     return loaded
 
 
@@ -126,7 +127,7 @@ def test_a_record_deleted_by_hand_leaves_no_orphan_pods(
     api = core_api(status_kube)
     names = running_pods(api, 2)
     daemon.kill()
-    api.delete_namespaced_config_map(f"mso-dots-so-{sim}", NAMESPACE)
+    api.delete_namespaced_config_map(record_name("dots-so", sim), NAMESPACE)
     make_daemon(status_kube)
     ready(so, sim, "m0", "m1")
     for name in names:
@@ -144,7 +145,7 @@ def test_a_record_deleted_by_hand_while_running_is_written_again_with_its_specs(
     so.deploy(sim, [(m, IMAGE, [("A", "1"), ("DB_PASSWORD", "hunter2")]) for m in ("m0", "m1")])
     api = core_api(status_kube)
     names = running_pods(api, 2)
-    record = f"mso-dots-so-{sim}"
+    record = record_name("dots-so", sim)
     wait_for(lambda: api.list_namespaced_secret(NAMESPACE).items, what="the specs saved")
     api.delete_namespaced_config_map(record, NAMESPACE)
     ready(so, sim, "m0", "m1")
@@ -162,7 +163,7 @@ def test_a_record_deleted_by_hand_while_running_is_written_again_with_its_specs(
         return {m["name"] for m in metadata("secrets")
                 if any(owner["uid"] == owner_uid for owner in m.get("owner_references") or [])}
 
-    wait_for(lambda: owned_by_the_new_record() == {record, f"{record}-p0"},
+    wait_for(lambda: owned_by_the_new_record() == {record, part_name(record, 0)},
              what="the secret values and the specs owned by the new record")
     # What the record and specs hold is enough for a restarted daemon to finish the simulation.
     daemon.kill()
@@ -189,13 +190,13 @@ def test_a_record_in_several_parts_survives_restarts_and_is_cleaned_up_whole(
     daemon.kill()  # in the middle of creating: the rest must come from the specs kept in the cluster
     assert len(api.list_namespaced_pod(NAMESPACE).items) < len(models)
     assert sum(1 for s in api.list_namespaced_secret(NAMESPACE).items
-               if s.metadata and s.metadata.name and s.metadata.name.startswith(f"mso-dots-so-{sim}-p")) == 2
+               if s.metadata and s.metadata.name and s.metadata.name.startswith(record_name("dots-so", sim) + ".p")) == 2
     daemon = make_daemon(status_kube, **fast)
     names = running_pods(api, len(models))
     for pod in api.list_namespaced_pod(NAMESPACE).to_dict()["items"]:
         env = {entry["name"]: entry for entry in pod["spec"]["containers"][0]["env"]}
         assert env["PAYLOAD"]["value"] == payload
-        assert env["DB_PASSWORD"]["value_from"]["secret_key_ref"]["name"] == f"mso-dots-so-{sim}"
+        assert env["DB_PASSWORD"]["value_from"]["secret_key_ref"]["name"] == record_name("dots-so", sim)
     ready(so, sim, *models)
     wait_for(lambda: so.of(sim, "ModelsReady"), timeout=30, what="ModelsReady")
     saved = record(api, sim)
@@ -215,3 +216,23 @@ def test_a_record_in_several_parts_survives_restarts_and_is_cleaned_up_whole(
     wait_for(lambda: not api.list_namespaced_pod(NAMESPACE).items and not api.list_namespaced_config_map(
         NAMESPACE).items and not api.list_namespaced_secret(NAMESPACE).items, timeout=30,
         what="pods, every part of the record and the specs deleted")
+
+
+def test_a_record_whose_name_resembles_another_simulations_part_is_never_taken_for_it(
+        status_kube: LocalKubernetes, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+    # Simulation "r-p0" against part 0 of simulation "r": each keeps its own record across a restart.
+    daemon = make_daemon(status_kube)
+    so.deploy("r", [("m1", IMAGE, [("A", "1")])])
+    so.deploy("r-p0", [("m1", IMAGE, [("A", "1")])])
+    api = core_api(status_kube)
+    running_pods(api, 2)
+    ready(so, "r-p0", "m1")
+    wait_for(lambda: so.of("r-p0", "ModelsReady"), what="ModelsReady of r-p0")
+    wait_for(lambda: ready_in_record(api, "r-p0") == {"m1"}, what="the ready saved")
+    daemon.kill()
+    restarted = make_daemon(status_kube)
+    wait_for(lambda: len(restarted.logged("simulation restored")) == 2, what="both simulations restored")
+    assert not restarted.logged("simulation record unreadable, ignored")
+    ready(so, "r", "m1")
+    wait_for(lambda: so.of("r", "ModelsReady"), what="ModelsReady of r, which was never sent")
+    assert len(so.of("r-p0", "ModelsReady")) == 1

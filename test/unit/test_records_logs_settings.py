@@ -22,6 +22,7 @@ from model_services_orchestrator.simulation_records import (
     decode_specs,
     encode_record,
     encode_specs,
+    part_name,
     record_name,
 )
 
@@ -101,8 +102,17 @@ def test_an_unreadable_record_is_an_error_not_a_crash() -> None:
 
 
 def test_record_names_are_valid_and_distinct() -> None:
-    assert record_name("dots-so", "sim02-abc") == "mso-dots-so-sim02-abc"
+    assert record_name("dots-so", "sim02-abc").startswith("mso-dots-so-sim02-abc-r")
     assert record_name("dots-so", "A_B") != record_name("dots-so", "a-b")
+    assert record_name("dots-so", "A-b") != record_name("dots-so", "a-b")
+    assert record_name("a", "b-c") != record_name("a-b", "c")
+    long_id = "S" * 300
+    assert len(part_name(record_name("dots-so", long_id), 9999)) <= 63
+
+
+def test_no_head_is_named_like_a_part_of_another_record() -> None:
+    assert part_name(record_name("dots-so", "r"), 0) != record_name("dots-so", "r-p0")
+    assert "." in part_name(record_name("dots-so", "r"), 0) and "." not in record_name("dots-so", "r-p0")
 
 
 def test_secrets_are_redacted_in_our_lines_and_library_lines() -> None:
