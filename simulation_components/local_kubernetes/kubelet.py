@@ -11,6 +11,12 @@ Modes:
 
 Deleting a pod sets its deletionTimestamp (the store does that); the kubelet then stops the containers
 (SIGTERM, SIGKILL after the grace period), writes their terminated state and does the final delete.
+
+``spec.activeDeadlineSeconds`` (in the pod at creation, or set/lowered later) counts from the pod's
+``status.startTime`` on the node. When it passes, the kubelet stops the containers as a delete would (with
+the pod's terminationGracePeriodSeconds), keeps the phase until they are gone, then writes phase Failed,
+reason DeadlineExceeded; containers that never ran end as the real status manager leaves them,
+terminated ``ContainerStatusUnknown`` (exit 137). The pod stays, with its logs, until deleted.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from typing import Any
 from .defaults import rfc3339
 from .environment import ContainerConfigError, resolve_container_env, service_environment
 from .errors import bad_request
-from .images import ImageTable
+from .images import ImageTable, full_reference, pull_error
 from .logs import LogBuffer
 from .store import Event, Store, Stored
 from .validation import image_reference_is_valid
@@ -48,26 +54,22 @@ KUBELET_MODES = ("process", "status-only", "none")
 
 Obj = dict[str, Any]
 
+DEADLINE_EXCEEDED_REASON = "DeadlineExceeded"
+DEADLINE_EXCEEDED_MESSAGE = "Pod was active on the node longer than the specified deadline"
+# What the real kubelet's status manager (TerminatePod) writes for a container that never ran in a pod it
+# terminated, e.g. one still pulling its image when the pod's activeDeadlineSeconds passed.
+_STATUS_UNKNOWN = {"exitCode": 137, "reason": "ContainerStatusUnknown", "startedAt": None, "finishedAt": None,
+                   "message": "The container could not be located when the pod was terminated"}
+
 _UNSCHEDULABLE_MESSAGE = (
     "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. preemption: 0/1 nodes "
     "are available: 1 Preemption is not helpful for scheduling."
 )
 
 
-def _full_reference(image: str) -> str:
-    name = image
-    first, _, rest = name.partition("/")
-    if not rest or not ("." in first or ":" in first or first == "localhost"):
-        name = f"docker.io/{name}" if rest else f"docker.io/library/{name}"
-    last = name.rsplit("/", 1)[-1]
-    if ":" not in last and "@" not in last:
-        name += ":latest"
-    return name
-
-
 def _image_id(image: str) -> str:
     digest = hashlib.sha256(image.encode()).hexdigest()
-    return f"{_full_reference(image).rsplit(':', 1)[0]}@sha256:{digest}"
+    return f"{full_reference(image).rsplit(':', 1)[0]}@sha256:{digest}"
 
 
 def _node_selector_matches(spec: Mapping[str, Any]) -> bool:
@@ -174,7 +176,7 @@ class ContainerRuntime:
             await self._start_and_wait(argv, env)
             exit_code = int(self.state["terminated"]["exitCode"])
             policy = self.pod.restart_policy
-            if self.pod.deleting.is_set() or policy == "Never" or (policy == "OnFailure" and exit_code == 0):
+            if self.pod.stopping or policy == "Never" or (policy == "OnFailure" and exit_code == 0):
                 return
             self.last_state = self.state
             self.set_waiting("CrashLoopBackOff", f"back-off {int(delay)}s restarting failed container={self.name} "
@@ -185,17 +187,18 @@ class ContainerRuntime:
 
     async def _pull(self) -> list[str]:
         kubelet = self.pod.kubelet
-        argv = kubelet.images.get(self.image)
-        if argv is not None or (kubelet.mode == "status-only" and self.image not in kubelet.images):
-            return list(argv or [])
-        reference = _full_reference(self.image)
-        pull_error = (f'rpc error: code = NotFound desc = failed to pull and unpack image "{reference}": failed to '
-                      f'resolve reference "{reference}": {reference}: not found')
+        if kubelet.mode == "status-only" and self.image not in kubelet.images:
+            return []
+        failure = pull_error(kubelet.images, self.image)
+        if failure is None:
+            argv = kubelet.images[self.image]
+            assert isinstance(argv, list)
+            return list(argv)
         backoff = kubelet.backoff_initial
         while True:
-            self.set_waiting("ErrImagePull", pull_error)
+            self.set_waiting("ErrImagePull", failure)
             await asyncio.sleep(kubelet.pull_error_seconds)
-            self.set_waiting("ImagePullBackOff", f'Back-off pulling image "{self.image}": ErrImagePull: {pull_error}')
+            self.set_waiting("ImagePullBackOff", f'Back-off pulling image "{self.image}": ErrImagePull: {failure}')
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, kubelet.backoff_max)
 
@@ -299,7 +302,8 @@ def _kill(process: asyncio.subprocess.Process, sig: signal.Signals) -> None:
 
 
 class PodRuntime:
-    """A pod bound to the node: its containers, and the job of stopping them when it is deleted."""
+    """A pod bound to the node: its containers, and the job of stopping them when it is deleted or when its
+    ``activeDeadlineSeconds`` passes."""
 
     def __init__(self, kubelet: Kubelet, stored: Stored) -> None:
         self.kubelet = kubelet
@@ -309,11 +313,21 @@ class PodRuntime:
         spec = stored.data.get("spec") or {}
         self.restart_policy = str(spec.get("restartPolicy", "Always"))
         self.containers = [ContainerRuntime(self, container) for container in spec.get("containers") or []]
+        self.termination_grace = int(spec.get("terminationGracePeriodSeconds", 30))
         self.start_time = time.time()
         self.deleting = asyncio.Event()
         self.deletion_deadline = 0.0
+        self.deadline_exceeded = asyncio.Event()
+        self.deadline_kill_at = 0.0  # monotonic time of the SIGKILL once the deadline passed
+        self.kill_at_changed = asyncio.Event()
+        self.failure: tuple[str, str] | None = None  # (reason, message) of a pod the kubelet failed
         self.task: asyncio.Task[None] | None = None
         self.gone = False
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the containers are being stopped for good (a delete or the active deadline)."""
+        return self.deleting.is_set() or self.deadline_exceeded.is_set()
 
     def publish(self) -> None:
         """Write the pod status computed from the containers' states."""
@@ -327,7 +341,12 @@ class PodRuntime:
         statuses = [container.status() for container in self.containers]
         terminated = [c for c in self.containers if "terminated" in c.state]
         all_started = all(c.started_once or "terminated" in c.state for c in self.containers)
-        if self.containers and len(terminated) == len(self.containers) and (
+        if self.failure is not None:
+            phase = "Failed"
+        elif self.deadline_exceeded.is_set():
+            # Like the real status manager: no terminal phase while containers may still run.
+            phase = str(old.get("phase") or "Pending")
+        elif self.containers and len(terminated) == len(self.containers) and (
                 self.restart_policy == "Never" or self.deleting.is_set()
                 or (self.restart_policy == "OnFailure"
                     and all(c.state["terminated"]["exitCode"] == 0 for c in terminated))):
@@ -353,8 +372,11 @@ class PodRuntime:
             else _condition(old_conditions, "ContainersReady", "False", *not_ready),
             _condition(old_conditions, "PodScheduled", "True"),
         ]
+        status: Obj = {"phase": phase}
+        if self.failure is not None:
+            status["reason"], status["message"] = self.failure
         data["status"] = {
-            "phase": phase,
+            **status,
             "conditions": conditions,
             "hostIP": NODE_IP,
             "hostIPs": [{"ip": NODE_IP}],
@@ -367,45 +389,57 @@ class PodRuntime:
         return data
 
     async def run(self) -> None:
-        """Run the containers until they end or the pod is deleted, then do the final delete."""
+        """Run the containers until they end, the pod is deleted or its deadline passes; at the deadline
+        stop them and fail the pod; once deleted, stop them and do the final delete."""
+        deleting = asyncio.create_task(self.deleting.wait())
+        exceeded = asyncio.create_task(self.deadline_exceeded.wait())
         try:
             self.publish()
             for container in self.containers:
                 container.task = asyncio.create_task(container.run(), name=f"container {self.name}/{container.name}")
-            deleting = asyncio.create_task(self.deleting.wait())
             tasks = [c.task for c in self.containers if c.task is not None]
-            await asyncio.wait([*tasks, deleting], return_when=asyncio.FIRST_COMPLETED)
-            while not self.deleting.is_set() and not all(task.done() for task in tasks):
-                await asyncio.wait([*[t for t in tasks if not t.done()], deleting],
+            await asyncio.wait([*tasks, deleting, exceeded], return_when=asyncio.FIRST_COMPLETED)
+            while not self.stopping and not all(task.done() for task in tasks):
+                await asyncio.wait([*[t for t in tasks if not t.done()], deleting, exceeded],
                                    return_when=asyncio.FIRST_COMPLETED)
             for task in tasks:
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     log.error("container task of %s/%s failed", self.namespace, self.name,
                               exc_info=task.exception())
+            await asyncio.wait([deleting, exceeded], return_when=asyncio.FIRST_COMPLETED)
+            if self.deadline_exceeded.is_set():
+                await self._fail_for_deadline()
             await deleting
             await self.stop_containers()
             self.kubelet.store.finish_pod_deletion(self.namespace, self.name, self.uid)
         finally:
+            deleting.cancel()
+            exceeded.cancel()
             self.abandon()
+
+    def exceed_deadline(self) -> None:
+        """The pod's activeDeadlineSeconds passed: stop its containers (SIGKILL after its grace period)."""
+        if self.deadline_exceeded.is_set():
+            return
+        self.deadline_kill_at = time.monotonic() + self.termination_grace
+        self.deadline_exceeded.set()
+
+    async def _fail_for_deadline(self) -> None:
+        await self._stop_processes()
+        now = rfc3339(time.time())
+        for container in self.containers:
+            if container.running:  # status-only: no process to signal
+                container.state = {"terminated": {
+                    "exitCode": 137, "reason": "Error", "startedAt": container.state["running"]["startedAt"],
+                    "finishedAt": now, "containerID": container.container_id}}
+            elif "terminated" not in container.state:
+                container.state = {"terminated": dict(_STATUS_UNKNOWN)}
+        self.failure = (DEADLINE_EXCEEDED_REASON, DEADLINE_EXCEEDED_MESSAGE)
+        self.publish()
 
     async def stop_containers(self) -> None:
         """SIGTERM the running processes, SIGKILL them at the deadline, cancel everything else."""
-        for container in self.containers:
-            if container.process is None and container.task is not None:
-                container.task.cancel()
-        running = [c for c in self.containers if c.process is not None and c.task is not None]
-        for container in running:
-            assert container.process is not None
-            _kill(container.process, signal.SIGTERM)
-        tasks = [c.task for c in running if c.task is not None]
-        if tasks:
-            timeout = max(self.deletion_deadline - time.monotonic(), 0.0)
-            _, pending = await asyncio.wait(tasks, timeout=timeout)
-            if pending:
-                for container in running:
-                    if container.process is not None:
-                        _kill(container.process, signal.SIGKILL)
-                await asyncio.wait(pending, timeout=5.0)
+        await self._stop_processes()
         if self.kubelet.mode == "status-only":
             for container in self.containers:
                 if container.running:
@@ -415,12 +449,51 @@ class PodRuntime:
                         "finishedAt": rfc3339(time.time()), "containerID": container.container_id}}
             self.publish()
 
+    def _kill_at(self) -> float:
+        """When the SIGKILL comes: the earliest of the deletion's and the deadline's grace period ends."""
+        moments = []
+        if self.deleting.is_set():
+            moments.append(self.deletion_deadline)
+        if self.deadline_exceeded.is_set():
+            moments.append(self.deadline_kill_at)
+        return min(moments, default=time.monotonic())
+
+    async def _stop_processes(self) -> None:
+        cancelled = []
+        for container in self.containers:
+            if container.process is None and container.task is not None and not container.task.done():
+                container.task.cancel()
+                cancelled.append(container.task)
+        running = [c for c in self.containers if c.process is not None and c.task is not None]
+        for container in running:
+            assert container.process is not None
+            _kill(container.process, signal.SIGTERM)
+        pending: set[asyncio.Task[Any]] = {c.task for c in running if c.task is not None}
+        while pending:  # a delete may shorten the grace period meanwhile
+            timeout = self._kill_at() - time.monotonic()
+            if timeout <= 0:
+                break
+            self.kill_at_changed.clear()
+            changed = asyncio.create_task(self.kill_at_changed.wait())
+            _, pending = await asyncio.wait({*pending, changed}, timeout=timeout,
+                                            return_when=asyncio.FIRST_COMPLETED)
+            changed.cancel()
+            pending.discard(changed)
+        if pending:
+            for container in running:
+                if container.process is not None:
+                    _kill(container.process, signal.SIGKILL)
+            await asyncio.wait(pending, timeout=5.0)
+        if cancelled:
+            await asyncio.wait(cancelled, timeout=1.0)
+
     def request_deletion(self, grace_seconds: int) -> None:
         """The pod got (or shortened) its deletionTimestamp."""
         deadline = time.monotonic() + grace_seconds
         if not self.deleting.is_set() or deadline < self.deletion_deadline:
             self.deletion_deadline = deadline
         self.deleting.set()
+        self.kill_at_changed.set()
         if grace_seconds == 0:
             for container in self.containers:
                 if container.process is not None:
@@ -454,6 +527,8 @@ class Kubelet:
         self.config_retry_seconds = config_retry_seconds
         self._runtimes: dict[str, PodRuntime] = {}  # by pod uid, pods that need a task
         self._status_only_logs: dict[tuple[str, str], LogBuffer] = {}
+        self._start_times: dict[str, float] = {}  # by pod uid: the status.startTime of the pods on the node
+        self._deadline_timers: dict[str, asyncio.TimerHandle] = {}  # by pod uid
         self._queue: asyncio.Queue[tuple[str, str, str, str]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
 
@@ -466,6 +541,9 @@ class Kubelet:
 
     async def close(self) -> None:
         """Stop every container (SIGTERM, then SIGKILL after 2 s) and the worker."""
+        for timer in self._deadline_timers.values():
+            timer.cancel()
+        self._deadline_timers.clear()
         runtimes = list(self._runtimes.values())
         processes = [c.process for r in runtimes for c in r.containers if c.process is not None]
         for process in processes:
@@ -506,7 +584,15 @@ class Kubelet:
             previous = event.prev.metadata.get("deletionGracePeriodSeconds") if event.prev else None
             if stored.metadata.get("deletionTimestamp") and grace != previous:
                 self._queue.put_nowait(("delete", stored.namespace, stored.name, stored.uid))
+            deadline = (stored.data.get("spec") or {}).get("activeDeadlineSeconds")
+            old_deadline = (event.prev.data.get("spec") or {}).get("activeDeadlineSeconds") if event.prev else None
+            if deadline != old_deadline and stored.uid in self._start_times:
+                self._queue.put_nowait(("deadline", stored.namespace, stored.name, stored.uid))
         elif event.type == "DELETED":
+            timer = self._deadline_timers.pop(stored.uid, None)
+            if timer is not None:
+                timer.cancel()
+            self._start_times.pop(stored.uid, None)
             runtime = self._runtimes.pop(stored.uid, None)
             if runtime is not None:
                 runtime.abandon()
@@ -519,6 +605,8 @@ class Kubelet:
             try:
                 if action == "schedule":
                     self._schedule(namespace, name, uid)
+                elif action == "deadline":
+                    self._check_deadline(namespace, name, uid)
                 else:
                     self._delete(namespace, name, uid)
             except Exception:
@@ -536,21 +624,69 @@ class Kubelet:
             self.store.system_update("pods", namespace, name, _unschedulable, uid=uid)
             return
         if self.mode == "status-only" and self._runs_at_once(spec):
-            self.store.system_update("pods", namespace, name, _bound_and_running, uid=uid)
+            now = time.time()
+            running = self.store.system_update("pods", namespace, name,
+                                               lambda data: _bound_and_running(data, now), uid=uid)
+            if running is not None:
+                self._start_times[uid] = now
+                self._arm_deadline(running)
             return
         bound = self.store.system_update("pods", namespace, name, _bound, uid=uid)
         if bound is None:
             return
         runtime = PodRuntime(self, bound)
         self._runtimes[uid] = runtime
+        self._start_times[uid] = runtime.start_time
         runtime.task = asyncio.create_task(runtime.run(), name=f"pod {namespace}/{name}")
+        self._arm_deadline(bound)
 
     def _runs_at_once(self, spec: Mapping[str, Any]) -> bool:
         for container in spec.get("containers") or []:
             image = str(container.get("image", ""))
-            if not image_reference_is_valid(image) or (image in self.images and self.images[image] is None):
+            if not image_reference_is_valid(image) or (
+                    image in self.images and pull_error(self.images, image) is not None):
                 return False
         return True
+
+    # ------------------------------------------------------------------ activeDeadlineSeconds
+
+    def _arm_deadline(self, stored: Stored) -> None:
+        """(Re)start the timer of a pod on the node for its activeDeadlineSeconds, counted from its startTime."""
+        timer = self._deadline_timers.pop(stored.uid, None)
+        if timer is not None:
+            timer.cancel()
+        deadline = (stored.data.get("spec") or {}).get("activeDeadlineSeconds")
+        start = self._start_times.get(stored.uid)
+        if not isinstance(deadline, int) or start is None:
+            return
+        delay = max(start + deadline - time.time(), 0.0)
+        self._deadline_timers[stored.uid] = asyncio.get_running_loop().call_later(
+            delay, self._queue.put_nowait, ("deadline", stored.namespace, stored.name, stored.uid))
+
+    def _check_deadline(self, namespace: str, name: str, uid: str) -> None:
+        """The timer fired or the deadline changed: fail the pod if it is past its deadline, else re-arm.
+
+        Like the real kubelet's activeDeadlineHandler: only pods that have a startTime on this node, and
+        not pods that are terminal already or being deleted (the deletion stops them anyway).
+        """
+        stored = self.store.find("pods", namespace, name)
+        if stored is None or stored.uid != uid or stored.metadata.get("deletionTimestamp"):
+            return
+        if (stored.data.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return
+        deadline = (stored.data.get("spec") or {}).get("activeDeadlineSeconds")
+        start = self._start_times.get(uid)
+        if not isinstance(deadline, int) or start is None:
+            return
+        if start + deadline > time.time():
+            self._arm_deadline(stored)
+            return
+        self._deadline_timers.pop(uid, None)
+        runtime = self._runtimes.get(uid)
+        if runtime is not None:
+            runtime.exceed_deadline()
+        elif self.mode == "status-only":
+            self.store.system_update("pods", namespace, name, _deadline_exceeded, uid=uid)
 
     def _delete(self, namespace: str, name: str, uid: str) -> None:
         stored = self.store.find("pods", namespace, name)
@@ -589,6 +725,8 @@ class Kubelet:
                 return buffers[-2]
             if buffers:
                 return buffers[-1]
+            if "terminated" in container_runtime.state:  # never ran (ContainerStatusUnknown)
+                raise bad_request(f'container "{container}" in pod "{pod.name}" is terminated')
         elif previous:
             raise bad_request(f'previous terminated container "{container}" in pod "{pod.name}" not found')
         statuses = (pod.data.get("status") or {}).get("containerStatuses") or []
@@ -616,8 +754,7 @@ def _unschedulable(data: Obj) -> Obj:
     return data
 
 
-def _bound_and_running(data: Obj) -> Obj:
-    now = time.time()
+def _bound_and_running(data: Obj, now: float) -> Obj:
     data["spec"]["nodeName"] = NODE_NAME
     old = data.get("status") or {}
     conditions = [_condition([], kind, "True") for kind in (
@@ -669,4 +806,33 @@ def _killed(data: Obj) -> Obj:
             if condition.get("type") in ("Ready", "ContainersReady") else condition
             for condition in status.get("conditions") or []]
         data["status"] = status
+    return data
+
+
+def _deadline_exceeded(data: Obj) -> Obj:
+    """A status-only pod past its activeDeadlineSeconds: its running containers end as if killed (137), the
+    pod is Failed with reason DeadlineExceeded (values are replaced, not changed in place)."""
+    status = dict(data.get("status") or {})
+    now = rfc3339(time.time())
+    entries = []
+    for entry in status.get("containerStatuses") or []:
+        state = entry.get("state") or {}
+        if "running" in state:
+            terminated = {"exitCode": 137, "reason": "Error", "startedAt": state["running"].get("startedAt"),
+                          "finishedAt": now, "containerID": entry.get("containerID", "")}
+        elif "terminated" in state:
+            terminated = state["terminated"]
+        else:
+            terminated = dict(_STATUS_UNKNOWN)
+        entries.append({**entry, "ready": False, "started": False, "state": {"terminated": terminated}})
+    old_conditions = status.get("conditions") or []
+    status["conditions"] = [
+        _condition(old_conditions, str(condition.get("type")), "False", "PodCompleted")
+        if condition.get("type") in ("Ready", "ContainersReady") else condition
+        for condition in old_conditions]
+    status["containerStatuses"] = entries
+    status["phase"] = "Failed"
+    status["reason"] = DEADLINE_EXCEEDED_REASON
+    status["message"] = DEADLINE_EXCEEDED_MESSAGE
+    data["status"] = status
     return data

@@ -33,6 +33,7 @@ _QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 _ENV_VAR_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 _CONFIG_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+_MAX_INT32 = 2**31 - 1
 
 _LABEL_MESSAGE = (
     "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start "
@@ -354,7 +355,7 @@ def validate_pod(pod: Mapping[str, Any]) -> list[Cause]:  # noqa: PLR0912 - one 
         causes.append(_invalid("spec.terminationGracePeriodSeconds", grace,
                                "must be greater than or equal to 0"))
     deadline = spec.get("activeDeadlineSeconds")
-    if deadline is not None and (not isinstance(deadline, int) or deadline < 1):
+    if deadline is not None and (not isinstance(deadline, int) or not 1 <= deadline <= _MAX_INT32):
         causes.append(_invalid("spec.activeDeadlineSeconds", deadline, "must be between 1 and 2147483647, "
                                "inclusive"))
     secrets = spec.get("imagePullSecrets")
@@ -390,8 +391,31 @@ def _without_mutable(spec: Mapping[str, Any]) -> dict[str, Any]:
     return copy
 
 
+def _deadline_update_errors(old_spec: Mapping[str, Any], new_spec: Mapping[str, Any]) -> list[Cause]:
+    """activeDeadlineSeconds may go from unset to a value, or down; never up, never back to unset."""
+    field = "spec.activeDeadlineSeconds"
+    old, new = old_spec.get("activeDeadlineSeconds"), new_spec.get("activeDeadlineSeconds")
+    if new is None:
+        return [] if old is None else [{"reason": "FieldValueInvalid", "field": field, "message": (
+            "Invalid value: null: must not update from a positive integer to nil value")}]
+    if not isinstance(new, int):
+        return []  # validate_pod reports the type
+    if not 0 <= new <= _MAX_INT32:
+        return [_invalid(field, new, "must be between 0 and 2147483647, inclusive")]
+    if isinstance(old, int) and old < new:
+        return [_invalid(field, new, "must be less than or equal to previous value")]
+    return []
+
+
 def validate_pod_spec_update(old_spec: Mapping[str, Any], new_spec: Mapping[str, Any]) -> list[Cause]:
-    """A pod's spec is immutable but for images, activeDeadlineSeconds and tolerations."""
+    """A pod's spec is immutable but for images, activeDeadlineSeconds (set, or lowered) and tolerations.
+
+    As in the real ValidatePodUpdate, a refused activeDeadlineSeconds change ends the check (no
+    'may not change fields' error is added to it).
+    """
+    deadline_errors = _deadline_update_errors(old_spec, new_spec)
+    if deadline_errors:
+        return deadline_errors
     if _without_mutable(old_spec) != _without_mutable(new_spec):
         return [_forbidden("spec", _MUTABLE_SPEC_MESSAGE)]
     return []

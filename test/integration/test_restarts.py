@@ -189,8 +189,9 @@ def test_a_record_in_several_parts_survives_restarts_and_is_cleaned_up_whole(
     wait_for(lambda: len(api.list_namespaced_pod(NAMESPACE).items) >= 100, what="creation under way")
     daemon.kill()  # in the middle of creating: the rest must come from the specs kept in the cluster
     assert len(api.list_namespaced_pod(NAMESPACE).items) < len(models)
+    parts = record_name("dots-so", sim) + ".p"
     assert sum(1 for s in api.list_namespaced_secret(NAMESPACE).items
-               if s.metadata and s.metadata.name and s.metadata.name.startswith(record_name("dots-so", sim) + ".p")) == 2
+               if s.metadata and s.metadata.name and s.metadata.name.startswith(parts)) == 2
     daemon = make_daemon(status_kube, **fast)
     names = running_pods(api, len(models))
     for pod in api.list_namespaced_pod(NAMESPACE).to_dict()["items"]:

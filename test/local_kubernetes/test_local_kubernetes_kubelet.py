@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import subprocess
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +17,7 @@ from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 from local_kubernetes_helpers import IMAGES, CoreApi, core_api, pod_manifest, wait_for
 
+from simulation_components.local_kubernetes.images import ImageTable
 from simulation_components.local_kubernetes.launcher import LocalKubernetes
 
 
@@ -212,7 +216,7 @@ def test_follow_streams_the_log_until_the_container_exits(process_api: CoreApi, 
 
 
 def test_killing_the_server_kills_its_processes() -> None:
-    images = {"sleeper:1": IMAGES["sleeper:1"]}
+    images: ImageTable = {"sleeper:1": IMAGES["sleeper:1"]}
     with LocalKubernetes(kubelet="process", images=images) as kube:
         api = core_api(kube)
         api.create_namespaced_pod("dots", pod_manifest("p", image="sleeper:1"))
@@ -253,3 +257,110 @@ def test_on_failure_restarts_with_back_off_and_keeps_the_previous_log(process_ap
     assert status.last_state.terminated.exit_code == 1
     assert process_api.read_namespaced_pod("p", namespace).status.phase in ("Running", "Pending")
     assert "line 0" in process_api.read_namespaced_pod_log("p", namespace, previous=True)
+
+
+def _with_deadline(manifest: dict[str, Any], seconds: int) -> dict[str, Any]:
+    manifest["spec"]["activeDeadlineSeconds"] = seconds
+    return manifest
+
+
+def _deadline_exceeded(api: CoreApi, namespace: str, name: str) -> Any:
+    pod = api.read_namespaced_pod(name, namespace)
+    return pod.status.phase == "Failed" and pod
+
+
+def _sleeper_pids(kube: LocalKubernetes) -> set[int]:
+    pids = set()
+    for pid in _children(kube):
+        with contextlib.suppress(FileNotFoundError):
+            if b"got SIGTERM" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.add(pid)
+    return pids
+
+
+def test_lowered_active_deadline_stops_a_running_pod(process_kube: LocalKubernetes, process_api: CoreApi,
+                                                     namespace: str) -> None:
+    before = _sleeper_pids(process_kube)
+    process_api.create_namespaced_pod(namespace, pod_manifest("p", image="sleeper:1", grace=5))
+    wait_for(lambda: "started" in _log_or_empty(process_api, namespace, "p"), what="the process to start")
+    pids = _sleeper_pids(process_kube) - before
+    assert len(pids) == 1
+    time.sleep(1.0)  # the deadline counts from status.startTime: 1 s is over once the patch lands
+    process_api.patch_namespaced_pod("p", namespace, {"spec": {"activeDeadlineSeconds": 1}})
+    pod = wait_for(lambda: _deadline_exceeded(process_api, namespace, "p"), timeout=5, what="DeadlineExceeded")
+    assert (pod.status.reason, pod.status.message) == (
+        "DeadlineExceeded", "Pod was active on the node longer than the specified deadline")
+    terminated = pod.status.container_statuses[0].state.terminated
+    assert (terminated.exit_code, terminated.reason) == (0, "Completed")  # the program handled SIGTERM
+    assert not any(_alive(pid) for pid in pids)
+    assert pod.metadata.deletion_timestamp is None  # failed, not deleted
+    assert {c.type: c.reason for c in pod.status.conditions}["Ready"] == "PodCompleted"
+    assert process_api.read_namespaced_pod_log("p", namespace) == "started\ngot SIGTERM\n"
+
+
+def test_active_deadline_from_creation_kills_after_the_grace_period(process_api: CoreApi, namespace: str) -> None:
+    created = process_api.create_namespaced_pod(
+        namespace, _with_deadline(pod_manifest("p", image="stubborn:1", grace=1), 2))
+    start = time.monotonic()
+    seen: list[tuple[str | None, str | None]] = []
+    pod = None
+    for event in watch.Watch().stream(process_api.list_namespaced_pod, namespace, timeout_seconds=8,
+                                      resource_version=created.metadata.resource_version):
+        pod = event["object"]
+        seen.append((pod.status.phase, pod.status.reason))
+        if pod.status.phase == "Failed":
+            break
+    assert pod is not None and pod.status.phase == "Failed", seen
+    assert time.monotonic() - start >= 2.5  # 2 s deadline, then SIGTERM ignored for the 1 s grace period
+    # Running until the container is gone, then Failed at once with the reason (no terminal phase before).
+    assert ("Running", None) in seen and seen[-1] == ("Failed", "DeadlineExceeded")
+    assert [phase for phase, _ in seen].count("Failed") == 1
+    terminated = pod.status.container_statuses[0].state.terminated
+    assert (terminated.exit_code, terminated.reason) == (137, "Error")
+    assert process_api.read_namespaced_pod_log("p", namespace) == "started\n"
+
+
+def test_active_deadline_fails_a_pod_that_cannot_pull_its_image(process_api: CoreApi, namespace: str) -> None:
+    process_api.create_namespaced_pod(namespace, _with_deadline(pod_manifest("p", image="missing:1"), 2))
+    wait_for(lambda: (_container_state(process_api, namespace, "p").get("waiting") or {}).get("reason")
+             == "ErrImagePull", what="ErrImagePull")
+    assert process_api.read_namespaced_pod("p", namespace).status.phase == "Pending"
+    pod = wait_for(lambda: _deadline_exceeded(process_api, namespace, "p"), timeout=6, what="DeadlineExceeded")
+    assert pod.status.reason == "DeadlineExceeded"
+    terminated = pod.status.container_statuses[0].state.terminated
+    assert (terminated.exit_code, terminated.reason) == (137, "ContainerStatusUnknown")
+    with pytest.raises(ApiException) as error:
+        process_api.read_namespaced_pod_log("p", namespace)
+    assert error.value.status == 400 and "is terminated" in str(error.value.body)
+
+
+def test_status_only_active_deadline(api: CoreApi, namespace: str) -> None:
+    api.create_namespaced_pod(namespace, _with_deadline(pod_manifest("p"), 1))
+    api.create_namespaced_pod(namespace, _with_deadline(pod_manifest("nowhere", node_selector={"type": "gpu"}), 1))
+    wait_for(lambda: api.read_namespaced_pod("p", namespace).status.phase == "Running", what="Running")
+    pod = wait_for(lambda: _deadline_exceeded(api, namespace, "p"), timeout=5, what="DeadlineExceeded")
+    assert (pod.status.reason, pod.status.message) == (
+        "DeadlineExceeded", "Pod was active on the node longer than the specified deadline")
+    status = pod.status.container_statuses[0]
+    assert (status.state.terminated.exit_code, status.state.terminated.reason, status.ready) == (137, "Error", False)
+    time.sleep(0.5)  # 1.5 s after its creation: an unscheduled pod has no kubelet, hence no deadline
+    unscheduled = api.read_namespaced_pod("nowhere", namespace)
+    assert unscheduled.status.phase == "Pending" and unscheduled.status.reason is None
+
+
+def test_active_deadline_may_be_set_and_lowered_but_not_raised_or_removed(api: CoreApi, namespace: str) -> None:
+    api.create_namespaced_pod(namespace, pod_manifest("p"))
+    api.patch_namespaced_pod("p", namespace, {"spec": {"activeDeadlineSeconds": 600}})
+    api.patch_namespaced_pod("p", namespace, {"spec": {"activeDeadlineSeconds": 300}})
+    refused = [
+        ({"activeDeadlineSeconds": 301}, "spec.activeDeadlineSeconds: Invalid value: 301: must be less than or "
+                                         "equal to previous value"),
+        ({"activeDeadlineSeconds": None}, "spec.activeDeadlineSeconds: Invalid value: null: must not update from a "
+                                          "positive integer to nil value"),
+    ]
+    for spec, message in refused:
+        with pytest.raises(ApiException) as error:
+            api.patch_namespaced_pod("p", namespace, {"spec": spec})
+        assert error.value.status == 422
+        assert json.loads(str(error.value.body))["message"] == f'Pod "p" is invalid: {message}'
+    assert api.read_namespaced_pod("p", namespace).spec.active_deadline_seconds == 300
