@@ -13,11 +13,13 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["PYTHON_PLACEHOLDER", "ImageTable", "default_images", "full_reference", "load_images", "pull_error"]
+__all__ = ["PYTHON_PLACEHOLDER", "ImageEntry", "ImageTable", "default_images", "full_reference", "load_images",
+           "pull_error"]
 
 PYTHON_PLACEHOLDER = "{python}"
 
-ImageTable = dict[str, list[str] | str | None]
+ImageEntry = list[str] | str | None
+ImageTable = dict[str, ImageEntry]
 
 
 def full_reference(image: str) -> str:

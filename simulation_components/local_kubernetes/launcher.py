@@ -23,12 +23,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from ..processes import stop_process
-from .images import ImageTable
+from .images import ImageEntry
 from .tls import generate_certificates
 
 __all__ = ["LocalKubernetes"]
@@ -40,7 +41,7 @@ class LocalKubernetes:
     """A local Kubernetes API server subprocess; use as a context manager or call start()/close()."""
 
     def __init__(self, *, token: str | None = None, tls: bool = False, kubelet: str = "process",
-                 images: ImageTable | None = None, images_file: str | Path | None = None,
+                 images: Mapping[str, ImageEntry] | None = None, images_file: str | Path | None = None,
                  host: str = "127.0.0.1", port: int = 0, bookmark_interval: float | None = None,
                  history: int | None = None, watch_timeout: float | None = None,
                  start_timeout: float = 30.0, log_level: str = "WARNING") -> None:

@@ -3,6 +3,7 @@ under the name the daemon wants is never taken over, stopped or deleted (PROTOCO
 
 from __future__ import annotations
 
+import kubernetes.client
 from conftest import NAMESPACE, DaemonFactory, core_api
 from harness import SimulatorRecorder, wait_for
 from test_watch_and_secrets import set_terminated
@@ -26,7 +27,7 @@ def test_models_whose_pod_names_coincide_each_get_their_own_pod(
     make_daemon(status_kube)
     so.deploy("x-y", [("z", IMAGE, [])], keep_logs_hours=1)
     so.deploy("x", [("y-z", IMAGE, []), ("ModelA", IMAGE, []), ("modela", IMAGE, [])], keep_logs_hours=1)
-    pods = wait_for(lambda: (found := _pods_by_ids(status_kube)) and len(found) == 4 and found,
+    pods = wait_for(lambda: found if len(found := _pods_by_ids(status_kube)) == 4 else {},
                     what="four pods, one per model")
     assert len(set(pods.values())) == 4
     api = core_api(status_kube)
@@ -43,12 +44,14 @@ def test_models_whose_pod_names_coincide_each_get_their_own_pod(
 def test_a_pod_someone_else_made_under_the_wanted_name_is_left_alone(
         status_kube: LocalKubernetes, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     api = core_api(status_kube)
-    foreign = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "so01-sim-own-m1", "labels": {"app": "mine"}},
-               "spec": {"containers": [{"name": "c", "image": IMAGE}], "nodeSelector": {"type": "worker"}}}
+    foreign = kubernetes.client.V1Pod(
+        metadata=kubernetes.client.V1ObjectMeta(name="so01-sim-own-m1", labels={"app": "mine"}),
+        spec=kubernetes.client.V1PodSpec(containers=[kubernetes.client.V1Container(name="c", image=IMAGE)],
+                                         node_selector={"type": "worker"}))
     api.create_namespaced_pod(NAMESPACE, foreign)
     make_daemon(status_kube, model_start_timeout_seconds=2)
     so.deploy("sim-own", [("m1", IMAGE, [])])
-    ours = wait_for(lambda: _pods_by_ids(status_kube).get(("sim-own", "m1")), what="the model's own pod")
+    ours = wait_for(lambda: _pods_by_ids(status_kube).get(("sim-own", "m1"), ""), what="the model's own pod")
     assert ours != "so01-sim-own-m1"
     set_terminated(api, ours, 0)
     so.wait_all_terminated("sim-own")
