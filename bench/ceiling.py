@@ -19,7 +19,7 @@ from bench.kube import KubeHttp, PodWatch
 from bench.proc import sample
 from model_services_orchestrator.pod_specs import PodSettings, build_pod, owned_pods_selector, secret_key
 from model_services_orchestrator.settings import DEFAULT_SECRET_ENV_NAME_PATTERN
-from model_services_orchestrator.simulation_records import record_name
+from model_services_orchestrator.simulation_records import record_name, values_name
 from simulation_components.local_kubernetes.launcher import LocalKubernetes
 
 __all__ = ["CeilingResult", "measure_ceiling", "pod_bodies"]
@@ -34,7 +34,8 @@ def pod_bodies(so: str, simulator_id: str, simulation_id: str, models: Sequence[
                            cpu_limit="1", memory_limit="1Gi")
     return [build_pod(settings=settings, simulator_id=simulator_id, simulation_id=simulation_id, model_id=model_id,
                       image=image, env=env, keep_logs_hours=keep_logs_hours,
-                      secret_name=record_name(so, simulation_id), is_secret=lambda name: bool(_SECRET.search(name)))
+                      is_secret=lambda name: bool(_SECRET.search(name)),
+                      secret_for=lambda _value: values_name(record_name(so, simulation_id), 0))
             for model_id, env in models]
 
 
@@ -64,7 +65,8 @@ def measure_ceiling(*, namespace: str, so: str, simulator_id: str,
             secret_values = {secret_key(value): value for _, env in models for name, value in env
                              if _SECRET.search(name)}
             client.request("POST", f"/api/v1/namespaces/{namespace}/secrets", {
-                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": record_name(so, simulation_id)},
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": values_name(record_name(so, simulation_id), 0)},
                 "stringData": secret_values})
         watch = PodWatch(client, namespace, owned_pods_selector(so)).start()
         assert kube.process is not None

@@ -22,4 +22,5 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r requirements.txt -r requirements-dev.txt
 .venv/bin/python -m pip install -q --no-deps -e .
+echo "Control plane for the tests (etcd, kube-apiserver, kube-controller-manager; built once with Go, then cached) in:" && ci/build_control_plane.sh
 echo "Development environment ready: . .venv/bin/activate"

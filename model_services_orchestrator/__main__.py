@@ -10,7 +10,7 @@ import sys
 
 from pydantic import ValidationError
 
-from model_services_orchestrator.app import run
+from model_services_orchestrator.daemon import run
 from model_services_orchestrator.k8s_api import ConfigurationError, build_api_client
 from model_services_orchestrator.logs import SecretRedactor, configure_logging, get_logger
 from model_services_orchestrator.settings import Settings

@@ -1,20 +1,22 @@
 """Everything the daemon asks of the Kubernetes API: pods, their logs, the simulation records, the watch.
 
 The official client is synchronous, so every call runs in a bounded thread
-pool and the watch in a thread of its own that feeds the event loop. Calls
-are retried on 429, 5xx and dropped connections with capped exponential
-backoff and jitter; a create retried after it may have reached the server
-takes AlreadyExists as success. A client-side rate limit keeps a large
-simulation from flooding a shared API server. Pod bodies go over the wire as
-the plain JSON ``pod_specs`` builds (turning thousands of them into client
-model objects first costs more CPU than the whole rest of a deployment).
+pool and the watch in a thread of its own that feeds the event loop. Every
+failure is translated once, where the call is made, into a ``kube_errors``
+class: the gateway's methods raise nothing else (no ``ApiException``, no
+urllib3 error). The transient ones (429, 5xx, no answer) are retried with
+capped exponential backoff and jitter; a create retried after it may have
+reached the server takes AlreadyExists (on a pod that carries our marks) as
+success. A client-side rate limit keeps a large simulation from flooding a
+shared API server. Pod bodies go over the wire as the plain JSON
+``pod_specs`` builds (turning thousands of them into client model objects
+first costs more CPU than the whole rest of a deployment).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import socket
 import threading
@@ -30,6 +32,17 @@ import orjson
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from model_services_orchestrator.kube_errors import (
+    TRANSIENT,
+    Conflict,
+    Gone,
+    Invalid,
+    KubeError,
+    NotFound,
+    Unreachable,
+    from_status,
+    translate,
+)
 from model_services_orchestrator.logs import get_logger
 from model_services_orchestrator.pod_specs import ownership_tests, owns
 from model_services_orchestrator.rate_limit import TokenBucket
@@ -48,7 +61,6 @@ __all__ = [
 _log = get_logger(__name__)
 _T = TypeVar("_T")
 
-_RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 _SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
@@ -91,44 +103,10 @@ def build_api_client(settings: Settings) -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(configuration)
 
 
-def _is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, ApiException):
-        return exc.status in _RETRYABLE_STATUSES or not exc.status
-    return isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError)
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    headers = getattr(exc, "headers", None)
-    if not headers:
-        return None
-    try:
-        value = headers.get("Retry-After")
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _describe(exc: BaseException) -> str:
-    """The useful part of an error: urllib3 hides the cause of a failed connection in its ``reason``."""
-    reason = getattr(exc, "reason", None)
-    return f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else str(exc)
-
-
-def _status_of(exc: BaseException) -> int:
-    return int(exc.status or 0) if isinstance(exc, ApiException) else 0
-
-
-def _reason_of(exc: ApiException) -> str:
-    try:
-        body = json.loads(exc.body or "")
-        return str(body.get("message") or body.get("reason") or exc.reason)
-    except (ValueError, AttributeError):
-        return str(exc.reason)
-
-
 @dataclass(frozen=True, slots=True)
 class CreateOutcome:
-    """What became of a create: made (or already there), or rejected for good."""
+    """What became of a create: made (or already there), or rejected for good (``status`` and the API's
+    ``reason`` say why; ``name_taken`` when another's pod has the name)."""
 
     created: bool
     status: int = 0
@@ -137,7 +115,13 @@ class CreateOutcome:
 
 
 class KubernetesGateway:
-    """Async calls on the namespace's pods, logs, ConfigMaps and Secrets, run in a bounded thread pool."""
+    """Async calls on the namespace's pods, logs, ConfigMaps and Secrets, run in a bounded thread pool.
+
+    Every method raises only ``KubeError`` subclasses (``kube_errors``), transient ones only once
+    ``max_attempts`` tries have failed; a bug (not a Kubernetes failure) propagates as it is.
+    ``api_errors`` counts failed requests by HTTP status (0: no answer); ``reachable`` is False after a
+    call gave up without an answer, True again after any answer.
+    """
 
     def __init__(
         self,
@@ -190,11 +174,17 @@ class KubernetesGateway:
             return None
         data = response.read()
         if not 200 <= response.status <= 299:
-            raise ApiException(http_resp=response)
+            raise ApiException(http_resp=response)  # translated by _call, with every other failure
         return orjson.loads(data) if data else None
 
-    async def _call(self, what: str, function: Callable[[], _T], *, ok_statuses: frozenset[int] = frozenset()) -> _T:
-        """Run a blocking call in the pool, retrying what a retry can fix; ``ok_statuses`` re-raise at once."""
+    async def _call(self, what: str, function: Callable[[], _T], *,
+                    passthrough: tuple[type[KubeError], ...] = ()) -> _T:
+        """Run a blocking call in the pool; a failure is raised as its ``KubeError`` (from the original).
+
+        The transient errors are retried, up to ``max_attempts`` tries, unless they are ``passthrough``
+        (an answer the caller expects and handles: raised at once). A failure that is no Kubernetes
+        failure (a bug) is raised as it is, without a retry.
+        """
         loop = asyncio.get_running_loop()
         attempt = 0
         while True:
@@ -204,16 +194,21 @@ class KubernetesGateway:
                 try:
                     result = await loop.run_in_executor(self._executor, function)
                 except Exception as exc:
-                    status = _status_of(exc)
-                    self.api_errors[status] = self.api_errors.get(status, 0) + 1
-                    if status in ok_statuses or not _is_retryable(exc) or attempt >= self._max_attempts:
-                        if status == 0:
-                            self.reachable = False
+                    error = translate(exc, what)
+                    if error is None:
                         raise
+                    self.api_errors[error.status] = self.api_errors.get(error.status, 0) + 1
+                    if (isinstance(error, passthrough) or not isinstance(error, TRANSIENT)
+                            or attempt >= self._max_attempts):
+                        if isinstance(error, Unreachable):
+                            self.reachable = False
+                        if error is exc:
+                            raise
+                        raise error from exc
                     delay = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
-                    delay = min(self._backoff_cap, _retry_after(exc) or random.uniform(delay / 2, delay))  # noqa: S311
-                    _log.info("kubernetes call failed, retrying", call=what, status=status or None,
-                              error=type(exc).__name__, detail=_describe(exc)[:300], attempt=attempt,
+                    delay = min(self._backoff_cap, error.retry_after or random.uniform(delay / 2, delay))  # noqa: S311
+                    _log.info("kubernetes call failed, retrying", call=what, status=error.status or None,
+                              error=type(error).__name__, detail=str(error)[:300], attempt=attempt,
                               delay_seconds=round(delay, 2))
                 else:
                     self.reachable = True
@@ -223,22 +218,27 @@ class KubernetesGateway:
     # -- pods
 
     async def create_pod(self, body: dict[str, Any], marks: Mapping[str, Mapping[str, str]]) -> CreateOutcome:
-        """Create the pod; one already there is taken as created only if it carries ``marks``."""
+        """Create the pod; one already there is taken as created only if it carries ``marks``.
+
+        A permanent rejection (Invalid, Forbidden, Unauthorized, ...) is an outcome, not created; a
+        transient error still failing after the retries is raised (``TooManyRequests``, ``ServerError``,
+        ``Unreachable``).
+        """
         path = f"/api/v1/namespaces/{self.namespace}/pods"
         try:
             await self._call("create pod", lambda: self._raw("POST", path, body=body, want_answer=False),
-                             ok_statuses=frozenset({409}))
-        except ApiException as exc:
-            if exc.status == 409:
-                # Ours from an earlier attempt (or an earlier life), or another's that has the name.
-                existing = await self.read_pod(body["metadata"]["name"])
-                if existing is not None and owns(existing, marks):
-                    return CreateOutcome(created=True, status=409)
-                return CreateOutcome(created=False, status=409, reason="a pod of that name is not this model's",
-                                     name_taken=True)
-            if exc.status in _RETRYABLE_STATUSES or not exc.status:
-                raise
-            return CreateOutcome(created=False, status=int(exc.status), reason=_reason_of(exc))
+                             passthrough=(Conflict,))
+        except Conflict:
+            # Ours from an earlier attempt (or an earlier life), or another's that has the name.
+            existing = await self.read_pod(body["metadata"]["name"])
+            if existing is not None and owns(existing, marks):
+                return CreateOutcome(created=True, status=409)
+            return CreateOutcome(created=False, status=409, reason="a pod of that name is not this model's",
+                                 name_taken=True)
+        except TRANSIENT:
+            raise
+        except KubeError as error:
+            return CreateOutcome(created=False, status=error.status, reason=error.message or error.reason)
         return CreateOutcome(created=True, status=201)
 
     async def read_pod(self, name: str) -> dict[str, Any] | None:
@@ -246,11 +246,9 @@ class KubernetesGateway:
         path = f"/api/v1/namespaces/{self.namespace}/pods/{name}"
         try:
             pod: dict[str, Any] = await self._call("read pod", lambda: self._raw("GET", path),
-                                                   ok_statuses=frozenset({404}))
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+                                                   passthrough=(NotFound,))
+        except NotFound:
+            return None
         return pod
 
     async def stop_pod(self, name: str, marks: Mapping[str, Mapping[str, str]]) -> bool:
@@ -258,22 +256,23 @@ class KubernetesGateway:
         leave the pod Failed (DeadlineExceeded), its logs readable.
 
         Only if the pod carries ``marks`` (the patch tests them, atomically with the change): False when
-        it does not, or is gone.
+        it does not (a failed ``test`` is a 422: ``Invalid``), or is gone.
         """
         path = f"/api/v1/namespaces/{self.namespace}/pods/{name}"
         patch = [*ownership_tests(marks), {"op": "add", "path": "/spec/activeDeadlineSeconds", "value": 1}]
         try:
             await self._call("stop pod", lambda: self._raw(
                 "PATCH", path, body=patch, content_type="application/json-patch+json", want_answer=False),
-                ok_statuses=frozenset({404, 422}))
-        except ApiException as exc:
-            if exc.status in (404, 422):
-                return False
-            raise
+                passthrough=(NotFound, Invalid))
+        except (NotFound, Invalid):
+            return False
         return True
 
     async def delete_own_pod(self, name: str, marks: Mapping[str, Mapping[str, str]]) -> bool:
-        """Delete the pod if it carries ``marks``; the uid precondition keeps a new pod of that name safe."""
+        """Delete the pod if it carries ``marks``; the uid precondition keeps a new pod of that name safe.
+
+        False when there is none, it is not ours, or the uid precondition failed (``Conflict``).
+        """
         pod = await self.read_pod(name)
         if pod is None or not owns(pod, marks):
             return False
@@ -281,19 +280,19 @@ class KubernetesGateway:
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": pod["metadata"]["uid"]}}
         try:
             await self._call("delete pod", lambda: self._raw("DELETE", path, body=body),
-                             ok_statuses=frozenset({404, 409}))
-        except ApiException as exc:
-            if exc.status in (404, 409):
-                return False
-            raise
+                             passthrough=(NotFound, Conflict))
+        except (NotFound, Conflict):
+            return False
         return True
 
     async def delete_pods(self, label_selector: str) -> None:
+        """Delete every pod the selector matches (none is fine)."""
         path = f"/api/v1/namespaces/{self.namespace}/pods"
         await self._call("delete pods", lambda: self._raw(
             "DELETE", path, query=[("labelSelector", label_selector)], want_answer=False))
 
     async def read_log_tail(self, name: str, lines: int) -> str:
+        """The last ``lines`` lines of the pod's log (``NotFound`` when the pod is gone)."""
         def read() -> str:
             return str(self.core.read_namespaced_pod_log(
                 name=name, namespace=self.namespace, tail_lines=lines, _request_timeout=self.request_timeout))
@@ -302,6 +301,7 @@ class KubernetesGateway:
     # -- records: a ConfigMap of state and a Secret of specs per simulation
 
     async def list_objects(self, kind: str, label_selector: str) -> list[dict[str, Any]]:
+        """The objects of ``kind`` (``configmaps``, ``secrets``) the selector matches, as the API's JSON."""
         path = f"/api/v1/namespaces/{self.namespace}/{kind}"
         result = await self._call(f"list {kind}", lambda: self._raw(
             "GET", path, query=[("labelSelector", label_selector)]))
@@ -313,11 +313,10 @@ class KubernetesGateway:
         collection = f"/api/v1/namespaces/{self.namespace}/{kind}"
         try:
             created: dict[str, Any] = await self._call(
-                f"create {kind}", lambda: self._raw("POST", collection, body=body), ok_statuses=frozenset({409}))
+                f"create {kind}", lambda: self._raw("POST", collection, body=body), passthrough=(Conflict,))
             return created
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
+        except Conflict:
+            pass
         replaced: dict[str, Any] = await self._call(
             f"replace {kind}", lambda: self._raw("PUT", f"{collection}/{name}", body=body))
         return replaced
@@ -334,20 +333,16 @@ class KubernetesGateway:
         path = f"/api/v1/namespaces/{self.namespace}/{kind}/{name}"
         try:
             await self._call(f"replace {kind}", lambda: self._raw("PUT", path, body=body, want_answer=False),
-                             ok_statuses=frozenset({404}))
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
+                             passthrough=(NotFound,))
+        except NotFound:
+            return False
         return True
 
     async def delete_object(self, kind: str, name: str) -> None:
+        """Delete the object; one already gone is fine."""
         path = f"/api/v1/namespaces/{self.namespace}/{kind}/{name}"
-        try:
-            await self._call(f"delete {kind}", lambda: self._raw("DELETE", path), ok_statuses=frozenset({404}))
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        with contextlib.suppress(NotFound):
+            await self._call(f"delete {kind}", lambda: self._raw("DELETE", path), passthrough=(NotFound,))
 
 
 # ---------------------------------------------------------------- the watch
@@ -388,7 +383,9 @@ class PodWatcher:
     """One label-filtered list+watch of our pods, in a thread, handing what it sees to a callback.
 
     Resumes from the last resourceVersion (bookmarks included) when a stream
-    ends or goes silent; lists afresh on 410 Gone. The callback gets a
+    ends or goes silent; lists afresh on ``Gone`` (410, as the answer to the
+    watch request or as an ERROR event in its stream). Every failure goes
+    through ``kube_errors.translate``. The callback gets a
     ``WatchListed`` before any event that follows a (re)list, and events in
     batches (what one read from the stream brought), so that ten thousand pod
     changes do not cost ten thousand wake-ups of the event loop.
@@ -440,26 +437,27 @@ class PodWatcher:
                     self._list()
                 self._watch_once()
                 failures = 0
-            except ApiException as exc:
-                if exc.status == 410:
+            except Exception as exc:  # noqa: BLE001 (any failure of the stream: resume after a pause)
+                error = translate(exc, "watch pods")
+                if isinstance(error, Gone):
                     _log.info("pod watch expired, listing again")
                     self.resource_version = None
                     self.in_sync = False
                     continue
-                failures += 1
-                self._pause(failures, exc)
-            except Exception as exc:  # noqa: BLE001 (any failure of the stream: resume after a pause)
                 if self._stop.is_set():
                     return
                 failures += 1
-                self._pause(failures, exc)
+                # Not a Kubernetes failure (a bug in reduce or deliver, say): paused and resumed all the same.
+                self._pause(failures, exc if error is None else error)
 
     def _pause(self, failures: int, exc: BaseException) -> None:
         self.in_sync = False
-        self._gateway.reachable = False if _status_of(exc) == 0 else self._gateway.reachable
+        if isinstance(exc, Unreachable):
+            self._gateway.reachable = False
+        status = exc.status if isinstance(exc, KubeError) else None
         delay = min(10.0, 0.2 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)  # noqa: S311 (jitter)
-        _log.warning("pod watch failed, resuming", error=type(exc).__name__, status=_status_of(exc) or None,
-                     detail=_describe(exc)[:300], delay_seconds=round(delay, 2))
+        _log.warning("pod watch failed, resuming", error=type(exc).__name__, status=status or None,
+                     detail=str(exc)[:300], delay_seconds=round(delay, 2))
         self._stop.wait(delay)
 
     def _list(self) -> None:
@@ -497,7 +495,8 @@ class PodWatcher:
             if self._stop.is_set():
                 return
             if not 200 <= response.status <= 299:
-                raise ApiException(http_resp=response)
+                raise from_status(response.status, body=response.data, http_reason=str(response.reason or ""),
+                                  headers=response.headers, what="watch pods")
             self.in_sync = True
             self._gateway.reachable = True
             for lines in _line_batches(response):
@@ -510,7 +509,8 @@ class PodWatcher:
                         kind = event.get("type")
                         obj = event.get("object") or {}
                         if kind == "ERROR":
-                            raise ApiException(status=int(obj.get("code") or 500), reason=str(obj.get("message")))
+                            # A Status: 410 Expired when the watch fell behind the server's history.
+                            raise from_status(int(obj.get("code") or 500), body=obj, what="watch pods")
                         if kind in ("ADDED", "MODIFIED", "DELETED"):
                             events.append(WatchEvent(kind, self._reduce(obj)))
                         if version := (obj.get("metadata") or {}).get("resourceVersion"):

@@ -1,12 +1,21 @@
 """The model inventory: every simulation and model the daemon runs, as a pure state machine.
 
-``Inventory.handle(event)`` updates the state and returns the effects to
-carry out (create a pod, publish a lifecycle message, save the cluster
-record...) as data. No I/O, no clock, no asyncio: time comes in with the
-events, so every decision can be tested with plain tables and replayed after
-a restart. The rules it enforces are the protocol's promises to the SO:
-ModelsReady once, ModelHasTerminated once per model, AllModelsHaveTerminated
-once after the last of them, and pods kept ``keepLogsHours`` after the end.
+``Inventory.handle(event)`` updates the state and says which simulations
+changed. The state carries the decisions themselves: which pods are to be
+created or stopped, which lifecycle messages are decided and whether the
+broker confirmed them, when a simulation is due for its cleanup. The runtime
+reads those decisions for one simulation at a time and makes the cluster and
+the broker match them, like a Kubernetes controller's sync. No I/O, no clock,
+no asyncio: time comes in with the events, so every decision can be tested
+with plain tables and replayed after a restart.
+
+The rules it enforces are the protocol's promises to the SO: ModelsReady
+once, ModelHasTerminated once per model, AllModelsHaveTerminated once after
+the last of them, and pods kept ``keepLogsHours`` after the end. A message is
+decided in the state first; it may go out only once the record that holds
+the decision is saved (``releasable``), and is marked delivered when the
+broker confirms it, so a restarted daemon publishes what was decided and not
+confirmed, and never decides anything twice.
 """
 
 from __future__ import annotations
@@ -14,8 +23,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import Enum, IntEnum
 
 from model_services_orchestrator.pod_observation import ContainerState, PodObservation
 from model_services_orchestrator.pod_specs import pod_name, unique_pod_name
@@ -26,31 +37,30 @@ __all__ = [
     "EXIT_POD_LOST",
     "EXIT_START_TIMEOUT",
     "CreatePod",
-    "DeleteSimulation",
+    "Delivered",
+    "Delivery",
     "DeployRequested",
-    "Effect",
     "EndRequested",
     "Event",
+    "FailureReport",
     "Inventory",
+    "MessageKind",
     "Model",
     "ModelSpec",
+    "Outgoing",
+    "Phase",
     "PodCreateRejected",
     "PodCreated",
     "PodGone",
     "PodListed",
     "PodSeen",
-    "PublishAllModelsHaveTerminated",
-    "PublishModelHasTerminated",
-    "PublishModelsReady",
+    "PodStopped",
     "ReadyReceived",
-    "ReportFailure",
-    "SaveRecord",
     "Simulation",
     "SimulationCleanedUp",
-    "StopModelPod",
+    "StopPod",
     "Termination",
     "Tick",
-    "handle_all",
 ]
 
 EXIT_CREATE_REJECTED = -1
@@ -97,6 +107,79 @@ class Termination:
         return self.exit_code != 0
 
 
+class Phase(Enum):
+    """Where a model is in its life, as far as the daemon's own actions go."""
+
+    PENDING = "pending"  # its pod is to be created (retried until its start deadline)
+    CREATED = "created"  # the API server has (or had) its pod
+    STOPPING = "stopping"  # ended by the daemon's decision: its pod is to be stopped in place
+    ENDED = "ended"  # its termination is decided and nothing is left to do to its pod
+
+
+class Delivery(IntEnum):
+    """How far a lifecycle message got. Recorded: a restarted daemon resends what is not DELIVERED."""
+
+    NONE = 0
+    DECIDED = 1  # in the state; goes out once the record holding it is saved
+    DELIVERED = 2  # the broker confirmed it (PUBCOMP at QoS 2)
+
+
+class MessageKind(Enum):
+    MODELS_READY = "ModelsReady"
+    MODEL_HAS_TERMINATED = "ModelHasTerminated"
+    ALL_MODELS_HAVE_TERMINATED = "AllModelsHaveTerminated"
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A decided lifecycle message; ``version``: the record version that first holds the decision."""
+
+    simulation_id: str
+    kind: MessageKind
+    version: int
+    model_id: str = ""
+    exit_code: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FailureReport:
+    """Tell people why a model failed: the daemon's log, and today's SO through ErrorOccurred (best effort).
+
+    ``read_log``: the container ran, so the tail of its log says more.
+    """
+
+    simulation_id: str
+    model_id: str
+    pod_name: str
+    exit_code: int
+    reason: str
+    read_log: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CreatePod:
+    simulator_id: str
+    simulation_id: str
+    keep_logs_hours: float
+    spec: ModelSpec
+    pod_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopPod:
+    """Stop a model's container and keep its pod, so its logs stay readable until the cleanup.
+
+    ``delete``: the pod never reached a node, so there is nothing to keep and no kubelet to stop it.
+    """
+
+    simulator_id: str
+    simulation_id: str
+    model_id: str
+    pod_name: str
+    delete: bool = False
+
+
 @dataclass(slots=True)
 class Model:
     """One model of a simulation."""
@@ -104,42 +187,44 @@ class Model:
     model_id: str
     pod_name: str
     spec: ModelSpec | None
-    created: bool = False  # the API server has the pod (or had it)
-    creating: bool = False  # a create is under way (not kept across restarts)
+    phase: Phase = Phase.PENDING
+    has_pod: bool = False  # the API server has (or had) its pod
     ready: bool = False  # ReadyForProcessing received
     container: ContainerState | None = None  # as last seen by the watch
     waiting_reason: str = ""
     waiting_message: str = ""
     refused_pulls: int = 0  # ErrImagePull answers saying the image does not exist or may not be pulled
-    started_waiting_at: float | None = None
-    deleting: bool = False  # we stopped the pod ourselves (or are deleting it): its end is no news
-    stop_at: float | None = None  # ended early: the end of its grace period
-    termination: Termination | None = None  # reported to the SO
+    start_deadline: float | None = None  # not running by then: -2
+    stop_at: float | None = None  # the simulation ended early: the end of the model's grace period
+    termination: Termination | None = None  # decided
+    reported: bool = False  # its ModelHasTerminated was delivered
 
 
 @dataclass(slots=True)
 class Simulation:
-    """One simulation: its models and what has been said about it to the SO."""
+    """One simulation: its models, what has been decided and said about it, and the work that is left."""
 
     simulator_id: str
     simulation_id: str
     keep_logs_hours: float
     models: dict[str, Model] = field(default_factory=dict)
-    models_ready_sent: bool = False
-    all_terminated_sent: bool = False
-    finished_at: float | None = None
-    cleaning: bool = False
-    changed: set[str] = field(default_factory=set)  # models whose recorded state changed since the last save
-    ready_count: int = 0  # models with ready set; kept by the inventory, so no decision scans all models
-    terminated_count: int = 0  # models with a termination
-
-    def recount(self) -> None:
-        self.ready_count = sum(1 for model in self.models.values() if model.ready)
-        self.terminated_count = sum(1 for model in self.models.values() if model.termination is not None)
+    models_ready: Delivery = Delivery.NONE
+    all_terminated: Delivery = Delivery.NONE
+    finished_at: float | None = None  # when its last termination was decided
+    # Book-keeping, not recorded:
+    version: int = 1  # bumped by every change of what the record holds
+    saved_version: int = 0  # the version the cluster's record holds (0: none yet)
+    changed: set[str] = field(default_factory=set)  # models whose record entry changed since last taken
+    outgoing: deque[Outgoing] = field(default_factory=deque)  # decided, not yet released, in order
+    to_create: dict[str, None] = field(default_factory=dict)  # models in PENDING with a spec, in order
+    to_stop: dict[str, None] = field(default_factory=dict)  # models in STOPPING
+    reports: list[FailureReport] = field(default_factory=list)
+    ready_count: int = 0
+    terminated_count: int = 0
 
     def cleanup_at(self, min_delay_seconds: float) -> float | None:
-        """When this simulation's pods are to be deleted; ``None`` while it runs or to keep them forever."""
-        if self.finished_at is None or not math.isfinite(self.keep_logs_hours):
+        """When this simulation's pods are to be deleted; ``None`` while it runs."""
+        if self.finished_at is None:
             return None
         return self.finished_at + max(self.keep_logs_hours * 3600.0, min_delay_seconds)
 
@@ -165,13 +250,21 @@ class PodCreated:
 
 @dataclass(frozen=True, slots=True)
 class PodCreateRejected:
-    """The API refused the pod; ``name_taken``: a pod of that name exists and is not this model's."""
+    """The API refused the pod for good; ``name_taken``: a pod of that name exists and is not this model's."""
 
     simulation_id: str
     model_id: str
     reason: str
     now: float
     name_taken: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PodStopped:
+    """The stop of a model's pod was carried out (or found unnecessary: the pod is gone or not ours)."""
+
+    simulation_id: str
+    model_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,10 +290,17 @@ class PodGone:
 
 @dataclass(frozen=True, slots=True)
 class PodListed:
-    """A full list of our pods arrived, as (simulation id, model id): a created pod missing from it is gone."""
+    """A full list of our pods: pods of simulations nobody knows are adopted, a created pod missing is gone."""
 
-    models: frozenset[tuple[str, str]]
+    observations: tuple[PodObservation, ...]
     now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """The broker confirmed a lifecycle message."""
+
+    message: Outgoing
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,104 +327,15 @@ Event = (
     DeployRequested
     | PodCreated
     | PodCreateRejected
+    | PodStopped
     | ReadyReceived
     | PodSeen
     | PodGone
     | PodListed
+    | Delivered
     | SimulationCleanedUp
     | EndRequested
     | Tick
-)
-
-
-# ---------------------------------------------------------------- effects
-
-
-@dataclass(frozen=True, slots=True)
-class SaveRecord:
-    """Persist the simulation's record.
-
-    ``urgent``: before anything that follows it is published or created. Other
-    changes (a pod seen, a model ready) may be saved a moment later, together.
-    """
-
-    simulation_id: str
-    urgent: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class CreatePod:
-    simulator_id: str
-    simulation_id: str
-    keep_logs_hours: float
-    spec: ModelSpec
-    pod_name: str
-
-
-@dataclass(frozen=True, slots=True)
-class StopModelPod:
-    """Stop a model's container and keep its pod, so its logs stay readable until the cleanup.
-
-    ``delete``: the pod never reached a node, so there is nothing to keep and no kubelet to stop it.
-    """
-
-    simulator_id: str
-    simulation_id: str
-    model_id: str
-    pod_name: str
-    delete: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteSimulation:
-    """Delete every pod of the simulation, then its record."""
-
-    simulator_id: str
-    simulation_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class PublishModelsReady:
-    simulation_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class PublishModelHasTerminated:
-    simulation_id: str
-    model_id: str
-    exit_code: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class PublishAllModelsHaveTerminated:
-    simulation_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReportFailure:
-    """Tell people why a model failed: the daemon's log, and today's SO through ErrorOccurred.
-
-    ``read_log``: the container ran, so the tail of its log says more.
-    """
-
-    simulation_id: str
-    model_id: str
-    pod_name: str
-    exit_code: int
-    reason: str
-    read_log: bool
-
-
-Effect = (
-    SaveRecord
-    | CreatePod
-    | StopModelPod
-    | DeleteSimulation
-    | PublishModelsReady
-    | PublishModelHasTerminated
-    | PublishAllModelsHaveTerminated
-    | ReportFailure
 )
 
 
@@ -332,7 +343,7 @@ Effect = (
 
 
 class Inventory:
-    """All simulations the daemon knows, and the rules that turn events into effects."""
+    """All simulations the daemon knows, and the rules that turn events into decisions."""
 
     def __init__(
         self, *, start_timeout_seconds: float, min_cleanup_delay_seconds: float, stop_grace_seconds: float = 30.0,
@@ -347,6 +358,7 @@ class Inventory:
         self._start_timeout = start_timeout_seconds
         self._min_cleanup_delay = min_cleanup_delay_seconds
         self.max_keep_logs_hours = max_keep_logs_hours
+        self._touched: set[str] = set()
 
     # -- queries
 
@@ -360,97 +372,160 @@ class Inventory:
             heapq.heappop(self._timers)
         return self._timers[0][0] if self._timers else None
 
-    def _timer(self, at: float, simulation_id: str, model_id: str | None) -> None:
-        heapq.heappush(self._timers, (at, next(self._sequence), simulation_id, model_id))
+    def cleanup_at(self, simulation_id: str) -> float | None:
+        simulation = self.simulations.get(simulation_id)
+        return None if simulation is None else simulation.cleanup_at(self._min_cleanup_delay)
 
-    def _timer_holds(self, timer: tuple[float, int, str, str | None]) -> bool:
-        at, _, simulation_id, model_id = timer
+    # -- what the runtime carries out for one simulation
+
+    def needs_save(self, simulation_id: str) -> bool:
+        simulation = self.simulations.get(simulation_id)
+        return simulation is not None and simulation.version > simulation.saved_version
+
+    def take_changes(self, simulation_id: str) -> tuple[int, set[str]]:
+        """The current version and the models changed since the last call: what a save is to write."""
+        simulation = self.simulations[simulation_id]
+        changed, simulation.changed = simulation.changed, set()
+        return simulation.version, changed
+
+    def record_saved(self, simulation_id: str, version: int) -> None:
+        """The cluster's record now holds ``version``: what it decided may be published."""
+        if (simulation := self.simulations.get(simulation_id)) is not None:
+            simulation.saved_version = max(simulation.saved_version, version)
+
+    def releasable(self, simulation_id: str) -> list[Outgoing]:
+        """Decided messages whose decision the saved record holds, in order; each is handed out once."""
         simulation = self.simulations.get(simulation_id)
         if simulation is None:
-            return False
-        if model_id is None:
-            return not simulation.cleaning and simulation.cleanup_at(self._min_cleanup_delay) == at
-        model = simulation.models.get(model_id)
-        if model is None or model.termination is not None:
-            return False
-        return at in (model.stop_at,
-                      None if model.started_waiting_at is None else model.started_waiting_at + self._start_timeout)
+            return []
+        released: list[Outgoing] = []
+        while simulation.outgoing and simulation.outgoing[0].version <= simulation.saved_version:
+            released.append(simulation.outgoing.popleft())
+        return released
 
-    def _start_waiting(self, simulation_id: str, model: Model, since: float) -> None:
-        model.started_waiting_at = since
-        self._timer(since + self._start_timeout, simulation_id, model.model_id)
+    def pods_to_create(self, simulation_id: str, limit: int) -> list[CreatePod]:
+        """Up to ``limit`` pods to create; none before the record (and the Secrets its pods need) exists."""
+        simulation = self.simulations.get(simulation_id)
+        if simulation is None or simulation.saved_version == 0:
+            return []
+        creates: list[CreatePod] = []
+        for model_id in itertools.islice(simulation.to_create, limit):
+            model = simulation.models[model_id]
+            assert model.spec is not None
+            creates.append(CreatePod(simulation.simulator_id, simulation.simulation_id, simulation.keep_logs_hours,
+                                     model.spec, model.pod_name))
+        return creates
+
+    def pods_to_stop(self, simulation_id: str) -> list[StopPod]:
+        simulation = self.simulations.get(simulation_id)
+        if simulation is None:
+            return []
+        stops = []
+        for model_id in simulation.to_stop:
+            model = simulation.models[model_id]
+            # A pod no node took has no logs to keep, and no kubelet would ever stop it.
+            stops.append(StopPod(simulation.simulator_id, simulation.simulation_id, model_id, model.pod_name,
+                                 delete=model.waiting_reason == "Unschedulable"))
+        return stops
+
+    def take_reports(self, simulation_id: str) -> list[FailureReport]:
+        simulation = self.simulations.get(simulation_id)
+        if simulation is None:
+            return []
+        reports, simulation.reports = simulation.reports, []
+        return reports
+
+    def cleanup_due(self, simulation_id: str, now: float) -> bool:
+        """Whether its pods and record are to go now: everything said and confirmed, the logs kept long enough."""
+        simulation = self.simulations.get(simulation_id)
+        if simulation is None or simulation.all_terminated is not Delivery.DELIVERED:
+            return False
+        at = simulation.cleanup_at(self._min_cleanup_delay)
+        return (at is not None and now >= at and not simulation.outgoing and not simulation.to_stop
+                and simulation.saved_version == simulation.version)
 
     # -- restoring
 
-    def restore(self, simulation: Simulation) -> None:
-        """Adopt a simulation rebuilt from its cluster record after a restart."""
-        simulation.recount()
-        simulation.keep_logs_hours = min(simulation.keep_logs_hours, self.max_keep_logs_hours)
-        self.simulations[simulation.simulation_id] = simulation
-        if (at := simulation.cleanup_at(self._min_cleanup_delay)) is not None:
-            self._timer(at, simulation.simulation_id, None)
+    def restore(self, simulation: Simulation, now: float) -> None:
+        """Adopt a simulation rebuilt from its cluster record after a restart.
 
-    def adopt(self, observations: Iterable[PodObservation]) -> None:
-        """Take in pods of ours that no record describes (the record was deleted by hand).
-
-        What was already said to the SO is unknown, so the adopted simulation
-        claims ModelsReady as sent: a second one would restart the SO's
-        simulation, a missing one only leaves models unreported as ready.
+        The record was saved: what it decided and the broker did not confirm is
+        released again, in the order it was decided in.
         """
-        for seen in observations:
-            if self.model(seen.simulation_id, seen.model_id) is not None:
-                continue
-            simulation = self.simulations.setdefault(seen.simulation_id, Simulation(
-                simulator_id=seen.simulator_id,
-                simulation_id=seen.simulation_id,
-                keep_logs_hours=min(seen.keep_logs_hours, self.max_keep_logs_hours),
-                models_ready_sent=True,
-            ))
-            simulation.models[seen.model_id] = Model(
-                model_id=seen.model_id, pod_name=seen.pod_name, spec=None, created=True, ready=True)
-            simulation.ready_count += 1
-            simulation.changed.add(seen.model_id)
+        simulation.keep_logs_hours = min(simulation.keep_logs_hours, self.max_keep_logs_hours)
+        simulation.saved_version = simulation.version
+        simulation.ready_count = sum(1 for model in simulation.models.values() if model.ready)
+        simulation.terminated_count = sum(1 for model in simulation.models.values() if model.termination)
+        sid = simulation.simulation_id
+        self.simulations[sid] = simulation
+        if simulation.models_ready is Delivery.DECIDED:
+            simulation.outgoing.append(Outgoing(sid, MessageKind.MODELS_READY, simulation.version))
+        for model in simulation.models.values():
+            if model.phase is Phase.PENDING:
+                if model.spec is not None:
+                    simulation.to_create[model.model_id] = None
+                self._set_start_deadline(sid, model, now)
+            elif model.phase is Phase.STOPPING:
+                simulation.to_stop[model.model_id] = None
+            if model.termination is not None and not model.reported:
+                simulation.outgoing.append(self._termination_message(simulation, model))
+        if simulation.all_terminated is Delivery.DECIDED:
+            simulation.outgoing.append(Outgoing(sid, MessageKind.ALL_MODELS_HAVE_TERMINATED, simulation.version))
+        if (at := simulation.cleanup_at(self._min_cleanup_delay)) is not None:
+            self._timer(at, sid, None)
 
     # -- events
 
-    def handle(self, event: Event) -> list[Effect]:
-        """Apply one event; return what has to be done about it, in order."""
+    def handle(self, event: Event) -> set[str]:
+        """Apply one event; the ids of the simulations that changed (to be synced)."""
         match event:
             case DeployRequested():
-                return self._deploy(event)
+                self._deploy(event)
             case PodCreated():
-                return self._pod_created(event)
+                self._pod_created(event)
             case PodCreateRejected():
-                if (rejected := self.model(event.simulation_id, event.model_id)) is not None:
-                    rejected.creating = False
-                    unique = unique_pod_name(self.simulations[event.simulation_id].simulator_id,
-                                             event.simulation_id, event.model_id)
-                    if event.name_taken and rejected.pod_name != unique:
-                        # Another model's pod, or someone else's: never ours to take over.
-                        rejected.pod_name = unique
-                        return self._create(self.simulations[event.simulation_id], rejected)
-                return self._terminate(event.simulation_id, event.model_id, Termination(
-                    EXIT_CREATE_REJECTED, f"pod rejected: {event.reason}"), event.now)
+                self._create_rejected(event)
+            case PodStopped():
+                self._pod_stopped(event)
             case ReadyReceived():
-                return self._ready(event)
+                self._ready(event)
             case PodSeen():
-                return self._pod_seen(event.observation, event.now)
+                self._pod_seen(event.observation, event.now)
             case PodGone():
-                return self._pod_gone(event.simulation_id, event.model_id, event.now)
+                self._pod_gone(event.simulation_id, event.model_id, event.now)
             case PodListed():
-                return self._pod_listed(event)
+                self._pod_listed(event)
+            case Delivered():
+                self._delivered(event.message)
             case SimulationCleanedUp():
-                self._forget(event.simulation_id)
-                return []
+                self.simulations.pop(event.simulation_id, None)
             case EndRequested():
-                return self._end_requested(event)
+                self._end_requested(event)
             case Tick():
-                return self._tick(event.now)
+                self._tick(event.now)
+        touched, self._touched = self._touched, set()
+        return touched
 
-    def _deploy(self, event: DeployRequested) -> list[Effect]:
-        if event.simulation_id in self.simulations:
-            # A repeated request: the pods exist or are being made; answering again would confuse the SO.
-            return []
+    def handle_all(self, events: Iterable[Event]) -> set[str]:
+        touched: set[str] = set()
+        for event in events:
+            touched |= self.handle(event)
+        return touched
+
+    # -- rules
+
+    def _changed(self, simulation: Simulation, model_id: str | None = None) -> None:
+        """Something the record holds changed."""
+        simulation.version += 1
+        if model_id is not None:
+            simulation.changed.add(model_id)
+        self._touched.add(simulation.simulation_id)
+
+    def _deploy(self, event: DeployRequested) -> None:
+        existing = self.simulations.get(event.simulation_id)
+        if existing is not None:
+            self._deploy_again(existing, event)
+            return
         keep = event.keep_logs_hours if not math.isnan(event.keep_logs_hours) else 0.0
         simulation = Simulation(
             simulator_id=event.simulator_id,
@@ -466,138 +541,228 @@ class Inventory:
             if name in names:  # ids that differ only in case or in where their hyphens are
                 name = unique_pod_name(event.simulator_id, event.simulation_id, spec.model_id)
             names.add(name)
-            simulation.models[spec.model_id] = Model(model_id=spec.model_id, pod_name=name, spec=spec)
+            model = simulation.models[spec.model_id] = Model(model_id=spec.model_id, pod_name=name, spec=spec)
+            simulation.to_create[spec.model_id] = None
+            self._set_start_deadline(event.simulation_id, model, event.now)
         self.simulations[event.simulation_id] = simulation
-        effects: list[Effect] = [SaveRecord(event.simulation_id)]
-        for model in simulation.models.values():
-            effects += self._create(simulation, model)
-        return effects
+        self._changed(simulation)
+        simulation.changed.update(simulation.models)
 
-    def _create(self, simulation: Simulation, model: Model) -> list[Effect]:
-        if model.spec is None or model.creating or model.created or simulation.cleaning:
-            return []
-        model.creating = True
-        return [CreatePod(simulation.simulator_id, simulation.simulation_id, simulation.keep_logs_hours, model.spec,
-                          model.pod_name)]
+    def _deploy_again(self, simulation: Simulation, event: DeployRequested) -> None:
+        """The one check for a repeated DeployModels: models already known are answered once, as they
+        are; models it adds are answered at once (PROTOCOL.md section 5: every model named gets one)."""
+        for spec in event.models:
+            if spec.model_id in simulation.models:
+                continue
+            name = unique_pod_name(simulation.simulator_id, simulation.simulation_id, spec.model_id)
+            # Ready in the sense that it holds up nothing: it will never send ReadyForProcessing.
+            model = simulation.models[spec.model_id] = Model(model_id=spec.model_id, pod_name=name, spec=None,
+                                                             ready=True)
+            simulation.ready_count += 1
+            self._terminate(simulation, model, Termination(
+                EXIT_CREATE_REJECTED, "simulation already deployed: a second DeployModels cannot add models"),
+                event.now)
 
-    def _pod_created(self, event: PodCreated) -> list[Effect]:
-        model = self.model(event.simulation_id, event.model_id)
-        if model is None or model.created:
-            return []
-        model.created = True
-        model.creating = False
-        self.simulations[event.simulation_id].changed.add(event.model_id)
-        if model.container is None:
-            model.container = ContainerState.WAITING
-            self._start_waiting(event.simulation_id, model, event.now)
-        return [SaveRecord(event.simulation_id, urgent=False)]
+    def _set_start_deadline(self, simulation_id: str, model: Model, since: float) -> None:
+        model.start_deadline = since + self._start_timeout
+        self._timer(model.start_deadline, simulation_id, model.model_id)
 
-    def _ready(self, event: ReadyReceived) -> list[Effect]:
+    def _move(self, simulation: Simulation, model: Model, phase: Phase) -> None:
+        """Set a model's phase, keeping the simulation's work lists in step."""
+        if model.phase is phase:
+            return
+        if model.phase is Phase.PENDING:
+            simulation.to_create.pop(model.model_id, None)
+        elif model.phase is Phase.STOPPING:
+            simulation.to_stop.pop(model.model_id, None)
+        model.phase = phase
+        if phase is Phase.STOPPING:
+            simulation.to_stop[model.model_id] = None
+        self._changed(simulation, model.model_id)
+
+    def _pod_created(self, event: PodCreated) -> None:
+        simulation = self.simulations.get(event.simulation_id)
+        model = simulation.models.get(event.model_id) if simulation else None
+        if simulation is not None and model is not None:
+            self._pod_exists(simulation, model)  # unless the watch showed the pod first
+
+    def _pod_exists(self, simulation: Simulation, model: Model) -> None:
+        if model.has_pod:
+            return
+        model.has_pod = True
+        if model.phase is Phase.PENDING:
+            self._move(simulation, model, Phase.CREATED)
+        elif model.phase is Phase.ENDED and model.termination is not None and model.termination.exit_code in (
+                EXIT_START_TIMEOUT, EXIT_ENDED_EARLY):
+            # Ended by the daemon while its create was under way: the pod it got after all is stopped.
+            self._move(simulation, model, Phase.STOPPING)
+        else:
+            self._changed(simulation, model.model_id)
+
+    def _create_rejected(self, event: PodCreateRejected) -> None:
+        simulation = self.simulations.get(event.simulation_id)
+        model = simulation.models.get(event.model_id) if simulation else None
+        if simulation is None or model is None or model.phase is not Phase.PENDING:
+            return
+        unique = unique_pod_name(simulation.simulator_id, simulation.simulation_id, model.model_id)
+        if event.name_taken and model.pod_name != unique:
+            # Another model's pod, or someone else's: never ours to take over. Try the name of these exact ids.
+            model.pod_name = unique
+            self._touched.add(simulation.simulation_id)
+            return
+        self._terminate(simulation, model, Termination(EXIT_CREATE_REJECTED, f"pod rejected: {event.reason}"),
+                        event.now)
+
+    def _pod_stopped(self, event: PodStopped) -> None:
+        simulation = self.simulations.get(event.simulation_id)
+        model = simulation.models.get(event.model_id) if simulation else None
+        if simulation is not None and model is not None and model.phase is Phase.STOPPING:
+            self._move(simulation, model, Phase.ENDED)
+
+    def _ready(self, event: ReadyReceived) -> None:
         simulation = self.simulations.get(event.simulation_id)
         model = simulation.models.get(event.model_id) if simulation else None
         if simulation is None or model is None or model.ready:
-            return []
+            return
         model.ready = True
         simulation.ready_count += 1
-        simulation.changed.add(model.model_id)
-        if not simulation.models_ready_sent and simulation.ready_count == len(simulation.models):
-            simulation.models_ready_sent = True
-            return [SaveRecord(simulation.simulation_id), PublishModelsReady(simulation.simulation_id)]
-        return [SaveRecord(simulation.simulation_id, urgent=False)]
+        self._changed(simulation, model.model_id)
+        if simulation.models_ready is Delivery.NONE and simulation.ready_count == len(simulation.models):
+            simulation.models_ready = Delivery.DECIDED
+            simulation.version += 1
+            simulation.outgoing.append(Outgoing(simulation.simulation_id, MessageKind.MODELS_READY,
+                                                simulation.version))
 
-    def _pod_seen(self, seen: PodObservation, now: float) -> list[Effect]:
-        model = self.model(seen.simulation_id, seen.model_id)
-        if model is None or not _is_pod_of(model, seen):
-            return []
-        effects: list[Effect] = []
-        if not model.created:
-            model.created = True
-            self.simulations[seen.simulation_id].changed.add(seen.model_id)
-            effects.append(SaveRecord(seen.simulation_id, urgent=False))
+    def _pod_seen(self, seen: PodObservation, now: float) -> None:
+        simulation = self.simulations.get(seen.simulation_id)
+        model = simulation.models.get(seen.model_id) if simulation else None
+        if simulation is None or model is None or not _is_pod_of(model, seen):
+            return
+        self._pod_exists(simulation, model)
         model.container = seen.state
         if model.termination is not None:
-            return effects
+            return
         match seen.state:
             case ContainerState.TERMINATED:
                 code = seen.exit_code if seen.exit_code is not None else EXIT_POD_LOST
-                return effects + self._terminate(
-                    seen.simulation_id, seen.model_id, Termination(code, seen.reason), now, ran=True
-                )
+                self._terminate(simulation, model, Termination(code, seen.reason), now, ran=True)
             case ContainerState.LOST:
-                return effects + self._terminate(seen.simulation_id, seen.model_id, Termination(
+                self._terminate(simulation, model, Termination(
                     EXIT_POD_LOST, f"pod ended without its container: {seen.reason}"), now)
-            case _ if seen.deleting and not model.deleting:
-                return effects + self._terminate(seen.simulation_id, seen.model_id, Termination(
+            case _ if seen.deleting:
+                self._terminate(simulation, model, Termination(
                     EXIT_POD_LOST, "pod deleted before its container ended"), now)
             case ContainerState.RUNNING:
-                model.started_waiting_at = None
+                model.start_deadline = None
                 model.waiting_reason = ""
+                model.waiting_message = ""
             case ContainerState.WAITING:
-                if _pull_refused(seen.reason, seen.message) and model.waiting_reason != seen.reason:
-                    model.refused_pulls += 1  # a new answer of the registry, not the same status seen again
-                model.waiting_reason = seen.reason
-                model.waiting_message = seen.message
-                if model.started_waiting_at is None:
-                    self._start_waiting(seen.simulation_id, model, seen.created_at if seen.created_at is not None
-                                        else now)
-                if seen.reason in _HOPELESS_WAITING_REASONS or model.refused_pulls >= _REFUSED_PULLS_TO_FAIL:
-                    return effects + self._fail_start(seen.simulation_id, model, now)
-        return effects
+                self._waiting(simulation, model, seen, now)
 
-    def _pod_gone(self, simulation_id: str, model_id: str, now: float) -> list[Effect]:
-        model = self.model(simulation_id, model_id)
-        if model is None or model.termination is not None:
-            return []
+    def _waiting(self, simulation: Simulation, model: Model, seen: PodObservation, now: float) -> None:
+        if _pull_refused(seen.reason, seen.message) and model.waiting_reason != seen.reason:
+            model.refused_pulls += 1  # a new answer of the registry, not the same status seen again
+        model.waiting_reason = seen.reason
+        model.waiting_message = seen.message
+        if model.start_deadline is None:
+            self._set_start_deadline(simulation.simulation_id, model,
+                                     seen.created_at if seen.created_at is not None else now)
+        if seen.reason in _HOPELESS_WAITING_REASONS or model.refused_pulls >= _REFUSED_PULLS_TO_FAIL:
+            self._fail_start(simulation, model, now)
+
+    def _pod_gone(self, simulation_id: str, model_id: str, now: float) -> None:
+        simulation = self.simulations.get(simulation_id)
+        model = simulation.models.get(model_id) if simulation else None
+        if simulation is None or model is None:
+            return
         model.container = None
-        if model.deleting:
-            return []
-        return self._terminate(simulation_id, model_id, Termination(
-            EXIT_POD_LOST, "pod deleted before its container ended"), now)
+        if model.phase is Phase.STOPPING:
+            self._move(simulation, model, Phase.ENDED)  # nothing left to stop
+        if model.termination is None:
+            self._terminate(simulation, model, Termination(
+                EXIT_POD_LOST, "pod deleted before its container ended"), now)
 
-    def _pod_listed(self, event: PodListed) -> list[Effect]:
-        effects: list[Effect] = []
+    def _pod_listed(self, event: PodListed) -> None:
+        # Pods of simulations no record describes; pods on their way out (a cleanup) are not orphans.
+        self._adopt([seen for seen in event.observations if seen.simulation_id not in self.simulations
+                     and not seen.deleting])
+        listed: set[tuple[str, str]] = set()
+        for seen in event.observations:
+            listed.add((seen.simulation_id, seen.model_id))
+            self._pod_seen(seen, event.now)
         for simulation in list(self.simulations.values()):
             for model in list(simulation.models.values()):
-                if (simulation.simulation_id, model.model_id) in event.models or model.termination is not None:
-                    continue
-                if model.created:
-                    effects += self._pod_gone(simulation.simulation_id, model.model_id, event.now)
-                elif model.spec is not None:
-                    effects += self._create(simulation, model)
-                else:
-                    effects += self._terminate(simulation.simulation_id, model.model_id, Termination(
+                if model.has_pod and model.phase in (Phase.CREATED, Phase.STOPPING) and (
+                        simulation.simulation_id, model.model_id) not in listed:
+                    self._pod_gone(simulation.simulation_id, model.model_id, event.now)
+        for simulation in list(self.simulations.values()):
+            for model in list(simulation.models.values()):
+                if model.phase is Phase.PENDING and model.spec is None:
+                    # Restored without its spec (its Secret lost): it can never be created.
+                    self._terminate(simulation, model, Termination(
                         EXIT_CREATE_REJECTED, "pod never created and its request is lost"), event.now)
-        return effects
 
-    def _end_requested(self, event: EndRequested) -> list[Effect]:
+    def _adopt(self, observations: Iterable[PodObservation]) -> None:
+        """Take in pods of ours that no record describes (the record was deleted by hand).
+
+        What was already said to the SO is unknown, so the adopted simulation
+        claims ModelsReady as delivered: a second one would restart the SO's
+        simulation, a missing one only leaves models unreported as ready.
+        """
+        for seen in observations:
+            simulation = self.simulations.get(seen.simulation_id)
+            if simulation is None:
+                simulation = self.simulations[seen.simulation_id] = Simulation(
+                    simulator_id=seen.simulator_id,
+                    simulation_id=seen.simulation_id,
+                    keep_logs_hours=min(seen.keep_logs_hours, self.max_keep_logs_hours),
+                    models_ready=Delivery.DELIVERED,
+                )
+            if seen.model_id in simulation.models:
+                continue
+            simulation.models[seen.model_id] = Model(model_id=seen.model_id, pod_name=seen.pod_name, spec=None,
+                                                     phase=Phase.CREATED, has_pod=True, ready=True)
+            simulation.ready_count += 1
+            self._changed(simulation, seen.model_id)
+
+    def _delivered(self, message: Outgoing) -> None:
+        simulation = self.simulations.get(message.simulation_id)
+        if simulation is None:
+            return
+        match message.kind:
+            case MessageKind.MODELS_READY:
+                simulation.models_ready = Delivery.DELIVERED
+                self._changed(simulation)
+            case MessageKind.ALL_MODELS_HAVE_TERMINATED:
+                simulation.all_terminated = Delivery.DELIVERED
+                self._changed(simulation)
+                if (at := simulation.cleanup_at(self._min_cleanup_delay)) is not None:
+                    self._timer(at, simulation.simulation_id, None)
+            case MessageKind.MODEL_HAS_TERMINATED:
+                model = simulation.models.get(message.model_id)
+                if model is not None and not model.reported:
+                    model.reported = True
+                    self._changed(simulation, model.model_id)
+
+    def _end_requested(self, event: EndRequested) -> None:
         simulation = self.simulations.get(event.simulation_id)
         if simulation is None or event.model_id is not None:
             # The SO's per-model SimulationDone is the normal end: the model writes its results and
             # exits on its own, which may take minutes. Only the simulation-wide request ends early.
-            return []
+            return
         for model in simulation.models.values():
             if model.termination is None and model.stop_at is None:
                 model.stop_at = event.now + self._stop_grace
                 self._timer(model.stop_at, simulation.simulation_id, model.model_id)
-        return []
 
-    def _fail_start(self, simulation_id: str, model: Model, now: float) -> list[Effect]:
-        reason = model.waiting_reason or "not started"
+    def _fail_start(self, simulation: Simulation, model: Model, now: float) -> None:
+        reason = model.waiting_reason or ("pod not created" if model.phase is Phase.PENDING else "not started")
         if model.waiting_message:
             reason += f": {model.waiting_message}"
-        effects: list[Effect] = self._terminate(simulation_id, model.model_id, Termination(
-            EXIT_START_TIMEOUT, f"container did not start: {reason}"), now)
-        return effects + self._stop(simulation_id, model)
+        self._terminate(simulation, model, Termination(EXIT_START_TIMEOUT, f"container did not start: {reason}"),
+                        now, stop=True)
 
-    def _stop(self, simulation_id: str, model: Model) -> list[Effect]:
-        model.deleting = True
-        # A pod no node took has no logs to keep, and no kubelet would ever stop it.
-        unscheduled = model.waiting_reason == "Unschedulable"
-        return [StopModelPod(self.simulations[simulation_id].simulator_id, simulation_id, model.model_id,
-                             model.pod_name, delete=unscheduled)]
-
-    def _tick(self, now: float) -> list[Effect]:
-        effects: list[Effect] = []
+    def _tick(self, now: float) -> None:
         while self._timers and self._timers[0][0] <= now:
             timer = heapq.heappop(self._timers)
             if not self._timer_holds(timer):
@@ -605,46 +770,58 @@ class Inventory:
             _, _, simulation_id, model_id = timer
             simulation = self.simulations[simulation_id]
             if model_id is None:
-                simulation.cleaning = True
-                for model in simulation.models.values():
-                    model.deleting = True
-                effects.append(DeleteSimulation(simulation.simulator_id, simulation.simulation_id))
+                self._touched.add(simulation_id)  # the cleanup is due
                 continue
             model = simulation.models[model_id]
             if model.stop_at is not None and now >= model.stop_at:
-                effects += self._terminate(simulation_id, model_id, Termination(
-                    EXIT_ENDED_EARLY, "simulation ended early; still running after the grace period"), now)
-                effects += self._stop(simulation_id, model)
+                self._terminate(simulation, model, Termination(
+                    EXIT_ENDED_EARLY, "simulation ended early; still running after the grace period"), now, stop=True)
             else:
-                effects += self._fail_start(simulation_id, model, now)
-        return effects
+                self._fail_start(simulation, model, now)
 
-    def _terminate(
-        self, simulation_id: str, model_id: str, termination: Termination, now: float, *, ran: bool = False
-    ) -> list[Effect]:
+    def _timer(self, at: float, simulation_id: str, model_id: str | None) -> None:
+        heapq.heappush(self._timers, (at, next(self._sequence), simulation_id, model_id))
+
+    def _timer_holds(self, timer: tuple[float, int, str, str | None]) -> bool:
+        at, _, simulation_id, model_id = timer
         simulation = self.simulations.get(simulation_id)
-        model = simulation.models.get(model_id) if simulation else None
-        if simulation is None or model is None or model.termination is not None:
-            return []
-        model.termination = termination
-        model.started_waiting_at = None
-        simulation.terminated_count += 1
-        simulation.changed.add(model_id)
-        effects: list[Effect] = [SaveRecord(simulation_id), PublishModelHasTerminated(
-            simulation_id, model_id, termination.exit_code, termination.reason)]
-        if termination.failed and termination.exit_code != EXIT_ENDED_EARLY:
-            effects.append(ReportFailure(
-                simulation_id, model_id, model.pod_name, termination.exit_code, termination.reason, read_log=ran))
-        if not simulation.all_terminated_sent and simulation.terminated_count == len(simulation.models):
-            simulation.all_terminated_sent = True
-            simulation.finished_at = now
-            if (at := simulation.cleanup_at(self._min_cleanup_delay)) is not None:
-                self._timer(at, simulation_id, None)
-            effects.append(PublishAllModelsHaveTerminated(simulation_id))
-        return effects
+        if simulation is None:
+            return False
+        if model_id is None:
+            return simulation.cleanup_at(self._min_cleanup_delay) == at
+        model = simulation.models.get(model_id)
+        if model is None or model.termination is not None:
+            return False
+        return at in (model.stop_at, model.start_deadline)
 
-    def _forget(self, simulation_id: str) -> None:
-        self.simulations.pop(simulation_id, None)
+    def _terminate(self, simulation: Simulation, model: Model, termination: Termination, now: float, *,
+                   ran: bool = False, stop: bool = False, report: bool = True) -> None:
+        """Decide how a model ended. ``stop``: its pod may still run and is to be stopped in place."""
+        if model.termination is not None:
+            return
+        model.termination = termination
+        model.start_deadline = None
+        simulation.terminated_count += 1
+        if stop and model.has_pod:
+            self._move(simulation, model, Phase.STOPPING)
+        else:
+            self._move(simulation, model, Phase.ENDED)
+        self._changed(simulation, model.model_id)
+        simulation.outgoing.append(self._termination_message(simulation, model))
+        if report and termination.failed and termination.exit_code != EXIT_ENDED_EARLY:
+            simulation.reports.append(FailureReport(simulation.simulation_id, model.model_id, model.pod_name,
+                                                    termination.exit_code, termination.reason, read_log=ran))
+        if simulation.all_terminated is Delivery.NONE and simulation.terminated_count == len(simulation.models):
+            simulation.all_terminated = Delivery.DECIDED
+            simulation.finished_at = now
+            simulation.outgoing.append(Outgoing(simulation.simulation_id, MessageKind.ALL_MODELS_HAVE_TERMINATED,
+                                                simulation.version))
+
+    @staticmethod
+    def _termination_message(simulation: Simulation, model: Model) -> Outgoing:
+        assert model.termination is not None
+        return Outgoing(simulation.simulation_id, MessageKind.MODEL_HAS_TERMINATED, simulation.version,
+                        model.model_id, model.termination.exit_code, model.termination.reason)
 
 
 def _is_pod_of(model: Model, seen: PodObservation) -> bool:
@@ -660,11 +837,3 @@ def _is_pod_of(model: Model, seen: PodObservation) -> bool:
             return False
         model.pod_name = seen.pod_name
     return True
-
-
-def handle_all(inventory: Inventory, events: Iterable[Event]) -> list[Effect]:
-    """Apply events in order and return all their effects, in order."""
-    effects: list[Effect] = []
-    for event in events:
-        effects.extend(inventory.handle(event))
-    return effects

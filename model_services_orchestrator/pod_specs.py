@@ -37,6 +37,7 @@ __all__ = [
     "ownership_tests",
     "owns",
     "pod_name",
+    "secret_env_names",
     "secret_key",
     "short_hash",
     "simulation_pods_selector",
@@ -167,6 +168,20 @@ class PodSettings:
     run_as_non_root: bool = False
 
 
+def secret_env_names(pattern: str) -> Callable[[str], bool]:
+    """Whether an env var's name says its value is a secret (``SECRET_ENV_NAME_PATTERN``)."""
+    compiled = re.compile(pattern)
+    known: dict[str, bool] = {}
+
+    def is_secret(name: str) -> bool:
+        # Thousands of models share a handful of env var names: decide each name once.
+        if (answer := known.get(name)) is None:
+            answer = known[name] = compiled.search(name) is not None
+        return answer
+
+    return is_secret
+
+
 def secret_key(value: str) -> str:
     """The key under which an env var's secret value sits in the simulation's Secret.
 
@@ -179,6 +194,10 @@ def _env_entry(name: str, value: str, secret_name: str | None) -> dict[str, Any]
     if secret_name is None:
         return {"name": name, "value": value}
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": secret_key(value)}}}
+
+
+def _no_secret(_value: str) -> str:
+    raise ValueError("a secret env var needs the Secret that holds its value (secret_for)")
 
 
 def _resources(settings: PodSettings) -> dict[str, dict[str, str]]:
@@ -207,14 +226,15 @@ def build_pod(
     env: Sequence[tuple[str, str]],
     keep_logs_hours: float,
     name: str | None = None,
-    secret_name: str | None = None,
     is_secret: Callable[[str], bool] = lambda _name: False,
+    secret_for: Callable[[str], str] = _no_secret,
 ) -> dict[str, Any]:
     """The pod body for one model, as the JSON the API server takes.
 
     Env vars for which ``is_secret(name)`` holds are referenced from the
-    Secret ``secret_name`` (see ``secret_key``) instead of being written into
-    the pod spec, where anyone who may list pods could read them.
+    Secret ``secret_for(value)`` (under the key ``secret_key(value)``) instead
+    of being written into the pod spec, where anyone who may list pods could
+    read them.
     """
     name = name or pod_name(simulator_id, simulation_id, model_id)
     security_context: dict[str, Any] = {
@@ -229,7 +249,7 @@ def build_pod(
         "image": image,
         "imagePullPolicy": "Always",
         "env": [
-            _env_entry(key, value, secret_name if secret_name and is_secret(key) else None)
+            _env_entry(key, value, secret_for(value) if is_secret(key) else None)
             for key, value in merge_env(env)
         ],
         "securityContext": security_context,

@@ -10,9 +10,11 @@ tens of thousands of models, so the record is split:
 - the parts, ConfigMaps ``<record>-p<k>``: which models exist, are created,
   are ready and were reported, a bounded number of bytes each;
 - the specs (images and env vars, which may be passwords, needed for pods
-  not yet created when the daemon died): Secrets ``<record>-p<k>``,
-  compressed, and the secret env values in the Secret ``record_name`` that
-  the pods reference.
+  not yet created when the daemon died): Secrets ``<record>.p<k>``,
+  compressed;
+- the secret env values the pods reference: Secrets ``<record>.v<k>``, as
+  many as their size needs (ten thousand models with a token each are over
+  1 MiB).
 
 A save writes the parts that changed, then the head, so a head never claims
 more than its parts hold.
@@ -27,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from model_services_orchestrator.model_inventory import Model, ModelSpec, Simulation, Termination
+from model_services_orchestrator.model_inventory import Delivery, Model, ModelSpec, Phase, Simulation, Termination
 from model_services_orchestrator.pod_specs import (
     LABEL_MANAGED_BY,
     LABEL_SIMULATION_ID,
@@ -36,6 +38,7 @@ from model_services_orchestrator.pod_specs import (
     dns_label,
     label_value,
     pod_name,
+    secret_key,
     short_hash,
 )
 
@@ -51,20 +54,25 @@ __all__ = [
     "encode_record",
     "encode_specs",
     "owner_uids",
+    "pack_secret_values",
     "part_index",
     "part_name",
     "record_labels",
     "record_name",
     "records_selector",
     "simulation_records_selector",
+    "values_index",
+    "values_name",
 ]
 
 RECORD_KEY = "simulation.json"
 PART_KEY = "models.json"
 SPECS_KEY = "models.json.z"
-_VERSION = 2
+_VERSION = 3
 _CREATED = 1
 _READY = 2
+_REPORTED = 4
+_STOPPING = 8
 # A part's JSON stays below this (the API's limit is 1 MiB per object, data and metadata).
 PART_BYTES = 768 * 1024
 # Specs are packed by their JSON size before compression; base64 adds a third in the worst case.
@@ -101,6 +109,19 @@ def part_name(record: str, index: int) -> str:
     return f"{record}.p{index}"
 
 
+def values_name(record: str, index: int) -> str:
+    """The name of a Secret of secret env values that the pods reference."""
+    return f"{record}.v{index}"
+
+
+def values_index(record: str, name: str) -> int | None:
+    """Which Secret of values of ``record`` the object ``name`` is (``record`` itself before 0.3)."""
+    if name == record:
+        return 0
+    prefix = record + ".v"
+    return int(name[len(prefix):]) if name.startswith(prefix) and name[len(prefix):].isdigit() else None
+
+
 def part_index(record: str, name: str) -> int | None:
     """Which part of ``record`` the object ``name`` is (also in the layout before 0.3, ``-p<k>``)."""
     for separator in (".p", "-p"):
@@ -133,7 +154,8 @@ def simulation_records_selector(so: str, simulation_id: str) -> str:
 
 
 def _entry(model: Model) -> str:
-    flags = (_CREATED if model.created else 0) | (_READY if model.ready else 0)
+    flags = ((_CREATED if model.has_pod else 0) | (_READY if model.ready else 0)
+             | (_REPORTED if model.reported else 0) | (_STOPPING if model.phase is Phase.STOPPING else 0))
     termination = (None if model.termination is None
                    else [model.termination.exit_code, model.termination.reason[:_REASON_CHARS]])
     return json.dumps([model.model_id, flags, termination], separators=(",", ":"))
@@ -150,8 +172,8 @@ def _head(simulation: Simulation, parts: int) -> dict[str, str]:
         "simulatorId": simulation.simulator_id,
         "simulationId": simulation.simulation_id,
         "keepLogsHours": simulation.keep_logs_hours,
-        "modelsReadySent": simulation.models_ready_sent,
-        "allTerminatedSent": simulation.all_terminated_sent,
+        "modelsReady": int(simulation.models_ready),
+        "allTerminated": int(simulation.all_terminated),
         "finishedAt": simulation.finished_at,
         "parts": parts,
     }, separators=(",", ":"))}
@@ -182,19 +204,25 @@ class RecordEncoder:
         self._part_bytes = part_bytes
         self._layouts: dict[str, _Layout] = {}
 
-    def encode(self, simulation: Simulation, *, everything: bool = False) -> RecordWrite:
-        """The head, and the parts that changed (all of them the first time, or with ``everything``)."""
+    def encode(self, simulation: Simulation, changed: Iterable[str] = (), *, everything: bool = False) -> RecordWrite:
+        """The head, and the parts holding the ``changed`` models (all of them the first time, or with
+        ``everything``)."""
         layout = self._layouts.get(simulation.simulation_id)
         if layout is None:
             layout = self._layouts[simulation.simulation_id] = _Layout(self._part_bytes)
             everything = True
-        changed: set[int] = set()
-        for model_id in simulation.models if everything else simulation.changed:
+        touched: set[int] = set()
+        if everything:
+            changed = simulation.models
+        elif new := {model_id for model_id in changed if not layout.holds(model_id)}:
+            # Models new to the record take their places in the order they were deployed in.
+            changed = [*(model_id for model_id in simulation.models if model_id in new),
+                       *(model_id for model_id in changed if model_id not in new)]
+        for model_id in changed:
             model = simulation.models.get(model_id)
             if model is not None:
-                changed.add(layout.put(model_id, _entry(model)))
-        simulation.changed.clear()
-        parts = range(len(layout.entries)) if everything else sorted(changed)
+                touched.add(layout.put(model_id, _entry(model)))
+        parts = range(len(layout.entries)) if everything else sorted(touched)
         return RecordWrite(head=_head(simulation, len(layout.entries)),
                            parts={index: _part(layout.entries[index].values()) for index in parts})
 
@@ -227,6 +255,9 @@ class _Layout:
         self._part_of: dict[str, int] = {}
         self.entries: list[dict[str, str]] = []
 
+    def holds(self, model_id: str) -> bool:
+        return model_id in self._part_of
+
     def put(self, model_id: str, entry: str) -> int:
         index = self._part_of.get(model_id)
         if index is None:
@@ -239,7 +270,7 @@ class _Layout:
 
 def encode_record(simulation: Simulation, part_bytes: int = PART_BYTES) -> RecordWrite:
     """The whole record of a simulation: its head and every part."""
-    return RecordEncoder(part_bytes).encode(simulation)
+    return RecordEncoder(part_bytes).encode(simulation, everything=True)
 
 
 def decode_record(head: dict[str, str], part: Callable[[int], dict[str, str] | None],
@@ -250,14 +281,21 @@ def decode_record(head: dict[str, str], part: Callable[[int], dict[str, str] | N
     """
     try:
         body: dict[str, Any] = json.loads(head[RECORD_KEY])
-        if body.get("version") != _VERSION:
-            raise RecordError(f"unknown record version {body.get('version')!r}")
+        version = body.get("version")
+        if version not in (2, _VERSION):
+            raise RecordError(f"unknown record version {version!r}")
+        if version == 2:
+            # Sent meant decided and handed out: taken as delivered, as version 2 itself took it.
+            ready, ended = (Delivery.DELIVERED if body[key] else Delivery.NONE
+                            for key in ("modelsReadySent", "allTerminatedSent"))
+        else:
+            ready, ended = Delivery(int(body["modelsReady"])), Delivery(int(body["allTerminated"]))
         simulation = Simulation(
             simulator_id=str(body["simulatorId"]),
             simulation_id=str(body["simulationId"]),
             keep_logs_hours=float(body["keepLogsHours"]),
-            models_ready_sent=bool(body["modelsReadySent"]),
-            all_terminated_sent=bool(body["allTerminatedSent"]),
+            models_ready=ready,
+            all_terminated=ended,
             finished_at=None if body["finishedAt"] is None else float(body["finishedAt"]),
         )
         for index in range(int(body["parts"])):
@@ -265,18 +303,30 @@ def decode_record(head: dict[str, str], part: Callable[[int], dict[str, str] | N
             if data is None:
                 raise RecordError(f"part {index} of {body['parts']} is missing")
             for model_id, flags, termination in json.loads(data[PART_KEY]):
-                simulation.models[str(model_id)] = Model(
-                    model_id=str(model_id),
-                    pod_name=pod_name(simulation.simulator_id, simulation.simulation_id, str(model_id)),
-                    spec=(specs or {}).get(str(model_id)),
-                    created=bool(flags & _CREATED),
-                    ready=bool(flags & _READY),
-                    termination=(None if termination is None
-                                 else Termination(int(termination[0]), str(termination[1]))),
-                )
+                simulation.models[str(model_id)] = _model(simulation, str(model_id), int(flags), termination,
+                                                          (specs or {}).get(str(model_id)), legacy=version == 2)
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordError(f"unreadable simulation record: {exc}") from exc
     return simulation
+
+
+def _model(simulation: Simulation, model_id: str, flags: int, termination: Any, spec: ModelSpec | None, *,
+           legacy: bool) -> Model:
+    ended = None if termination is None else Termination(int(termination[0]), str(termination[1]))
+    if ended is not None:
+        phase = Phase.STOPPING if flags & _STOPPING else Phase.ENDED
+    else:
+        phase = Phase.CREATED if flags & _CREATED else Phase.PENDING
+    return Model(
+        model_id=model_id,
+        pod_name=pod_name(simulation.simulator_id, simulation.simulation_id, model_id),
+        spec=spec,
+        phase=phase,
+        has_pod=bool(flags & _CREATED),
+        ready=bool(flags & _READY),
+        termination=ended,
+        reported=bool(flags & _REPORTED) or (legacy and ended is not None),
+    )
 
 
 def encode_specs(specs: Iterable[ModelSpec], part_bytes: int = SPECS_PART_BYTES) -> list[dict[str, str]]:
@@ -303,3 +353,23 @@ def decode_specs(parts: Iterable[dict[str, str]]) -> dict[str, ModelSpec]:
     except (KeyError, TypeError, ValueError, zlib.error) as exc:
         raise RecordError(f"unreadable model specs: {exc}") from exc
     return specs
+
+
+def pack_secret_values(values: Iterable[str], part_bytes: int = SPECS_PART_BYTES) -> list[dict[str, str]]:
+    """The data of the Secrets of secret env values (``secret_key(value)`` -> base64), each below 1 MiB.
+
+    In the order given, each distinct value once: a password shared by a thousand models is stored once.
+    """
+    packer = _Packer(part_bytes)
+    parts: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for value in values:
+        key = secret_key(value)
+        if key in seen:
+            continue
+        seen.add(key)
+        encoded = base64.b64encode(value.encode("utf-8")).decode("ascii")
+        if packer.place(len(key) + len(encoded) + 6) == len(parts):
+            parts.append({})
+        parts[-1][key] = encoded
+    return parts

@@ -1,8 +1,11 @@
-"""Decoding what arrives over MQTT into typed requests, and encoding what we publish.
+"""Decoding what arrives over MQTT into inventory events, and encoding what we publish.
 
 The edge where protobuf ends: past this module nothing sees a ``_pb2``
-class. Anything malformed raises ``DecodeError`` with a reason fit for a
-log line, so one bad message costs a warning, never the daemon.
+class. A lifecycle message becomes the inventory's own event (one
+vocabulary from the wire to the state machine); health messages, which the
+inventory does not keep, become small types of their own. Anything
+malformed raises ``DecodeError`` with a reason fit for a log line, so one bad
+message costs a warning, never the daemon.
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ from model_services_orchestrator.messages.lifecycle_pb2 import (
 from model_services_orchestrator.model_inventory import (
     DeployRequested,
     EndRequested,
-    Event,
     ModelSpec,
     ReadyReceived,
 )
@@ -41,12 +43,9 @@ from model_services_orchestrator.topics import IncomingKind, parse_incoming
 
 __all__ = [
     "DecodeError",
-    "DeployRequest",
     "HealthPing",
     "Inbound",
     "ModelPong",
-    "ReadyForProcessing",
-    "SimulationDoneRequest",
     "decode",
     "encode_all_models_have_terminated",
     "encode_error_occurred",
@@ -55,7 +54,6 @@ __all__ = [
     "encode_ping_model",
     "encode_pong",
     "encode_unhealthy_model",
-    "lifecycle_events",
 ]
 
 _TOPIC_UNSAFE = ("/", "+", "#")
@@ -63,26 +61,6 @@ _TOPIC_UNSAFE = ("/", "+", "#")
 
 class DecodeError(ValueError):
     """A message we cannot act on; the text says why."""
-
-
-@dataclass(frozen=True, slots=True)
-class DeployRequest:
-    simulator_id: str
-    simulation_id: str
-    keep_logs_hours: float
-    models: tuple[ModelSpec, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ReadyForProcessing:
-    simulation_id: str
-    model_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class SimulationDoneRequest:
-    simulation_id: str
-    model_id: str | None = None  # None: the whole simulation
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +78,10 @@ class ModelPong:
     allocations: int
 
 
-Inbound = DeployRequest | ReadyForProcessing | SimulationDoneRequest | HealthPing | ModelPong
+Inbound = DeployRequested | ReadyReceived | EndRequested | HealthPing | ModelPong
 
 
-def _parse_deploy(simulation_id: str, payload: bytes) -> DeployRequest:
+def _parse_deploy(simulation_id: str, payload: bytes, now: float) -> DeployRequested:
     message = DeployModels()
     message.ParseFromString(payload)
     if not message.modelConfigurations:
@@ -120,16 +98,17 @@ def _parse_deploy(simulation_id: str, payload: bytes) -> DeployRequest:
         env = tuple(shared.setdefault(pair, pair) for pair in (
             (variable.name, variable.value) for variable in configuration.environmentVariables))
         models.append(ModelSpec(model_id=model_id, image=configuration.imageUrl, env=env))
-    return DeployRequest(
+    return DeployRequested(
         simulator_id=message.simulatorId,
         simulation_id=simulation_id,
         keep_logs_hours=message.keepLogsHours,
         models=tuple(models),
+        now=now,
     )
 
 
-def decode(topic: str, payload: bytes, *, so: str, max_payload_bytes: int) -> Inbound:
-    """The request a message carries; ``DecodeError`` when there is none we can act on."""
+def decode(topic: str, payload: bytes, *, so: str, max_payload_bytes: int, now: float) -> Inbound:
+    """The event a message stands for, at ``now``; ``DecodeError`` when there is none we can act on."""
     parsed = parse_incoming(topic, so)
     if parsed is None:
         raise DecodeError("not a topic this daemon handles")
@@ -138,14 +117,14 @@ def decode(topic: str, payload: bytes, *, so: str, max_payload_bytes: int) -> In
     try:
         match parsed.kind:
             case IncomingKind.DEPLOY_MODELS:
-                return _parse_deploy(parsed.simulation_id, payload)
+                return _parse_deploy(parsed.simulation_id, payload, now)
             case IncomingKind.READY_FOR_PROCESSING:
                 # The payload is not relied upon (PROTOCOL.md section 2): models send it empty.
-                return ReadyForProcessing(parsed.simulation_id, parsed.model_id)
+                return ReadyReceived(parsed.simulation_id, parsed.model_id, now)
             case IncomingKind.SIMULATION_DONE:
-                return SimulationDoneRequest(parsed.simulation_id)
+                return EndRequested(parsed.simulation_id, None, now)
             case IncomingKind.MODEL_SIMULATION_DONE:
-                return SimulationDoneRequest(parsed.simulation_id, parsed.model_id)
+                return EndRequested(parsed.simulation_id, parsed.model_id, now)
             case IncomingKind.PING_HEALTH_SO_TO_MSO:
                 ping = PingHealthSOToMSO()
                 ping.ParseFromString(payload)
@@ -164,19 +143,6 @@ def decode(topic: str, payload: bytes, *, so: str, max_payload_bytes: int) -> In
         if isinstance(exc, DecodeError):
             raise
         raise DecodeError(f"malformed {parsed.kind.value}: {exc}") from exc
-
-
-def lifecycle_events(message: Inbound, now: float) -> list[Event]:
-    """The inventory events a decoded lifecycle message stands for (health messages stand for none)."""
-    match message:
-        case DeployRequest():
-            return [DeployRequested(message.simulator_id, message.simulation_id, message.keep_logs_hours,
-                                    message.models, now)]
-        case ReadyForProcessing():
-            return [ReadyReceived(message.simulation_id, message.model_id, now)]
-        case SimulationDoneRequest():
-            return [EndRequested(message.simulation_id, message.model_id, now)]
-    return []
 
 
 def encode_models_ready() -> bytes:

@@ -223,7 +223,7 @@ def _resolve_path(expression: str, body: str) -> str:
 _COLLECTION = re.compile(r"^/api/v1/namespaces/\{self\.namespace\}/(?P<resource>\{kind\}|[a-z]+)$")
 _ITEM = re.compile(r"^/api/v1/namespaces/\{self\.namespace\}/(?P<resource>\{kind\}|[a-z]+)/\{name\}$")
 _VERBS = {("GET", False): "list", ("POST", False): "create", ("DELETE", False): "deletecollection",
-          ("GET", True): "get", ("PUT", True): "update", ("DELETE", True): "delete"}
+          ("GET", True): "get", ("PUT", True): "update", ("DELETE", True): "delete", ("PATCH", True): "patch"}
 
 
 def _grants_used_by_the_code() -> set[tuple[str, str]]:

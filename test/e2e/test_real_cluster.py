@@ -36,7 +36,7 @@ def _cluster_or_skip() -> CoreV1Api:
 
 API = _cluster_or_skip()
 
-from harness import SimulatorRecorder, wait_for  # noqa: E402 (only once a cluster is known to be there)
+from simulation_components.kit import SimulatorRecorder, wait_for  # noqa: E402 (only once a cluster is known to be there)
 
 
 @dataclass(frozen=True)

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import secrets
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kubernetes.client
 import pytest
-from harness import Daemon, SimulatorRecorder
 
+from simulation_components.kit import NAMESPACE, TEST_IMAGES, Daemon, DaemonFactory, SimulatorRecorder
 from simulation_components.local_daemon import daemon_environment
 from simulation_components.local_kubernetes.launcher import LocalKubernetes
 from simulation_components.local_mosquitto import LocalMosquitto
-
-NAMESPACE = "dots"
 
 
 @pytest.fixture
@@ -25,15 +22,10 @@ def broker() -> Iterator[LocalMosquitto]:
         yield mosquitto
 
 
-# A model that prints its whole environment and fails: what a careless model image does.
-PRINTENV_IMAGE = "printenv-and-fail:1"
-_TEST_IMAGES: dict[str, list[str] | None] = {
-    PRINTENV_IMAGE: ["{python}", "-c", "import os; print(dict(os.environ)); raise SystemExit(1)"],
-}
 
 
 def _kube(mode: str) -> Iterator[LocalKubernetes]:
-    with LocalKubernetes(kubelet=mode, token=f"token-{secrets.token_hex(8)}", images=_TEST_IMAGES) as kube:
+    with LocalKubernetes(kubelet=mode, token=f"token-{secrets.token_hex(8)}", images=TEST_IMAGES) as kube:
         yield kube
 
 
@@ -56,11 +48,6 @@ def so(broker: LocalMosquitto) -> Iterator[SimulatorRecorder]:
     recorder.close()
 
 
-def core_api(kube: LocalKubernetes) -> kubernetes.client.CoreV1Api:
-    return kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(kube.kube_client_configuration()))
-
-
-DaemonFactory = Callable[..., Daemon]
 
 
 @pytest.fixture

@@ -10,11 +10,17 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import NAMESPACE, DaemonFactory, core_api
-from harness import SimulatorRecorder, fake_model_env, wait_for
-from test_restarts import ready
-from test_watch_and_secrets import running_pods, set_terminated
-
+from simulation_components.kit import (
+    NAMESPACE,
+    DaemonFactory,
+    SimulatorRecorder,
+    core_api,
+    fake_model_env,
+    ready,
+    running_pods,
+    set_terminated,
+    wait_for,
+)
 from simulation_components.local_kubernetes.launcher import LocalKubernetes
 from simulation_components.local_mosquitto import LocalMosquitto
 
@@ -87,7 +93,7 @@ def test_repeated_requests_are_answered_once(status_kube: LocalKubernetes, so: S
     api = core_api(status_kube)
     names = running_pods(api, 2)
     so.deploy(sim, request)
-    wait_for(lambda: daemon.logged("repeated DeployModels ignored"), what="the repeat noticed")
+    wait_for(lambda: daemon.logged("repeated DeployModels"), what="the repeat noticed")
     assert len(api.list_namespaced_pod(NAMESPACE).items) == 2
     ready(so, sim, "m1", "m2", "m1")
     wait_for(lambda: so.of(sim, "ModelsReady"), what="ModelsReady")
@@ -123,3 +129,24 @@ def test_a_burst_of_terminations_is_reported_in_full_through_the_shipped_broker_
         list(pool.map(lambda name: set_terminated(api, name, 0), names))
     so.wait_all_terminated(sim, timeout=60)
     assert len(so.of(sim, "ModelHasTerminated")) == count
+
+
+def test_a_second_deploy_that_adds_models_answers_each_of_them(
+        status_kube: LocalKubernetes, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+    # PROTOCOL.md section 5: every model named gets its ModelHasTerminated, also one a repeated
+    # DeployModels of a running simulation adds (FAILED -1: that simulation is deployed already).
+    make_daemon(status_kube)
+    sim = "sim-grows"
+    so.deploy(sim, [("m1", IMAGE, [("A", "1")])])
+    api = core_api(status_kube)
+    [name] = running_pods(api, 1)
+    so.deploy(sim, [("m1", IMAGE, [("A", "1")]), ("m2", IMAGE, [("A", "1")])])
+    wait_for(lambda: so.terminations(sim), what="the added model answered")
+    assert so.terminations(sim) == {"m2": ("FAILED", -1)}
+    assert len(api.list_namespaced_pod(NAMESPACE).items) == 1
+    ready(so, sim, "m1")
+    wait_for(lambda: so.of(sim, "ModelsReady"), what="ModelsReady, which the added model does not hold up")
+    set_terminated(api, name, 0)
+    so.wait_all_terminated(sim)
+    assert so.terminations(sim) == {"m1": ("SUCCESSFULL", 0), "m2": ("FAILED", -1)}
+    assert len(so.of(sim, "AllModelsHaveTerminated")) == 1

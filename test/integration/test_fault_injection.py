@@ -9,11 +9,17 @@ cluster after keepLogsHours.
 
 from __future__ import annotations
 
-from conftest import NAMESPACE, DaemonFactory, core_api
-from harness import SimulatorRecorder, wait_for
-from test_restarts import ready, ready_in_record
-from test_watch_and_secrets import running_pods, set_terminated
-
+from simulation_components.kit import (
+    NAMESPACE,
+    DaemonFactory,
+    SimulatorRecorder,
+    core_api,
+    ready,
+    ready_in_record,
+    running_pods,
+    set_terminated,
+    wait_for,
+)
 from simulation_components.local_kubernetes.launcher import LocalKubernetes
 from simulation_components.local_mosquitto import LocalMosquitto
 

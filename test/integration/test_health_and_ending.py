@@ -5,13 +5,21 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 
-from conftest import NAMESPACE, DaemonFactory, core_api
-from harness import SimulatorRecorder, fake_model_env, wait_for
+import kubernetes.client
 from prometheus_client.parser import text_string_to_metric_families
-from test_restarts import ready
-from test_watch_and_secrets import running_pods, set_terminated
 
 from model_services_orchestrator.messages import PingHealthSOToMSO, PongHealthMSOToSO, UnhealthyModel
+from simulation_components.kit import (
+    NAMESPACE,
+    DaemonFactory,
+    SimulatorRecorder,
+    core_api,
+    fake_model_env,
+    ready,
+    running_pods,
+    set_terminated,
+    wait_for,
+)
 from simulation_components.local_kubernetes.launcher import LocalKubernetes
 from simulation_components.local_mosquitto import LocalMosquitto
 
@@ -63,11 +71,12 @@ def test_simulation_done_stops_running_models_after_the_grace_period_and_keeps_t
     assert so.of(sim, "ErrorOccurred") == [], "the SO asked for it: not an error"
     # Stopped in place, not deleted: keepLogsHours is 1, so the pods and their logs stay.
     api = core_api(kube)
-    stopped = wait_for(lambda: [p for p in api.list_namespaced_pod(NAMESPACE).items
-                                if p.status and p.status.phase == "Failed"
-                                and p.status.reason == "DeadlineExceeded"] if len(
-        api.list_namespaced_pod(NAMESPACE).items) == 3 else [], timeout=20, what="three pods stopped in place")
-    assert len(stopped) == 3
+    def stopped_in_place() -> list[kubernetes.client.V1Pod]:
+        pods = api.list_namespaced_pod(NAMESPACE).items
+        found = [p for p in pods if p.status and p.status.phase == "Failed" and p.status.reason == "DeadlineExceeded"]
+        return found if len(found) == len(pods) == 3 else []
+
+    stopped = wait_for(stopped_in_place, timeout=20, what="three pods stopped in place")
     for pod in stopped:
         assert pod.metadata is not None and pod.metadata.name is not None
         assert "ReadyForProcessing sent" in api.read_namespaced_pod_log(pod.metadata.name, NAMESPACE)

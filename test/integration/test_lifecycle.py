@@ -8,9 +8,8 @@ the local API server, whose kubelet runs each model as a real process.
 from __future__ import annotations
 
 import kubernetes.client
-from conftest import NAMESPACE, DaemonFactory, core_api
-from harness import SimulatorRecorder, fake_model_env, wait_for
 
+from simulation_components.kit import NAMESPACE, DaemonFactory, SimulatorRecorder, core_api, fake_model_env, wait_for
 from simulation_components.local_kubernetes.launcher import LocalKubernetes
 from simulation_components.local_mosquitto import LocalMosquitto
 

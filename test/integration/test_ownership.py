@@ -4,10 +4,8 @@ under the name the daemon wants is never taken over, stopped or deleted (PROTOCO
 from __future__ import annotations
 
 import kubernetes.client
-from conftest import NAMESPACE, DaemonFactory, core_api
-from harness import SimulatorRecorder, wait_for
-from test_watch_and_secrets import set_terminated
 
+from simulation_components.kit import NAMESPACE, DaemonFactory, SimulatorRecorder, core_api, set_terminated, wait_for
 from simulation_components.local_kubernetes.launcher import LocalKubernetes
 
 IMAGE = "fake_model:0.0.1"

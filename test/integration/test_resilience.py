@@ -7,12 +7,18 @@ import socket
 import subprocess
 
 import pytest
-from conftest import NAMESPACE, DaemonFactory, core_api
-from harness import SimulatorRecorder, wait_for
-from test_restarts import ready
-from test_watch_and_secrets import running_pods, set_terminated
 
 from model_services_orchestrator.messages import DeployModels, ModelConfiguration
+from simulation_components.kit import (
+    NAMESPACE,
+    DaemonFactory,
+    SimulatorRecorder,
+    core_api,
+    ready,
+    running_pods,
+    set_terminated,
+    wait_for,
+)
 from simulation_components.local_kubernetes.launcher import LocalKubernetes
 from simulation_components.local_mosquitto import LocalMosquitto
 

@@ -7,46 +7,27 @@ the old one was.
 
 from __future__ import annotations
 
-import json
 import signal
 from typing import Any
 
-import kubernetes.client
-from conftest import NAMESPACE, DaemonFactory, core_api
-from harness import SimulatorRecorder, wait_for
-from test_watch_and_secrets import running_pods, set_terminated
-
-from model_services_orchestrator.simulation_records import part_name, record_name
+from model_services_orchestrator.model_inventory import Delivery
+from model_services_orchestrator.simulation_records import part_name, record_name, values_name
+from simulation_components.kit import (
+    NAMESPACE,
+    DaemonFactory,
+    SimulatorRecorder,
+    core_api,
+    read_records,
+    ready,
+    ready_in_record,
+    record_part_count,
+    running_pods,
+    set_terminated,
+    wait_for,
+)
 from simulation_components.local_kubernetes.launcher import LocalKubernetes
 
 IMAGE = "fake_model:0.0.1"
-
-
-def record(api: kubernetes.client.CoreV1Api, simulation_id: str) -> dict[str, object]:
-    """The head of a simulation's record, with ``models`` gathered from its parts."""
-    name = record_name("dots-so", simulation_id)
-
-    def data(configmap: str) -> dict[str, str]:
-        found: dict[str, str] = api.read_namespaced_config_map(configmap, NAMESPACE).to_dict()["data"]
-        return found
-
-    loaded: dict[str, object] = json.loads(data(name)["simulation.json"])
-    parts = loaded["parts"]
-    assert isinstance(parts, int)
-    loaded["models"] = [entry for index in range(parts)
-                        for entry in json.loads(data(part_name(name, index))["models.json"])]
-    return loaded
-
-
-def ready_in_record(api: kubernetes.client.CoreV1Api, simulation_id: str) -> set[str]:
-    models = record(api, simulation_id)["models"]
-    assert isinstance(models, list)
-    return {model_id for model_id, flags, _ in models if flags & 2}
-
-
-def ready(so: SimulatorRecorder, sim: str, *models: str) -> None:
-    for model in models:
-        so.publish(f"/lifecycle/model/mso/{sim}/{model}/ReadyForProcessing", b"", qos=0)
 
 
 def test_sigkill_keeps_running_pods_and_reports_what_ended_meanwhile_once(
@@ -107,7 +88,7 @@ def test_keep_logs_hours_deadline_survives_a_restart(
     names = running_pods(api, 1)
     set_terminated(api, names[0], 0)
     so.wait_all_terminated(sim)
-    finished_at = record(api, sim)["finishedAt"]
+    finished_at = read_records(api)[sim].finished_at
     assert isinstance(finished_at, float)
     daemon.signal(signal.SIGKILL)
     daemon.kill()
@@ -163,7 +144,7 @@ def test_a_record_deleted_by_hand_while_running_is_written_again_with_its_specs(
         return {m["name"] for m in metadata("secrets")
                 if any(owner["uid"] == owner_uid for owner in m.get("owner_references") or [])}
 
-    wait_for(lambda: owned_by_the_new_record() == {record, part_name(record, 0)},
+    wait_for(lambda: owned_by_the_new_record() == {values_name(record, 0), part_name(record, 0)},
              what="the secret values and the specs owned by the new record")
     # What the record and specs hold is enough for a restarted daemon to finish the simulation.
     daemon.kill()
@@ -189,22 +170,18 @@ def test_a_record_in_several_parts_survives_restarts_and_is_cleaned_up_whole(
     wait_for(lambda: len(api.list_namespaced_pod(NAMESPACE).items) >= 100, what="creation under way")
     daemon.kill()  # in the middle of creating: the rest must come from the specs kept in the cluster
     assert len(api.list_namespaced_pod(NAMESPACE).items) < len(models)
-    parts = record_name("dots-so", sim) + ".p"
-    assert sum(1 for s in api.list_namespaced_secret(NAMESPACE).items
-               if s.metadata and s.metadata.name and s.metadata.name.startswith(parts)) == 2
+    assert record_part_count(api, sim, "secrets") == 2
     daemon = make_daemon(status_kube, **fast)
     names = running_pods(api, len(models))
     for pod in api.list_namespaced_pod(NAMESPACE).to_dict()["items"]:
         env = {entry["name"]: entry for entry in pod["spec"]["containers"][0]["env"]}
         assert env["PAYLOAD"]["value"] == payload
-        assert env["DB_PASSWORD"]["value_from"]["secret_key_ref"]["name"] == record_name("dots-so", sim)
+        assert env["DB_PASSWORD"]["value_from"]["secret_key_ref"]["name"] == values_name(record_name("dots-so", sim), 0)
     ready(so, sim, *models)
     wait_for(lambda: so.of(sim, "ModelsReady"), timeout=30, what="ModelsReady")
-    saved = record(api, sim)
-    assert saved["parts"] == 2 and saved["modelsReadySent"] is True
-    entries = saved["models"]
-    assert isinstance(entries, list)
-    assert [entry[0] for entry in entries] == models
+    saved = read_records(api)[sim]
+    assert record_part_count(api, sim) == 2 and saved.models_ready is not Delivery.NONE
+    assert list(saved.models) == models
 
     daemon.kill()
     make_daemon(status_kube, **fast)

@@ -9,10 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DaemonFactory, core_api
-from harness import SimulatorRecorder
-from test_watch_and_secrets import running_pods
 
+from simulation_components.kit import DaemonFactory, SimulatorRecorder, core_api, running_pods
 from simulation_components.local_daemon import REPO_ROOT
 from simulation_components.local_kubernetes.launcher import LocalKubernetes
 from simulation_components.local_mosquitto import LocalMosquitto

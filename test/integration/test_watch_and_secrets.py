@@ -5,34 +5,24 @@ from __future__ import annotations
 import random
 import threading
 import time
-from typing import Any
 
 import kubernetes.client
-from conftest import NAMESPACE, PRINTENV_IMAGE, DaemonFactory, core_api
-from harness import SimulatorRecorder, fake_model_env, wait_for
 
 from model_services_orchestrator.k8s_api import KubernetesGateway, PodWatcher
 from model_services_orchestrator.logs import secret_forms
+from simulation_components.kit import (
+    NAMESPACE,
+    PRINTENV_IMAGE,
+    DaemonFactory,
+    SimulatorRecorder,
+    core_api,
+    fake_model_env,
+    running_pods,
+    set_terminated,
+    wait_for,
+)
 from simulation_components.local_kubernetes.launcher import LocalKubernetes
 from simulation_components.local_mosquitto import LocalMosquitto
-
-
-def set_terminated(api: kubernetes.client.CoreV1Api, name: str, exit_code: int) -> None:
-    """What a kubelet reports when the container of pod ``name`` ends."""
-    body: dict[str, Any] = {"status": {
-        "phase": "Succeeded" if exit_code == 0 else "Failed",
-        "containerStatuses": [{"name": name, "ready": False, "restartCount": 0, "image": "x", "imageID": "",
-                               "state": {"terminated": {"exitCode": exit_code,
-                                                        "reason": "Completed" if exit_code == 0 else "Error"}}}]}}
-    api.patch_namespaced_pod_status(name, NAMESPACE, body)
-
-
-def running_pods(api: kubernetes.client.CoreV1Api, count: int) -> list[str]:
-    def names() -> list[str]:
-        pods = [pod.to_dict() for pod in api.list_namespaced_pod(NAMESPACE).items]
-        found = sorted(p["metadata"]["name"] for p in pods if (p.get("status") or {}).get("phase") == "Running")
-        return found if len(found) == count else []
-    return wait_for(names, timeout=20, what=f"{count} running pods")
 
 
 def test_the_watch_survives_a_stream_end_and_410_gone(

@@ -43,9 +43,10 @@ def from_mqtt(topic_and_payload: tuple[str, bytes]) -> Step:
     def events(now: float) -> list[inv.Event]:
         topic, payload = topic_and_payload
         try:
-            return codec.lifecycle_events(codec.decode(topic, payload, so=SO, max_payload_bytes=10_000), now)
+            message = codec.decode(topic, payload, so=SO, max_payload_bytes=10_000, now=now)
         except codec.DecodeError:
             return []
+        return [] if isinstance(message, codec.HealthPing | codec.ModelPong) else [message]
     return events
 
 
@@ -76,44 +77,48 @@ step = st.one_of(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(step, max_size=60))
-def test_whatever_arrives_the_promises_hold(steps: list[Step]) -> None:
+@given(st.lists(step, max_size=60), st.lists(st.booleans(), min_size=60, max_size=60))
+def test_whatever_arrives_the_promises_hold(steps: list[Step], confirms: list[bool]) -> None:
     inventory = inv.Inventory(start_timeout_seconds=100, min_cleanup_delay_seconds=5, stop_grace_seconds=10)
     records = RecordEncoder()
     parts: dict[str, dict[int, dict[str, str]]] = {}
-    ready_sent: Counter[str] = Counter()
-    reported: Counter[tuple[str, str]] = Counter()
-    all_sent: Counter[str] = Counter()
+    released: Counter[tuple[str, str, str]] = Counter()
+    unconfirmed: list[inv.Outgoing] = []
     now = 0.0
-    for events in steps:
+    for events, confirm in zip(steps, confirms, strict=False):
         now += 1.0
-        for event in events(now):
-            for effect in inventory.handle(event):
-                match effect:
-                    case inv.PublishModelsReady():
-                        ready_sent[effect.simulation_id] += 1
-                    case inv.PublishModelHasTerminated():
-                        reported[(effect.simulation_id, effect.model_id)] += 1
-                    case inv.PublishAllModelsHaveTerminated():
-                        simulation = inventory.simulations[effect.simulation_id]
-                        assert all((effect.simulation_id, m) in reported for m in simulation.models)
-                        all_sent[effect.simulation_id] += 1
+        touched = inventory.handle_all(events(now))
+        if confirm:  # the broker confirms what it was handed so far
+            touched |= inventory.handle_all(inv.Delivered(message) for message in unconfirmed)
+            unconfirmed.clear()
+        for simulation_id in touched:
+            # What a sync does: save the record (incrementally), then release what the saved record decided.
+            simulation = inventory.simulations.get(simulation_id)
+            if simulation is None or not inventory.needs_save(simulation_id):
+                continue
+            version, changed = inventory.take_changes(simulation_id)
+            saved = records.encode(simulation, changed)
+            parts.setdefault(simulation_id, {}).update(saved.parts)
+            full = encode_record(simulation)
+            assert saved.head == full.head, "the incremental record is the full record"
+            assert parts[simulation_id] == full.parts
+            inventory.record_saved(simulation_id, version)
+            for message in inventory.releasable(simulation_id):
+                if message.kind is inv.MessageKind.ALL_MODELS_HAVE_TERMINATED:
+                    assert all((simulation_id, inv.MessageKind.MODEL_HAS_TERMINATED.value, m) in released
+                               for m in simulation.models), "AllModelsHaveTerminated comes last"
+                released[(simulation_id, message.kind.value, message.model_id)] += 1
+                unconfirmed.append(message)
         for simulation in inventory.simulations.values():
             models = simulation.models.values()
             assert simulation.ready_count == sum(m.ready for m in models)
             assert simulation.terminated_count == sum(m.termination is not None for m in models)
-            assert simulation.models_ready_sent == (ready_sent[simulation.simulation_id] == 1)
-            if simulation.models_ready_sent:
+            if simulation.models_ready is not inv.Delivery.NONE:
                 assert simulation.ready_count == len(simulation.models)
-            assert simulation.all_terminated_sent == (simulation.terminated_count == len(simulation.models))
-            # The incremental record is the full record, whatever changed in between.
-            saved = records.encode(simulation)
-            parts.setdefault(simulation.simulation_id, {}).update(saved.parts)
-            full = encode_record(simulation)
-            assert saved.head == full.head
-            assert parts[simulation.simulation_id] == full.parts
-    # Simulations end and are forgotten only through cleanup, which these steps never confirm: so each
-    # simulation lived once, and every count is a count of one life.
-    assert all(count == 1 for count in ready_sent.values())
-    assert all(count == 1 for count in reported.values())
-    assert all(count == 1 for count in all_sent.values())
+            assert (simulation.all_terminated is not inv.Delivery.NONE) == (
+                simulation.terminated_count == len(simulation.models))
+            assert set(simulation.to_create) == {m.model_id for m in models if m.phase is inv.Phase.PENDING
+                                                 and m.spec is not None}
+    # Simulations end and are forgotten only through cleanup, which these steps never carry out: so each
+    # simulation lived once, and every message was handed out at most once.
+    assert all(count == 1 for count in released.values())

@@ -1,8 +1,9 @@
-"""Table tests of the inventory: for every state and event, the effects the SO relies on.
+"""Table tests of the inventory: for every state and event, the decisions the SO relies on.
 
 The inventory is where the protocol's promises are kept (ModelsReady once,
 one ModelHasTerminated per model, AllModelsHaveTerminated once and last), so
-each rule is pinned down here without any I/O.
+each rule is pinned down here without any I/O. ``settle`` plays the
+runtime's part: the record saved, the decided messages released.
 """
 
 from __future__ import annotations
@@ -17,15 +18,31 @@ SIM = "sim-1"
 SIMULATOR = "so01"
 T0 = 1_000_000.0
 START_TIMEOUT = 300.0
+Said = tuple[str, str, int]
 
 
-def make_inventory() -> inv.Inventory:
-    return inv.Inventory(start_timeout_seconds=START_TIMEOUT, min_cleanup_delay_seconds=5.0)
+def make_inventory(**overrides: float) -> inv.Inventory:
+    options = {"start_timeout_seconds": START_TIMEOUT, "min_cleanup_delay_seconds": 5.0, **overrides}
+    return inv.Inventory(**options)
 
 
-def deploy(inventory: inv.Inventory, *model_ids: str, keep_logs_hours: float = 0.0) -> list[inv.Effect]:
+def deploy(inventory: inv.Inventory, *model_ids: str, keep_logs_hours: float = 0.0,
+           simulation_id: str = SIM) -> set[str]:
     specs = tuple(inv.ModelSpec(model_id, "image:1", (("A", "1"),)) for model_id in model_ids)
-    return inventory.handle(inv.DeployRequested(SIMULATOR, SIM, keep_logs_hours, specs, T0))
+    return inventory.handle(inv.DeployRequested(SIMULATOR, simulation_id, keep_logs_hours, specs, T0))
+
+
+def settle(inventory: inv.Inventory, simulation_id: str = SIM, *, deliver: bool = True) -> list[Said]:
+    """What a sync publishes now (the record saved first), as (kind, model, exit code); confirmed at once."""
+    if inventory.needs_save(simulation_id):
+        version, _ = inventory.take_changes(simulation_id)
+        inventory.record_saved(simulation_id, version)
+    released = inventory.releasable(simulation_id)
+    if deliver:
+        inventory.handle_all(inv.Delivered(message) for message in released)
+        if inventory.needs_save(simulation_id):  # the confirmations, saved by the next sync
+            inventory.record_saved(simulation_id, inventory.take_changes(simulation_id)[0])
+    return [(message.kind.value, message.model_id, message.exit_code) for message in released]
 
 
 def seen(model_id: str, state: ContainerState, *, exit_code: int | None = None, reason: str = "",
@@ -36,34 +53,74 @@ def seen(model_id: str, state: ContainerState, *, exit_code: int | None = None, 
         created_at=created_at, deleting=deleting)
 
 
-def published(effects: list[inv.Effect]) -> list[inv.Effect]:
-    return [e for e in effects if isinstance(
-        e, inv.PublishModelsReady | inv.PublishModelHasTerminated | inv.PublishAllModelsHaveTerminated)]
-
-
 def running(inventory: inv.Inventory, *model_ids: str) -> None:
     for model_id in model_ids:
         inventory.handle(inv.PodCreated(SIM, model_id, T0))
         inventory.handle(inv.PodSeen(seen(model_id, ContainerState.RUNNING), T0))
+    settle(inventory)
 
 
-def test_deploy_saves_the_record_before_creating_one_pod_per_model() -> None:
-    effects = deploy(make_inventory(), "a", "b")
-    assert isinstance(effects[0], inv.SaveRecord)
-    assert [e.spec.model_id for e in effects if isinstance(e, inv.CreatePod)] == ["a", "b"]
+def ended(inventory: inv.Inventory, model_id: str, code: int, at: float = T0 + 1) -> list[Said]:
+    inventory.handle(inv.PodSeen(seen(model_id, ContainerState.TERMINATED, exit_code=code), at))
+    return settle(inventory)
+
+
+def creates(inventory: inv.Inventory) -> list[str]:
+    return [create.spec.model_id for create in inventory.pods_to_create(SIM, 10_000)]
+
+
+# ---------------------------------------------------------------- deploying
+
+
+def test_pods_are_created_only_once_the_record_exists() -> None:
+    inventory = make_inventory()
+    assert deploy(inventory, "a", "b") == {SIM}
+    assert inventory.needs_save(SIM)
+    assert creates(inventory) == [], "no pod before the record (and the Secrets its pods need) is saved"
+    settle(inventory)
+    assert creates(inventory) == ["a", "b"]
 
 
 def test_a_model_listed_twice_gets_one_pod() -> None:
-    effects = deploy(make_inventory(), "a", "a", "b")
-    assert [e.spec.model_id for e in effects if isinstance(e, inv.CreatePod)] == ["a", "b"]
+    inventory = make_inventory()
+    deploy(inventory, "a", "a", "b")
+    settle(inventory)
+    assert creates(inventory) == ["a", "b"]
 
 
-def test_a_repeated_deploy_creates_nothing_and_answers_nothing() -> None:
+def test_a_created_pod_is_not_created_again_whichever_came_first() -> None:
+    inventory = make_inventory()
+    deploy(inventory, "a", "b")
+    settle(inventory)
+    inventory.handle(inv.PodCreated(SIM, "a", T0))  # the create answered first
+    inventory.handle(inv.PodSeen(seen("a", ContainerState.WAITING), T0))
+    inventory.handle(inv.PodSeen(seen("b", ContainerState.WAITING), T0))  # the watch showed it first
+    inventory.handle(inv.PodCreated(SIM, "b", T0))
+    assert creates(inventory) == []
+    assert {m.phase for m in inventory.simulations[SIM].models.values()} == {inv.Phase.CREATED}
+
+
+def test_a_repeated_identical_deploy_changes_nothing() -> None:
     inventory = make_inventory()
     deploy(inventory, "a")
     running(inventory, "a")
-    assert deploy(inventory, "a", "b") == []
-    assert set(inventory.simulations[SIM].models) == {"a"}
+    assert deploy(inventory, "a") == set()
+    assert settle(inventory) == []
+
+
+def test_a_second_deploy_answers_the_models_it_adds_with_minus_one_and_they_hold_up_nothing() -> None:
+    inventory = make_inventory()
+    deploy(inventory, "a")
+    running(inventory, "a")
+    deploy(inventory, "a", "b")
+    assert settle(inventory) == [("ModelHasTerminated", "b", inv.EXIT_CREATE_REJECTED)]
+    assert creates(inventory) == []
+    inventory.handle(inv.ReadyReceived(SIM, "a", T0))
+    assert settle(inventory) == [("ModelsReady", "", 0)]
+    assert ended(inventory, "a", 0) == [("ModelHasTerminated", "a", 0), ("AllModelsHaveTerminated", "", 0)]
+
+
+# ---------------------------------------------------------------- ending
 
 
 @pytest.mark.parametrize(
@@ -82,12 +139,11 @@ def test_container_end_is_reported_with_its_code(
     inventory = make_inventory()
     deploy(inventory, "a", "b")
     running(inventory, "a", "b")
-    effects = inventory.handle(inv.PodSeen(seen("a", state, exit_code=exit_code, reason=reason), T0 + 1))
-    reports = [e for e in published(effects) if isinstance(e, inv.PublishModelHasTerminated)]
-    assert [(r.model_id, r.exit_code) for r in reports] == [("a", expected_code)]
-    assert isinstance(effects[0], inv.SaveRecord), "the record is saved before the report"
-    failures = [e for e in effects if isinstance(e, inv.ReportFailure)]
-    assert [(f.exit_code, f.read_log) for f in failures] == (
+    inventory.handle(inv.PodSeen(seen("a", state, exit_code=exit_code, reason=reason), T0 + 1))
+    assert inventory.releasable(SIM) == [], "nothing goes out before the record holding it is saved"
+    assert settle(inventory) == [("ModelHasTerminated", "a", expected_code)]
+    reports = inventory.take_reports(SIM)
+    assert [(r.exit_code, r.read_log) for r in reports] == (
         [] if expected_code == 0 else [(expected_code, state is ContainerState.TERMINATED)])
 
 
@@ -95,90 +151,135 @@ def test_a_termination_seen_again_is_not_reported_again() -> None:
     inventory = make_inventory()
     deploy(inventory, "a", "b")
     running(inventory, "a", "b")
-    first = inventory.handle(inv.PodSeen(seen("a", ContainerState.TERMINATED, exit_code=0), T0 + 1))
-    again = inventory.handle(inv.PodSeen(seen("a", ContainerState.TERMINATED, exit_code=0), T0 + 2))
-    gone = inventory.handle(inv.PodGone(SIM, "a", pod_name(SIMULATOR, SIM, "a"), T0 + 3))
-    assert len(published(first)) == 1
-    assert published(again) == [] and published(gone) == []
+    assert len(ended(inventory, "a", 0)) == 1
+    assert ended(inventory, "a", 0, T0 + 2) == []
+    inventory.handle(inv.PodGone(SIM, "a", pod_name(SIMULATOR, SIM, "a"), T0 + 3))
+    assert settle(inventory) == []
 
 
 def test_all_models_have_terminated_follows_the_last_report_once() -> None:
     inventory = make_inventory()
     deploy(inventory, "a", "b")
     running(inventory, "a", "b")
-    inventory.handle(inv.PodSeen(seen("a", ContainerState.TERMINATED, exit_code=0), T0 + 1))
-    effects = inventory.handle(inv.PodSeen(seen("b", ContainerState.TERMINATED, exit_code=2), T0 + 2))
-    kinds = [type(e).__name__ for e in published(effects)]
-    assert kinds == ["PublishModelHasTerminated", "PublishAllModelsHaveTerminated"]
+    ended(inventory, "a", 0)
+    assert ended(inventory, "b", 2, T0 + 2) == [("ModelHasTerminated", "b", 2), ("AllModelsHaveTerminated", "", 0)]
     assert inventory.simulations[SIM].finished_at == T0 + 2
-    assert published(inventory.handle(inv.PodSeen(seen("b", ContainerState.TERMINATED, exit_code=2), T0 + 3))) == []
+    assert ended(inventory, "b", 2, T0 + 3) == []
+
+
+def test_a_decided_message_waits_for_the_broker_and_is_released_once() -> None:
+    inventory = make_inventory()
+    deploy(inventory, "a")
+    running(inventory, "a")
+    inventory.handle(inv.PodSeen(seen("a", ContainerState.TERMINATED, exit_code=0), T0 + 1))
+    first = settle(inventory, deliver=False)
+    assert [kind for kind, _, _ in first] == ["ModelHasTerminated", "AllModelsHaveTerminated"]
+    assert settle(inventory, deliver=False) == []
+    simulation = inventory.simulations[SIM]
+    assert simulation.all_terminated is inv.Delivery.DECIDED
+    assert not inventory.cleanup_due(SIM, T0 + 10_000), "never cleaned up before the broker confirmed the end"
+
+
+# ---------------------------------------------------------------- ready
 
 
 def test_models_ready_once_when_every_model_is_ready() -> None:
     inventory = make_inventory()
     deploy(inventory, "a", "b")
-    assert published(inventory.handle(inv.ReadyReceived(SIM, "a", T0))) == []
-    assert published(inventory.handle(inv.ReadyReceived(SIM, "a", T0))) == []
-    effects = inventory.handle(inv.ReadyReceived(SIM, "b", T0))
-    assert [type(e) for e in published(effects)] == [inv.PublishModelsReady]
-    assert isinstance(effects[0], inv.SaveRecord), "the record says ModelsReady went out before it goes out"
-    assert published(inventory.handle(inv.ReadyReceived(SIM, "b", T0))) == []
+    settle(inventory)
+    inventory.handle(inv.ReadyReceived(SIM, "a", T0))
+    inventory.handle(inv.ReadyReceived(SIM, "a", T0))
+    assert settle(inventory) == []
+    inventory.handle(inv.ReadyReceived(SIM, "b", T0))
+    assert inventory.needs_save(SIM), "the record says ModelsReady is decided before it goes out"
+    assert settle(inventory) == [("ModelsReady", "", 0)]
+    inventory.handle(inv.ReadyReceived(SIM, "b", T0))
+    assert settle(inventory) == []
+
+
+def test_a_ready_changes_the_record_at_once() -> None:
+    inventory = make_inventory()
+    deploy(inventory, "a", "b")
+    settle(inventory)
+    assert inventory.handle(inv.ReadyReceived(SIM, "a", T0)) == {SIM}
+    assert inventory.needs_save(SIM)
+    assert inventory.take_changes(SIM)[1] == {"a"}
 
 
 def test_no_models_ready_when_a_model_crashed_before_it_was_ready() -> None:
     inventory = make_inventory()
     deploy(inventory, "a", "b")
     running(inventory, "a", "b")
-    inventory.handle(inv.PodSeen(seen("b", ContainerState.TERMINATED, exit_code=1), T0))
-    assert published(inventory.handle(inv.ReadyReceived(SIM, "a", T0))) == []
+    ended(inventory, "b", 1)
+    inventory.handle(inv.ReadyReceived(SIM, "a", T0))
+    assert settle(inventory) == []
 
 
 def test_ready_for_unknown_simulation_or_model_is_ignored() -> None:
     inventory = make_inventory()
     deploy(inventory, "a")
-    assert inventory.handle(inv.ReadyReceived("other", "a", T0)) == []
-    assert inventory.handle(inv.ReadyReceived(SIM, "zzz", T0)) == []
+    settle(inventory)
+    assert inventory.handle(inv.ReadyReceived("other", "a", T0)) == set()
+    assert inventory.handle(inv.ReadyReceived(SIM, "zzz", T0)) == set()
+    running(inventory, "a")
+    inventory.handle(inv.Tick(T0 + 10 * START_TIMEOUT))
+    assert settle(inventory) == []
+
+
+# ---------------------------------------------------------------- failures
 
 
 def test_rejected_create_fails_the_model_with_minus_one() -> None:
     inventory = make_inventory()
     deploy(inventory, "a")
-    effects = inventory.handle(inv.PodCreateRejected(SIM, "a", "422 invalid", T0))
-    assert [(type(e).__name__, getattr(e, "exit_code", None)) for e in published(effects)] == [
-        ("PublishModelHasTerminated", inv.EXIT_CREATE_REJECTED), ("PublishAllModelsHaveTerminated", None)]
+    settle(inventory)
+    inventory.handle(inv.PodCreateRejected(SIM, "a", "422 invalid", T0))
+    assert settle(inventory) == [("ModelHasTerminated", "a", inv.EXIT_CREATE_REJECTED),
+                                 ("AllModelsHaveTerminated", "", 0)]
+
+
+def test_a_model_never_created_fails_at_its_start_deadline_with_minus_two() -> None:
+    inventory = make_inventory()
+    deploy(inventory, "a")
+    settle(inventory)  # creates keep failing on a transient error: nothing is decided by that
+    assert inventory.next_deadline() == T0 + START_TIMEOUT
+    inventory.handle(inv.Tick(T0 + START_TIMEOUT))
+    assert settle(inventory)[:1] == [("ModelHasTerminated", "a", inv.EXIT_START_TIMEOUT)]
+    assert creates(inventory) == [] and inventory.pods_to_stop(SIM) == []
+    # The create that was under way lands after all: the pod it made is stopped.
+    inventory.handle(inv.PodCreated(SIM, "a", T0 + START_TIMEOUT + 1))
+    assert [stop.model_id for stop in inventory.pods_to_stop(SIM)] == ["a"]
 
 
 def test_invalid_image_name_fails_at_once_and_stops_the_pod_in_place() -> None:
     inventory = make_inventory()
     deploy(inventory, "a")
+    settle(inventory)
     inventory.handle(inv.PodCreated(SIM, "a", T0))
-    effects = inventory.handle(inv.PodSeen(seen("a", ContainerState.WAITING, reason="InvalidImageName"), T0 + 1))
-    assert [getattr(e, "exit_code", None) for e in published(effects)][:1] == [inv.EXIT_START_TIMEOUT]
-    assert [e.delete for e in effects if isinstance(e, inv.StopModelPod)] == [False]
-    # Its own deletion is not a second failure.
-    assert inventory.handle(inv.PodGone(SIM, "a", pod_name(SIMULATOR, SIM, "a"), T0 + 2)) == []
+    inventory.handle(inv.PodSeen(seen("a", ContainerState.WAITING, reason="InvalidImageName"), T0 + 1))
+    assert settle(inventory)[:1] == [("ModelHasTerminated", "a", inv.EXIT_START_TIMEOUT)]
+    assert [stop.delete for stop in inventory.pods_to_stop(SIM)] == [False]
+    inventory.handle(inv.PodStopped(SIM, "a"))
+    assert inventory.pods_to_stop(SIM) == []
+    # Its own end is not a second failure.
+    inventory.handle(inv.PodGone(SIM, "a", pod_name(SIMULATOR, SIM, "a"), T0 + 2))
+    assert settle(inventory) == []
 
 
 def test_a_pod_stuck_waiting_fails_after_the_start_timeout() -> None:
     inventory = make_inventory()
     deploy(inventory, "a", "b")
+    settle(inventory)
     inventory.handle(inv.PodCreated(SIM, "a", T0))
     inventory.handle(inv.PodSeen(seen("a", ContainerState.WAITING, reason="ImagePullBackOff"), T0 + 1))
     running(inventory, "b")
     assert inventory.next_deadline() == T0 + START_TIMEOUT
-    assert published(inventory.handle(inv.Tick(T0 + START_TIMEOUT - 1))) == []
-    effects = inventory.handle(inv.Tick(T0 + START_TIMEOUT))
-    reports = [e for e in published(effects) if isinstance(e, inv.PublishModelHasTerminated)]
-    assert [(r.model_id, r.exit_code) for r in reports] == [("a", inv.EXIT_START_TIMEOUT)]
-    assert "ImagePullBackOff" in reports[0].reason
-    assert [(e.model_id, e.delete) for e in effects if isinstance(e, inv.StopModelPod)] == [("a", False)]
-
-
-def test_a_running_pod_never_times_out() -> None:
-    inventory = make_inventory()
-    deploy(inventory, "a")
-    running(inventory, "a")
-    assert published(inventory.handle(inv.Tick(T0 + 10 * START_TIMEOUT))) == []
+    inventory.handle(inv.Tick(T0 + START_TIMEOUT - 1))
+    assert settle(inventory) == []
+    inventory.handle(inv.Tick(T0 + START_TIMEOUT))
+    assert settle(inventory) == [("ModelHasTerminated", "a", inv.EXIT_START_TIMEOUT)]
+    assert "ImagePullBackOff" in inventory.take_reports(SIM)[0].reason
+    assert [(stop.model_id, stop.delete) for stop in inventory.pods_to_stop(SIM)] == [("a", False)]
 
 
 @pytest.mark.parametrize("how", ["deleted", "deletion_timestamp", "missing_from_list"])
@@ -186,41 +287,137 @@ def test_a_pod_removed_by_someone_else_fails_with_minus_three(how: str) -> None:
     inventory = make_inventory()
     deploy(inventory, "a", "b")
     running(inventory, "a", "b")
-    name = pod_name(SIMULATOR, SIM, "a")
     if how == "deleted":
-        effects = inventory.handle(inv.PodGone(SIM, "a", name, T0 + 1))
+        inventory.handle(inv.PodGone(SIM, "a", pod_name(SIMULATOR, SIM, "a"), T0 + 1))
     elif how == "deletion_timestamp":
-        effects = inventory.handle(inv.PodSeen(seen("a", ContainerState.RUNNING, deleting=True), T0 + 1))
+        inventory.handle(inv.PodSeen(seen("a", ContainerState.RUNNING, deleting=True), T0 + 1))
     else:
-        effects = inventory.handle(inv.PodListed(frozenset({(SIM, "b")}), T0 + 1))
-    reports = [(e.model_id, e.exit_code) for e in published(effects) if isinstance(e, inv.PublishModelHasTerminated)]
-    assert reports == [("a", inv.EXIT_POD_LOST)]
+        inventory.handle(inv.PodListed((seen("b", ContainerState.RUNNING),), T0 + 1))
+    assert settle(inventory) == [("ModelHasTerminated", "a", inv.EXIT_POD_LOST)]
 
 
-def test_a_listing_recreates_a_model_whose_pod_was_never_made() -> None:
+def test_a_listing_leaves_a_model_whose_pod_is_still_to_be_made_to_its_create() -> None:
     inventory = make_inventory()
     deploy(inventory, "a")
-    inventory.handle(inv.PodCreateRejected(SIM, "zzz", "ignored", T0))  # unknown model: nothing happens
-    model = inventory.model(SIM, "a")
-    assert model is not None
-    model.creating = False  # as after a restart: the create was never confirmed
-    effects = inventory.handle(inv.PodListed(frozenset(), T0 + 1))
-    assert [type(e) for e in effects] == [inv.CreatePod]
+    settle(inventory)
+    inventory.handle(inv.PodListed((), T0 + 1))
+    assert settle(inventory) == [] and creates(inventory) == ["a"]
+
+
+def test_an_image_the_registry_refuses_twice_fails_at_once_with_its_message() -> None:
+    message = ('rpc error: code = NotFound desc = failed to pull and unpack image "docker.io/library/nope:1": '
+               'failed to resolve reference "docker.io/library/nope:1": docker.io/library/nope:1: not found')
+    inventory = make_inventory()
+    deploy(inventory, "a")
+    settle(inventory)
+    inventory.handle(inv.PodCreated(SIM, "a", T0))
+    for when, reason in ((T0 + 2, "ErrImagePull"), (T0 + 2.5, "ErrImagePull"), (T0 + 3, "ImagePullBackOff")):
+        # The same status seen again (a re-list) is not a second answer of the registry.
+        inventory.handle(inv.PodSeen(seen("a", ContainerState.WAITING, reason=reason, message=message), when))
+        assert settle(inventory) == []
+    inventory.handle(inv.PodSeen(seen("a", ContainerState.WAITING, reason="ErrImagePull", message=message), T0 + 15))
+    assert settle(inventory)[:1] == [("ModelHasTerminated", "a", inv.EXIT_START_TIMEOUT)]
+    assert message in inventory.take_reports(SIM)[0].reason
+
+
+@pytest.mark.parametrize("message", [
+    "pull access denied, repository does not exist or may require authorization",
+    "failed to authorize: failed to fetch anonymous token: unexpected status: 401 Unauthorized",
+    "manifest unknown",
+])
+def test_other_refusals_of_the_registry_count_too(message: str) -> None:
+    inventory = make_inventory()
+    deploy(inventory, "a")
+    settle(inventory)
+    for when, reason in ((T0 + 1, "ErrImagePull"), (T0 + 2, "ImagePullBackOff"), (T0 + 3, "ErrImagePull")):
+        inventory.handle(inv.PodSeen(seen("a", ContainerState.WAITING, reason=reason, message=message), when))
+    assert settle(inventory)[:1] == [("ModelHasTerminated", "a", inv.EXIT_START_TIMEOUT)]
+
+
+@pytest.mark.parametrize("message", [
+    "failed to copy: httpReadSeeker: failed open: unexpected status code 503 Service Unavailable",
+    "429 Too Many Requests - Server message: toomanyrequests: You have reached your pull rate limit",
+    "dial tcp 10.0.0.1:443: i/o timeout",
+])
+def test_a_transient_pull_error_waits_for_the_start_timeout(message: str) -> None:
+    inventory = make_inventory()
+    deploy(inventory, "a")
+    settle(inventory)
+    for attempt in range(5):
+        for reason in ("ErrImagePull", "ImagePullBackOff"):
+            inventory.handle(inv.PodSeen(seen("a", ContainerState.WAITING, reason=reason, message=message),
+                                         T0 + 10 * attempt + 1))
+            assert settle(inventory) == []
+    inventory.handle(inv.Tick(T0 + START_TIMEOUT))
+    assert settle(inventory)[:1] == [("ModelHasTerminated", "a", inv.EXIT_START_TIMEOUT)]
+
+
+def test_an_unscheduled_pod_that_times_out_is_deleted_as_it_has_no_logs() -> None:
+    inventory = make_inventory()
+    deploy(inventory, "a")
+    settle(inventory)
+    inventory.handle(inv.PodCreated(SIM, "a", T0))
+    inventory.handle(inv.PodSeen(seen("a", ContainerState.WAITING, reason="Unschedulable"), T0 + 1))
+    inventory.handle(inv.Tick(T0 + START_TIMEOUT))
+    assert [(stop.model_id, stop.delete) for stop in inventory.pods_to_stop(SIM)] == [("a", True)]
+
+
+# ---------------------------------------------------------------- ending early
+
+
+def test_ending_early_gives_a_grace_period_then_stops_what_still_runs_with_minus_four() -> None:
+    inventory = make_inventory(stop_grace_seconds=30.0)
+    deploy(inventory, "a", "b", "c")
+    running(inventory, "a", "b", "c")
+    inventory.handle(inv.EndRequested(SIM, None, T0))
+    ended(inventory, "a", 0, T0 + 5)  # exits on its own
+    assert inventory.next_deadline() == T0 + 30
+    inventory.handle(inv.Tick(T0 + 29))
+    assert settle(inventory) == []
+    inventory.handle(inv.Tick(T0 + 30))
+    assert settle(inventory) == [("ModelHasTerminated", "b", inv.EXIT_ENDED_EARLY),
+                                 ("ModelHasTerminated", "c", inv.EXIT_ENDED_EARLY),
+                                 ("AllModelsHaveTerminated", "", 0)]
+    # Stopped in place (activeDeadlineSeconds), never deleted: their logs stay until the cleanup.
+    assert {(stop.model_id, stop.delete) for stop in inventory.pods_to_stop(SIM)} == {("b", False), ("c", False)}
+    assert inventory.take_reports(SIM) == [], "the SO asked for it: no ErrorOccurred"
+    assert not inventory.cleanup_due(SIM, T0 + 100), "not before the stops are done"
+    inventory.handle_all([inv.PodStopped(SIM, "b"), inv.PodStopped(SIM, "c")])
+    settle(inventory)
+    assert inventory.cleanup_due(SIM, T0 + 100)
+    # The pods it stopped are not reported again.
+    ended(inventory, "b", 137, T0 + 31)
+    assert settle(inventory) == []
+
+
+def test_a_models_own_simulation_done_never_stops_it() -> None:
+    # Today's SO ends every simulation with a SimulationDone per model; the models then write their
+    # results, which can take many minutes, and exit 0 (PROTOCOL.md section 4).
+    inventory = make_inventory()
+    deploy(inventory, "a", "b")
+    running(inventory, "a", "b")
+    assert inventory.handle(inv.EndRequested(SIM, "a", T0)) == set()
+    assert inventory.handle(inv.EndRequested(SIM, "b", T0)) == set()
+    assert inventory.next_deadline() is None
+    inventory.handle(inv.Tick(T0 + 3600))
+    assert settle(inventory) == []
+    ended(inventory, "a", 0, T0 + 3601)
+    assert ended(inventory, "b", 0, T0 + 3602)[:1] == [("ModelHasTerminated", "b", 0)]
+
+
+# ---------------------------------------------------------------- cleanup
 
 
 def test_cleanup_after_keep_logs_hours_and_never_before_the_end() -> None:
     inventory = make_inventory()
     deploy(inventory, "a", keep_logs_hours=0.5)
     running(inventory, "a")
-    assert inventory.handle(inv.Tick(T0 + 100_000)) == []  # still running: never deleted
-    inventory.handle(inv.PodSeen(seen("a", ContainerState.TERMINATED, exit_code=0), T0 + 10))
+    assert not inventory.cleanup_due(SIM, T0 + 100_000), "still running: never deleted"
+    ended(inventory, "a", 0, T0 + 10)
     assert inventory.next_deadline() == T0 + 10 + 1800
-    assert inventory.handle(inv.Tick(T0 + 10 + 1799)) == []
-    effects = inventory.handle(inv.Tick(T0 + 10 + 1800))
-    assert effects == [inv.DeleteSimulation(SIMULATOR, SIM)]
-    assert inventory.handle(inv.Tick(T0 + 10 + 1801)) == [], "cleanup is asked for once"
-    # Our own deletion of the pods is not a failure.
-    assert inventory.handle(inv.PodGone(SIM, "a", pod_name(SIMULATOR, SIM, "a"), T0 + 1802)) == []
+    assert not inventory.cleanup_due(SIM, T0 + 10 + 1799)
+    assert inventory.handle(inv.Tick(T0 + 10 + 1800)) == {SIM}
+    assert inventory.cleanup_due(SIM, T0 + 10 + 1800)
     inventory.handle(inv.SimulationCleanedUp(SIM))
     assert SIM not in inventory.simulations
 
@@ -229,7 +426,7 @@ def test_zero_keep_logs_hours_cleans_up_after_the_minimum_delay() -> None:
     inventory = make_inventory()
     deploy(inventory, "a", keep_logs_hours=0.0)
     running(inventory, "a")
-    inventory.handle(inv.PodSeen(seen("a", ContainerState.TERMINATED, exit_code=0), T0))
+    ended(inventory, "a", 0, T0)
     assert inventory.next_deadline() == T0 + 5.0
 
 
@@ -240,151 +437,57 @@ def test_keep_logs_hours_is_sanitised(given: float, kept: float) -> None:
     assert inventory.simulations[SIM].keep_logs_hours == kept
 
 
+@pytest.mark.parametrize("requested", [float("inf"), 1e308, 10_000.0])
+def test_keep_logs_hours_is_capped_so_pods_are_never_kept_forever(requested: float) -> None:
+    inventory = make_inventory(max_keep_logs_hours=168.0)
+    deploy(inventory, "a", keep_logs_hours=requested)
+    running(inventory, "a")
+    ended(inventory, "a", 0, T0 + 10)
+    assert inventory.next_deadline() == T0 + 10 + 168 * 3600
+    assert inventory.cleanup_due(SIM, T0 + 10 + 168 * 3600)
+
+
+# ---------------------------------------------------------------- pods, names, adoption
+
+
 def test_a_pod_of_another_incarnation_is_ignored() -> None:
     inventory = make_inventory()
     deploy(inventory, "a")
+    settle(inventory)
     stranger = PodObservation(pod_name="other-name", simulator_id=SIMULATOR, simulation_id=SIM, model_id="a",
                               keep_logs_hours=0, state=ContainerState.TERMINATED, exit_code=1)
-    assert inventory.handle(inv.PodSeen(stranger, T0)) == []
+    assert inventory.handle(inv.PodSeen(stranger, T0)) == set()
 
 
-def test_adopted_pods_never_trigger_models_ready() -> None:
+def test_orphan_pods_are_adopted_from_a_listing_and_never_trigger_models_ready() -> None:
     inventory = make_inventory()
-    inventory.adopt([seen("a", ContainerState.RUNNING), seen("b", ContainerState.RUNNING)])
+    inventory.handle(inv.PodListed((seen("a", ContainerState.RUNNING), seen("b", ContainerState.RUNNING)), T0))
     assert set(inventory.simulations[SIM].models) == {"a", "b"}
-    assert published(inventory.handle(inv.ReadyReceived(SIM, "a", T0))) == []
-    effects = inventory.handle(inv.PodSeen(seen("a", ContainerState.TERMINATED, exit_code=0), T0))
-    assert [type(e) for e in published(effects)] == [inv.PublishModelHasTerminated]
-
-
-def test_ending_early_gives_a_grace_period_then_fails_what_still_runs_with_minus_four() -> None:
-    inventory = inv.Inventory(start_timeout_seconds=START_TIMEOUT, min_cleanup_delay_seconds=5.0,
-                              stop_grace_seconds=30.0)
-    deploy(inventory, "a", "b", "c")
-    running(inventory, "a", "b", "c")
-    assert inventory.handle(inv.EndRequested(SIM, None, T0)) == []
-    inventory.handle(inv.PodSeen(seen("a", ContainerState.TERMINATED, exit_code=0), T0 + 5))  # exits on its own
-    assert inventory.next_deadline() == T0 + 30
-    assert published(inventory.handle(inv.Tick(T0 + 29))) == []
-    effects = inventory.handle(inv.Tick(T0 + 30))
-    reports = [(e.model_id, e.exit_code) for e in published(effects) if isinstance(e, inv.PublishModelHasTerminated)]
-    assert reports == [("b", inv.EXIT_ENDED_EARLY), ("c", inv.EXIT_ENDED_EARLY)]
-    assert isinstance(published(effects)[-1], inv.PublishAllModelsHaveTerminated)
-    # Stopped in place (activeDeadlineSeconds), never deleted: their logs stay until the cleanup.
-    assert {e.model_id for e in effects if isinstance(e, inv.StopModelPod) and not e.delete} == {"b", "c"}
-    assert not any(isinstance(e, inv.ReportFailure) for e in effects), "the SO asked for it: no ErrorOccurred"
-    # The pods we delete are not reported again.
-    assert inventory.handle(inv.PodGone(SIM, "b", pod_name(SIMULATOR, SIM, "b"), T0 + 31)) == []
-
-
-def test_a_models_own_simulation_done_never_stops_it() -> None:
-    # Today's SO ends every simulation with a SimulationDone per model; the models then write their
-    # results, which can take many minutes, and exit 0 (PROTOCOL.md section 4).
-    inventory = make_inventory()
-    deploy(inventory, "a", "b")
-    running(inventory, "a", "b")
-    assert inventory.handle(inv.EndRequested(SIM, "a", T0)) == []
-    assert inventory.handle(inv.EndRequested(SIM, "b", T0)) == []
-    assert inventory.next_deadline() is None
-    assert inventory.handle(inv.Tick(T0 + 3600)) == []
-    inventory.handle(inv.PodSeen(seen("a", ContainerState.TERMINATED, exit_code=0), T0 + 3601))
-    effects = inventory.handle(inv.PodSeen(seen("b", ContainerState.TERMINATED, exit_code=0), T0 + 3602))
-    assert [(e.model_id, e.exit_code) for e in published(effects) if isinstance(e, inv.PublishModelHasTerminated)] \
-        == [("b", 0)]
-
-
-def test_an_unscheduled_pod_that_times_out_is_deleted_as_it_has_no_logs() -> None:
-    inventory = make_inventory()
-    deploy(inventory, "a")
-    inventory.handle(inv.PodCreated(SIM, "a", T0))
-    inventory.handle(inv.PodSeen(seen("a", ContainerState.WAITING, reason="Unschedulable"), T0 + 1))
-    effects = inventory.handle(inv.Tick(T0 + START_TIMEOUT))
-    assert [(e.model_id, e.delete) for e in effects if isinstance(e, inv.StopModelPod)] == [("a", True)]
-
-
-NOT_FOUND = ('rpc error: code = NotFound desc = failed to pull and unpack image "docker.io/library/nope:1": '
-             'failed to resolve reference "docker.io/library/nope:1": docker.io/library/nope:1: not found')
-
-
-@pytest.mark.parametrize("message", [
-    NOT_FOUND,
-    'failed to pull and unpack image "docker.io/acme/private:1": failed to resolve reference '
-    '"docker.io/acme/private:1": pull access denied, repository does not exist or may require authorization: '
-    "server message: insufficient_scope: authorization failed",
-    'failed to pull and unpack image "ghcr.io/acme/x:1": failed to resolve reference "ghcr.io/acme/x:1": '
-    "failed to authorize: failed to fetch anonymous token: unexpected status: 401 Unauthorized",
-    'rpc error: code = NotFound desc = failed to pull and unpack image "registry.local/x:2": manifest unknown',
-])
-def test_an_image_the_registry_refuses_twice_fails_at_once_with_its_message(message: str) -> None:
-    inventory = make_inventory()
-    deploy(inventory, "a")
-    inventory.handle(inv.PodCreated(SIM, "a", T0))
-    first = inventory.handle(inv.PodSeen(seen("a", ContainerState.WAITING, reason="ErrImagePull", message=message),
-                                         T0 + 2))
-    assert published(first) == []
-    # The same status seen again (a re-list) is not a second answer of the registry.
-    assert published(inventory.handle(inv.PodSeen(
-        seen("a", ContainerState.WAITING, reason="ErrImagePull", message=message), T0 + 2.5))) == []
-    backoff = f'Back-off pulling image "x": ErrImagePull: {message}'
-    assert published(inventory.handle(inv.PodSeen(
-        seen("a", ContainerState.WAITING, reason="ImagePullBackOff", message=backoff), T0 + 3))) == []
-    effects = inventory.handle(inv.PodSeen(
-        seen("a", ContainerState.WAITING, reason="ErrImagePull", message=message), T0 + 15))
-    reports = [e for e in published(effects) if isinstance(e, inv.PublishModelHasTerminated)]
-    assert [(r.model_id, r.exit_code) for r in reports] == [("a", inv.EXIT_START_TIMEOUT)]
-    failure = next(e for e in effects if isinstance(e, inv.ReportFailure))
-    assert message in failure.reason
-
-
-@pytest.mark.parametrize("message", [
-    'failed to pull and unpack image "docker.io/library/x:1": failed to copy: httpReadSeeker: failed open: '
-    "unexpected status code 503 Service Unavailable",
-    'failed to pull and unpack image "docker.io/library/x:1": failed to resolve reference: '
-    "429 Too Many Requests - Server message: toomanyrequests: You have reached your pull rate limit",
-    'failed to pull and unpack image "docker.io/library/x:1": dial tcp 10.0.0.1:443: i/o timeout',
-])
-def test_a_transient_pull_error_waits_for_the_start_timeout(message: str) -> None:
-    inventory = make_inventory()
-    deploy(inventory, "a")
-    inventory.handle(inv.PodCreated(SIM, "a", T0))
-    for attempt in range(5):
-        for reason in ("ErrImagePull", "ImagePullBackOff"):
-            assert published(inventory.handle(inv.PodSeen(
-                seen("a", ContainerState.WAITING, reason=reason, message=message), T0 + 10 * attempt + 1))) == []
-    effects = inventory.handle(inv.Tick(T0 + START_TIMEOUT))
-    assert [getattr(e, "exit_code", None) for e in published(effects)][:1] == [inv.EXIT_START_TIMEOUT]
-
-
-
-
-@pytest.mark.parametrize("requested", [float("inf"), 1e308, 10_000.0])
-def test_keep_logs_hours_is_capped_so_pods_are_never_kept_forever(requested: float) -> None:
-    inventory = inv.Inventory(start_timeout_seconds=START_TIMEOUT, min_cleanup_delay_seconds=5.0,
-                              max_keep_logs_hours=168.0)
-    deploy(inventory, "a", keep_logs_hours=requested)
-    running(inventory, "a")
-    inventory.handle(inv.PodSeen(seen("a", ContainerState.TERMINATED, exit_code=0), T0 + 10))
-    assert inventory.next_deadline() == T0 + 10 + 168 * 3600
-    assert [type(e) for e in inventory.handle(inv.Tick(T0 + 10 + 168 * 3600))] == [inv.DeleteSimulation]
+    settle(inventory)
+    inventory.handle(inv.ReadyReceived(SIM, "a", T0))
+    assert settle(inventory) == []
+    assert ended(inventory, "a", 0) == [("ModelHasTerminated", "a", 0)]
 
 
 def test_ids_that_differ_only_in_case_get_pods_of_their_own() -> None:
-    effects = deploy(make_inventory(), "ModelA", "modela", "MODELA")
-    names = [e.pod_name for e in effects if isinstance(e, inv.CreatePod)]
+    inventory = make_inventory()
+    deploy(inventory, "ModelA", "modela", "MODELA")
+    settle(inventory)
+    names = [create.pod_name for create in inventory.pods_to_create(SIM, 10)]
     assert names[0] == pod_name(SIMULATOR, SIM, "ModelA") and len(set(names)) == 3
 
 
 def test_a_pod_name_taken_by_another_is_never_taken_over() -> None:
     inventory = make_inventory()
     deploy(inventory, "a")
-    effects = inventory.handle(inv.PodCreateRejected(SIM, "a", "409 taken", T0, name_taken=True))
-    assert published(effects) == []
-    [create] = [e for e in effects if isinstance(e, inv.CreatePod)]
+    settle(inventory)
+    inventory.handle(inv.PodCreateRejected(SIM, "a", "409 taken", T0, name_taken=True))
+    assert settle(inventory) == []
+    [create] = inventory.pods_to_create(SIM, 10)
     assert create.pod_name == unique_pod_name(SIMULATOR, SIM, "a") != pod_name(SIMULATOR, SIM, "a")
     # The unique name taken too (by someone who means it): the model gets its answer, -1.
-    effects = inventory.handle(inv.PodCreateRejected(SIM, "a", "409 taken", T0, name_taken=True))
-    assert [(e.model_id, e.exit_code) for e in published(effects)
-            if isinstance(e, inv.PublishModelHasTerminated)] == [("a", inv.EXIT_CREATE_REJECTED)]
+    inventory.handle(inv.PodCreateRejected(SIM, "a", "409 taken", T0, name_taken=True))
+    assert settle(inventory)[:1] == [("ModelHasTerminated", "a", inv.EXIT_CREATE_REJECTED)]
 
 
 def test_hyphen_joins_that_coincide_are_told_apart_by_exact_ids() -> None:
@@ -397,8 +500,26 @@ def test_hyphen_joins_that_coincide_are_told_apart_by_exact_ids() -> None:
     # The pod the watch shows carries the exact ids of x-y/z: it ends x-y/z and nothing of x/y-z.
     theirs = PodObservation(pod_name=pod_name("so", "x-y", "z"), simulator_id="so", simulation_id="x-y",
                             model_id="z", keep_logs_hours=0, state=ContainerState.TERMINATED, exit_code=0)
-    effects = inventory.handle(inv.PodSeen(theirs, T0 + 1))
-    assert {(e.simulation_id, e.model_id) for e in published(effects)
-            if isinstance(e, inv.PublishModelHasTerminated)} == {("x-y", "z")}
+    assert inventory.handle(inv.PodSeen(theirs, T0 + 1)) == {"x-y"}
     other = inventory.model("x", "y-z")
     assert other is not None and other.termination is None
+
+
+# ---------------------------------------------------------------- restoring
+
+
+def test_a_restored_simulation_publishes_again_what_was_decided_and_not_confirmed() -> None:
+    inventory = make_inventory()
+    deploy(inventory, "a", "b")
+    running(inventory, "a", "b")
+    inventory.handle(inv.PodSeen(seen("a", ContainerState.TERMINATED, exit_code=0), T0 + 1))
+    inventory.handle(inv.PodSeen(seen("b", ContainerState.TERMINATED, exit_code=4), T0 + 1))
+    assert len(settle(inventory, deliver=False)) == 3  # handed out; the daemon dies before the broker confirms
+    simulation = inventory.simulations[SIM]
+    restarted = make_inventory()
+    simulation.outgoing.clear()
+    simulation.version = simulation.saved_version
+    restarted.restore(simulation, T0 + 2)
+    assert settle(restarted) == [("ModelHasTerminated", "a", 0), ("ModelHasTerminated", "b", 4),
+                                 ("AllModelsHaveTerminated", "", 0)]
+    assert settle(restarted) == []

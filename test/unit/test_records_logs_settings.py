@@ -29,16 +29,23 @@ from model_services_orchestrator.simulation_records import (
 
 def test_a_record_reads_back_as_the_same_simulation() -> None:
     simulation = inv.Simulation(simulator_id="so", simulation_id="Sim_1", keep_logs_hours=0.25,
-                                models_ready_sent=True, all_terminated_sent=False, finished_at=None)
-    simulation.models["a"] = inv.Model("a", pod_name("so", "Sim_1", "a"), spec=None, created=True, ready=True,
-                                       termination=inv.Termination(2, "Error"))
+                                models_ready=inv.Delivery.DELIVERED, all_terminated=inv.Delivery.DECIDED,
+                                finished_at=12.5)
+    simulation.models["a"] = inv.Model("a", pod_name("so", "Sim_1", "a"), spec=None, phase=inv.Phase.ENDED,
+                                       has_pod=True, ready=True, termination=inv.Termination(2, "Error"),
+                                       reported=True)
     simulation.models["b"] = inv.Model("b", pod_name("so", "Sim_1", "b"), spec=None)
+    simulation.models["c"] = inv.Model("c", pod_name("so", "Sim_1", "c"), spec=None, phase=inv.Phase.STOPPING,
+                                       has_pod=True, termination=inv.Termination(-4, "ended early"))
     specs = {"a": inv.ModelSpec("a", "img", (("PASSWORD", "x"),)), "b": inv.ModelSpec("b", "img2")}
     written = encode_record(simulation)
     back = decode_record(written.head, written.parts.get, decode_specs(encode_specs(list(specs.values()))))
-    assert back.models_ready_sent and not back.all_terminated_sent and back.keep_logs_hours == 0.25
-    assert back.models["a"].termination == inv.Termination(2, "Error")
-    assert back.models["a"].created and back.models["a"].ready and not back.models["b"].created
+    assert back.models_ready is inv.Delivery.DELIVERED and back.all_terminated is inv.Delivery.DECIDED
+    assert back.keep_logs_hours == 0.25 and back.finished_at == 12.5
+    assert back.models["a"].termination == inv.Termination(2, "Error") and back.models["a"].reported
+    assert back.models["a"].has_pod and back.models["a"].ready and not back.models["b"].has_pod
+    assert [back.models[m].phase for m in "abc"] == [inv.Phase.ENDED, inv.Phase.PENDING, inv.Phase.STOPPING]
+    assert not back.models["c"].reported
     assert back.models["a"].spec == specs["a"] and back.models["b"].spec == specs["b"]
     assert back.models["b"].pod_name == simulation.models["b"].pod_name
     assert back.ready_count == 0 and back.terminated_count == 0, "restore() recounts, not decoding"
@@ -50,7 +57,8 @@ def _large_simulation(models: int) -> tuple[inv.Simulation, list[inv.ModelSpec]]
     specs = []
     for i in range(models):
         model_id = f"EConnection-{i:08d}-3fa85f64-5717-4562-b3fc-2c963f66afa6"
-        simulation.models[model_id] = inv.Model(model_id, "", spec=None, created=True, ready=True,
+        simulation.models[model_id] = inv.Model(model_id, "", spec=None, phase=inv.Phase.ENDED, has_pod=True,
+                                                ready=True, reported=True,
                                                 termination=inv.Termination(-1, "422 Unprocessable Entity: é" * 20))
         specs.append(inv.ModelSpec(model_id, "dots/house-model:1.4.2", tuple(
             (f"ENV_{k}", f"value-{k}-{i}-{'x' * 20}") for k in range(13))))
@@ -79,8 +87,8 @@ def test_a_save_writes_only_the_parts_whose_models_changed() -> None:
     assert len(first.parts) >= 3, "the first save writes every part"
     last_id = list(simulation.models)[-1]
     simulation.models[last_id].termination = inv.Termination(0, "Completed")
-    simulation.changed.add(last_id)
-    second = encoder.encode(simulation)
+    simulation.models[last_id].reported = False
+    second = encoder.encode(simulation, {last_id})
     assert list(second.parts) == [len(first.parts) - 1]
     assert json.loads(second.parts[len(first.parts) - 1][PART_KEY])[-1] == [last_id, 3, [0, "Completed"]]
     merged = {**first.parts, **second.parts}
@@ -155,3 +163,15 @@ def test_empty_optional_settings_are_unset(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("KUBERNETES_API_TOKEN", "")
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.kubernetes_ca_cert is None and settings.kubernetes_api_token is None
+
+
+def test_a_record_of_the_layout_before_is_read_as_said_and_confirmed() -> None:
+    # Version 2 recorded "sent": it was handed out, and the version that wrote it took that as done.
+    head = {"simulation.json": json.dumps({
+        "version": 2, "simulatorId": "so", "simulationId": "s", "keepLogsHours": 1.0, "modelsReadySent": True,
+        "allTerminatedSent": False, "finishedAt": None, "parts": 1})}
+    part = {PART_KEY: json.dumps([["a", 3, [0, "Completed"]], ["b", 1, None], ["c", 0, None]])}
+    back = decode_record(head, {0: part}.get)
+    assert back.models_ready is inv.Delivery.DELIVERED and back.all_terminated is inv.Delivery.NONE
+    assert back.models["a"].reported and back.models["a"].phase is inv.Phase.ENDED
+    assert back.models["b"].phase is inv.Phase.CREATED and back.models["c"].phase is inv.Phase.PENDING

@@ -16,13 +16,15 @@ from model_services_orchestrator.messages import (
     PingHealthSOToMSO,
     codec,
 )
+from model_services_orchestrator.model_inventory import DeployRequested, EndRequested, ReadyReceived
 from model_services_orchestrator.topics import IncomingKind, OutgoingTopics, parse_incoming, subscriptions
 
 SO = "dots-so"
+NOW = 1_000.0
 
 
 def decode(topic: str, payload: bytes) -> codec.Inbound:
-    return codec.decode(topic, payload, so=SO, max_payload_bytes=1024 * 1024)
+    return codec.decode(topic, payload, so=SO, max_payload_bytes=1024 * 1024, now=NOW)
 
 
 def deploy_payload(*model_ids: str, keep: float = 1.5) -> bytes:
@@ -73,14 +75,19 @@ def test_other_topics_do_not_parse(topic: str) -> None:
 
 def test_deploy_models_decodes_into_specs_in_order() -> None:
     request = decode("/lifecycle/dots-so/mso/sim-9/DeployModels", deploy_payload("m1", "m2"))
-    assert isinstance(request, codec.DeployRequest)
+    assert isinstance(request, DeployRequested) and request.now == NOW
     assert request.simulation_id == "sim-9" and request.simulator_id == "so01" and request.keep_logs_hours == 1.5
     assert [(m.model_id, m.image, m.env) for m in request.models] == [("m1", "img", (("A", "1"),)),
                                                                         ("m2", "img", (("A", "1"),))]
 
 
 def test_ready_for_processing_ignores_its_payload() -> None:
-    assert decode("/lifecycle/model/mso/s/m/ReadyForProcessing", b"\xff\x00junk") == codec.ReadyForProcessing("s", "m")
+    assert decode("/lifecycle/model/mso/s/m/ReadyForProcessing", b"\xff\x00junk") == ReadyReceived("s", "m", NOW)
+
+
+def test_simulation_done_for_the_simulation_and_for_one_model() -> None:
+    assert decode("/lifecycle/dots-so/mso/s/SimulationDone", b"") == EndRequested("s", None, NOW)
+    assert decode("/lifecycle/dots-so/model/s/m/SimulationDone", b"") == EndRequested("s", "m", NOW)
 
 
 def test_health_ping_carries_active_simulations() -> None:

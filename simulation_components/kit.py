@@ -1,13 +1,16 @@
-"""What the end-to-end tests drive: the daemon as a process, and an SO that records what it hears.
+"""The test kit: what the tests, the benchmarks and the demo share to drive and observe a daemon.
 
-The daemon runs exactly as in production (``python -m
-model_services_orchestrator``, configured by env vars), against a real
-Mosquitto and the local Kubernetes API server; tests look at it only
-through the wire (MQTT), the API server and its log.
+One place for the SO that records what it hears, waiting with a deadline,
+the fake model's environment and the test images, the daemon as a process
+and its JSON log, pods moved by hand as a kubelet would, and the records
+read back exactly as a restarted daemon reads them (through the project's
+own store and decoder, never by hand). No test module imports helpers from
+another; they all import from here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -16,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+import kubernetes.client
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -25,8 +29,40 @@ from model_services_orchestrator.messages import (
     ModelConfiguration,
     ModelHasTerminated,
 )
+from model_services_orchestrator.model_inventory import Simulation
+from model_services_orchestrator.record_store import RecordStore
+from model_services_orchestrator.simulation_records import part_index, record_name
 from simulation_components.local_daemon import LocalDaemon
 from simulation_components.local_mosquitto import LocalMosquitto
+
+__all__ = [
+    "NAMESPACE",
+    "PRINTENV_IMAGE",
+    "TEST_IMAGES",
+    "BrokerAddress",
+    "Daemon",
+    "DaemonFactory",
+    "KubeAccess",
+    "Received",
+    "SimulatorRecorder",
+    "core_api",
+    "fake_model_env",
+    "read_records",
+    "ready",
+    "ready_in_record",
+    "record_part_count",
+    "running_pods",
+    "set_terminated",
+    "wait_for",
+]
+
+NAMESPACE = "dots"
+
+# A model that prints its whole environment and fails: what a careless model image does.
+PRINTENV_IMAGE = "printenv-and-fail:1"
+TEST_IMAGES: dict[str, list[str] | str | None] = {
+    PRINTENV_IMAGE: ["{python}", "-c", "import os; print(dict(os.environ)); raise SystemExit(1)"],
+}
 
 _T = TypeVar("_T")
 
@@ -163,3 +199,89 @@ class Daemon(LocalDaemon):
         code = super().stop(timeout)
         assert code is not None and code >= 0, f"daemon did not stop within {timeout}s"
         return code
+
+
+# ---------------------------------------------------------------- the cluster, as a kubelet or a reader sees it
+
+
+class KubeAccess(Protocol):
+    """An API server the tests reach with admin rights: the local stand-in or the real control plane."""
+
+    def kube_client_configuration(self) -> Any: ...
+
+
+def core_api(kube: KubeAccess) -> kubernetes.client.CoreV1Api:
+    return kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(kube.kube_client_configuration()))
+
+
+def set_terminated(api: kubernetes.client.CoreV1Api, name: str, exit_code: int) -> None:
+    """What a kubelet reports when the container of pod ``name`` ends."""
+    body: dict[str, Any] = {"status": {
+        "phase": "Succeeded" if exit_code == 0 else "Failed",
+        "containerStatuses": [{"name": name, "ready": False, "restartCount": 0, "image": "x", "imageID": "",
+                               "state": {"terminated": {"exitCode": exit_code,
+                                                        "reason": "Completed" if exit_code == 0 else "Error"}}}]}}
+    api.patch_namespaced_pod_status(name, NAMESPACE, body)
+
+
+def running_pods(api: kubernetes.client.CoreV1Api, count: int, timeout: float = 20.0) -> list[str]:
+    """The names of exactly ``count`` running pods, once there are."""
+    def names() -> list[str]:
+        pods = [pod.to_dict() for pod in api.list_namespaced_pod(NAMESPACE).items]
+        found = sorted(p["metadata"]["name"] for p in pods if (p.get("status") or {}).get("phase") == "Running")
+        return found if len(found) == count else []
+    return wait_for(names, timeout=timeout, what=f"{count} running pods")
+
+
+def ready(so: SimulatorRecorder, simulation_id: str, *models: str) -> None:
+    """The models' ReadyForProcessing, at QoS 0 as DOTS models send it."""
+    for model in models:
+        so.publish(f"/lifecycle/model/mso/{simulation_id}/{model}/ReadyForProcessing", b"", qos=0)
+
+
+class _RecordObjects:
+    """The record's objects as the store reads them (the API's own JSON), read-only."""
+
+    def __init__(self, api: kubernetes.client.CoreV1Api, namespace: str) -> None:
+        self._api = api
+        self._namespace = namespace
+
+    async def list_objects(self, kind: str, label_selector: str) -> list[dict[str, Any]]:
+        listing = (self._api.list_namespaced_config_map if kind == "configmaps"
+                   else self._api.list_namespaced_secret)
+        response: Any = listing(self._namespace, label_selector=label_selector, _preload_content=False)
+        items: list[dict[str, Any]] = json.loads(response.data)["items"]
+        return items
+
+    async def put_object(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        raise AssertionError("the test kit only reads records")
+
+    async def replace_object(self, kind: str, body: dict[str, Any]) -> bool:
+        raise AssertionError("the test kit only reads records")
+
+    async def delete_object(self, kind: str, name: str) -> None:
+        raise AssertionError("the test kit only reads records")
+
+
+def read_records(api: kubernetes.client.CoreV1Api, *, so: str = "dots-so",
+                 namespace: str = NAMESPACE) -> dict[str, Simulation]:
+    """Every readable record, by simulation id, read as a restarted daemon reads them."""
+    store = RecordStore(api=_RecordObjects(api, namespace), so=so, is_secret=lambda _name: False)
+    return {restored.simulation.simulation_id: restored.simulation for restored in asyncio.run(store.load())}
+
+
+def ready_in_record(api: kubernetes.client.CoreV1Api, simulation_id: str) -> set[str]:
+    simulation = read_records(api).get(simulation_id)
+    return set() if simulation is None else {model_id for model_id, m in simulation.models.items() if m.ready}
+
+
+def record_part_count(api: kubernetes.client.CoreV1Api, simulation_id: str, kind: str = "configmaps",
+                      *, so: str = "dots-so") -> int:
+    """How many part ConfigMaps (or spec Secrets) the simulation's record has."""
+    name = record_name(so, simulation_id)
+    listing = api.list_namespaced_config_map if kind == "configmaps" else api.list_namespaced_secret
+    return sum(1 for item in listing(NAMESPACE).items
+               if item.metadata and item.metadata.name and part_index(name, item.metadata.name) is not None)
+
+
+DaemonFactory = Callable[..., Daemon]

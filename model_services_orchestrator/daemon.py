@@ -1,0 +1,285 @@
+"""The daemon: wires the adapters to the runtime, answers health questions, starts and stops.
+
+Nothing here decides anything about simulations (that is the inventory) or
+carries decisions out (that is the runtime): this module builds the
+Kubernetes gateway, the record store, the pod watch, the MQTT session and
+the HTTP endpoints from the settings, runs them as named long-lived tasks of
+one TaskGroup (if one dies, the process exits non-zero and Kubernetes
+restarts it), and shuts them down in an order that loses nothing decided.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from model_services_orchestrator.http_endpoints import MetricsSnapshot, serve_http
+from model_services_orchestrator.k8s_api import KubernetesGateway, PodWatcher, WatchEvent, WatchListed, build_api_client
+from model_services_orchestrator.logs import SecretRedactor, get_logger
+from model_services_orchestrator.messages import codec
+from model_services_orchestrator.mqtt_session import LoginRefusedError, MqttSession, MqttSettings
+from model_services_orchestrator.pod_observation import observe_pod
+from model_services_orchestrator.pod_specs import PodSettings, owned_pods_selector, secret_env_names
+from model_services_orchestrator.record_store import RecordStore
+from model_services_orchestrator.runtime import PodChange, Runtime, RuntimeSettings
+from model_services_orchestrator.settings import Settings
+from model_services_orchestrator.topics import subscriptions
+
+__all__ = ["Daemon", "run"]
+
+_log = get_logger(__name__)
+_SHUTDOWN_SECONDS = 8.0
+_E = TypeVar("_E", bound=BaseException)
+
+
+class Daemon:
+    """The running daemon for one SO: its adapters and its runtime."""
+
+    def __init__(self, *, settings: Settings, redactor: SecretRedactor) -> None:
+        self.settings = settings
+        so = settings.so_name
+        self.gateway = KubernetesGateway(
+            api_client=build_api_client(settings),
+            namespace=settings.kubernetes_namespace,
+            concurrency=settings.pod_create_concurrency,
+            request_timeout=settings.kubernetes_request_timeout_seconds,
+            qps=settings.kubernetes_qps,
+            burst=settings.kubernetes_burst,
+            # A sync that fails is tried again by the runtime: the gateway only smooths over blips.
+            max_attempts=3,
+        )
+        self.mqtt = MqttSession(
+            settings=MqttSettings(
+                host=settings.mqtt_host,
+                port=settings.mqtt_port,
+                username=settings.mqtt_username,
+                password=settings.mqtt_password.get_secret_value(),
+                client_id=settings.effective_mqtt_client_id,
+                keepalive=settings.mqtt_keepalive_seconds,
+                subscriptions=tuple(subscriptions(so)),
+                publish_qos=settings.mqtt_publish_qos,
+                max_inflight=settings.mqtt_max_inflight_messages,
+            ),
+            # Through a method: the runtime, built next, publishes through this session.
+            on_message=self._received,
+        )
+        self.runtime = Runtime(
+            settings=RuntimeSettings(
+                so=so,
+                pod_settings=PodSettings(
+                    so=so,
+                    pull_image_secret_name=settings.kubernetes_pull_image_secret_name,
+                    node_selector=settings.node_selector,
+                    tolerations=tuple(settings.tolerations),
+                    cpu_request=settings.model_cpu_request,
+                    memory_request=settings.model_memory_request,
+                    cpu_limit=settings.model_cpu_limit,
+                    memory_limit=settings.model_memory_limit,
+                    run_as_non_root=settings.model_run_as_non_root,
+                ),
+                secret_env_name_pattern=settings.secret_env_name_pattern,
+                model_start_timeout_seconds=settings.model_start_timeout_seconds,
+                min_cleanup_delay_seconds=settings.min_cleanup_delay_seconds,
+                model_stop_grace_seconds=settings.model_stop_grace_seconds,
+                max_keep_logs_hours=settings.max_keep_logs_hours,
+                failed_log_tail_lines=settings.failed_log_tail_lines,
+                report_failures_as_error_occurred=settings.report_failures_as_error_occurred,
+                max_payload_bytes=settings.max_payload_bytes,
+                model_healthcheck_interval_seconds=settings.model_healthcheck_interval_seconds,
+            ),
+            pods=self.gateway,
+            records=RecordStore(api=self.gateway, so=so,
+                                is_secret=secret_env_names(settings.secret_env_name_pattern)),
+            publisher=self.mqtt,
+            redactor=redactor,
+        )
+        self.runtime.on_ping(self._answer_ping)
+        self.watcher = PodWatcher(
+            gateway=self.gateway,
+            label_selector=owned_pods_selector(so),
+            deliver=self._from_watch_thread,
+            reduce=observe_pod,
+            watch_timeout_seconds=settings.kubernetes_watch_timeout_seconds,
+            silence_seconds=settings.kubernetes_watch_silence_seconds,
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = asyncio.Event()
+
+    def _received(self, topic: str, payload: bytes) -> None:
+        self.runtime.receive(topic, payload)
+
+    # -- the watch, from its thread
+
+    def _from_watch_thread(self, item: WatchListed | list[WatchEvent]) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._watched, item)
+
+    def _watched(self, item: WatchListed | list[WatchEvent]) -> None:
+        if isinstance(item, WatchListed):
+            self.runtime.pods_listed(item.pods)
+        else:
+            self.runtime.pods_changed(PodChange(event.pod, gone=event.type == "DELETED")
+                                      for event in item if event.pod is not None)
+
+    # -- health
+
+    def ready_reasons(self) -> list[str]:
+        """Why the daemon is not fully working right now; empty when it is."""
+        reasons = []
+        if not self.gateway.reachable:
+            reasons.append("the Kubernetes API is unreachable")
+        if not self.watcher.in_sync:
+            reasons.append("the pod watch is not in sync")
+        if not self.mqtt.connected:
+            reasons.append("the MQTT broker session is not established")
+        return reasons
+
+    def _answer_ping(self, ping: codec.HealthPing) -> None:
+        reasons = self.ready_reasons()
+        known = self.runtime.inventory.simulations
+        unknown = [simulation for simulation in ping.active_simulations if simulation not in known]
+        if unknown:
+            reasons.append("unknown simulations: " + ", ".join(unknown[:20]) + (" ..." if len(unknown) > 20 else ""))
+        self.mqtt.publish_volatile(self.runtime.topics.pong_health(ping.instance_id), codec.encode_pong(reasons))
+
+    def metrics(self) -> MetricsSnapshot:
+        runtime = self.runtime
+        return MetricsSnapshot(
+            active_simulations=len(runtime.inventory.simulations),
+            models_by_state=runtime.models_by_state(),
+            pods_created=runtime.pods_created,
+            pod_create_latency_buckets=runtime.create_latency.cumulative(),
+            pod_create_latency_sum=runtime.create_latency.total,
+            api_errors=dict(self.gateway.api_errors),
+            mqtt_reconnects=self.mqtt.reconnects,
+            messages_received=dict(runtime.messages_received),
+            messages_sent=dict(self.mqtt.sent_by_type),
+            watch_restarts=self.watcher.restarts,
+            watch_relists=self.watcher.relists,
+        )
+
+    # -- life
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        # What exists now (the libraries' modules, classes and clients) lives as long as the daemon:
+        # full collections need not scan it again, which shortens their pauses.
+        gc.freeze()
+        await self.runtime.restore()
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks: set[asyncio.Task[Any]] = {
+                    group.create_task(_in_daemon_thread(self.watcher.run, "pod-watch"), name="pod-watch"),
+                    group.create_task(self.runtime.run(), name="runtime"),
+                    group.create_task(self.mqtt.run(), name="mqtt"),
+                }
+                stopping = group.create_task(self._stopping.wait(), name="stop-signal")
+                tasks.add(stopping)
+                if self.settings.http_port:
+                    tasks.add(group.create_task(serve_http(
+                        port=self.settings.http_port, ready_reasons=self.ready_reasons, snapshot=self.metrics),
+                        name="http"))
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                if stopping not in done:
+                    for task in done:
+                        task.result()
+                    raise RuntimeError(f"long-lived task ended: {[task.get_name() for task in done]}")
+                await self._shutdown()
+                for task in tasks:
+                    task.cancel()
+        finally:
+            self.watcher.stop()
+            self.runtime.queue.close()
+            self.gateway.close()
+
+    async def _shutdown(self) -> None:
+        """Save what was decided and publish it; what is left is resumed from the records by the next daemon."""
+        _log.info("shutting down")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _SHUTDOWN_SECONDS
+        self.watcher.stop()
+        await self.runtime.drain(max(0.1, deadline - loop.time() - 2.0))
+        # Anything arriving from now on would not be saved: it stays queued at the broker, or is lost
+        # if it is already on its way to us (a window of a few milliseconds; docs/guarantees.md).
+        self.mqtt.stop_receiving()
+        await self.runtime.drain(max(0.1, deadline - loop.time() - 1.5))
+        if self.mqtt.connected:
+            await self.mqtt.flush(max(0.0, deadline - loop.time() - 0.5))
+        # Confirmations that came in meanwhile are saved, so the next daemon does not publish them again.
+        await self.runtime.drain(max(0.1, deadline - loop.time()))
+
+
+async def _in_daemon_thread(body: Callable[[], None], name: str) -> None:
+    """Run a blocking body in its own daemon thread and wait for it.
+
+    Unlike asyncio.to_thread, a thread stuck in a blocking read can never keep
+    the process from exiting: the loop's default executor is joined at exit.
+    """
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if finished.done():
+            return
+        if error is None:
+            finished.set_result(None)
+        else:
+            finished.set_exception(error)
+
+    def thread_body() -> None:
+        error: BaseException | None = None
+        try:
+            body()
+        except BaseException as exc:  # noqa: BLE001 (handed to the awaiting task, which decides)
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop may already be closed at exit
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=thread_body, name=name, daemon=True).start()
+    await finished
+
+
+def _first(error: BaseException, kind: type[_E]) -> _E | None:
+    """``error`` itself or the first of its kind among the errors it groups (a TaskGroup's)."""
+    if isinstance(error, kind):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            if (found := _first(inner, kind)) is not None:
+                return found
+    return None
+
+
+def run(settings: Settings, redactor: SecretRedactor) -> int:
+    """Run the daemon until SIGTERM or SIGINT; the exit code to end the process with."""
+
+    async def main() -> None:
+        daemon = Daemon(settings=settings, redactor=redactor)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.request_stop)
+        await daemon.run()
+
+    started = time.monotonic()
+    try:
+        asyncio.run(main())
+    except Exception as exc:  # noqa: BLE001 (the process's last word: say what broke, exit non-zero)
+        if (refused := _first(exc, LoginRefusedError)) is not None:
+            # An operator's mistake, not a bug: one line that says what to fix, no traceback.
+            _log.critical("mqtt login refused", detail=str(refused))
+            return 1
+        _log.critical("daemon failed", error=type(exc).__name__, detail=str(exc)[:500], exc_info=True,
+                      ran_seconds=round(time.monotonic() - started, 1))
+        return 1
+    _log.info("stopped")
+    return 0

@@ -1,0 +1,467 @@
+"""The MQTT side: one persistent session with the broker, our subscriptions, and an ordered outbox.
+
+Why this exists: a thin asyncio adapter over paho's own client, owned here in
+the open, instead of aiomqtt. aiomqtt's message iterator costs a task and an
+``asyncio.wait`` per message, which is most of the cost of a burst of ten
+thousand ReadyForProcessing, and reusing one aiomqtt client after an
+unexpected disconnection needs a write to its private state. Here paho's
+``on_message`` hands each message on with a plain call, in the event loop's
+thread, and everything is done through paho's public API: the socket
+callbacks hook its socket into the event loop (``loop_read`` when readable,
+``loop_write`` when it has something to send), a task calls ``loop_misc``
+every second for the keepalive, and only the blocking TCP connect runs in a
+worker thread.
+
+The client id is stable and the session is not clean, so what the SO and the
+models publish while the daemon restarts waits at the broker. One paho client
+lives as long as the session object and is reconnected, never replaced: paho
+keeps the QoS 1 and 2 messages the broker has not acknowledged and sends them
+again, in order, after reconnecting (``PUBLISH`` with DUP for those not yet
+received, ``PUBREL`` for those received but not completed). Lifecycle
+messages go out at QoS 2 by default, because only QoS 2 lets the broker
+recognise such a resent message as one it already has: at QoS 1 a broker
+restart between receiving a message and acknowledging it makes the SO hear it
+twice.
+
+Received messages are acknowledged by us after they are handed on (paho's
+manual acknowledgement), so what arrives after :meth:`MqttSession.stop_receiving`
+is never acknowledged and the broker delivers it again to our next life.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from model_services_orchestrator.logs import get_logger
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import ConnectFlags, DisconnectFlags, MQTTMessage, SocketLike
+    from paho.mqtt.properties import Properties
+
+__all__ = ["LoginRefusedError", "MqttSession", "MqttSettings", "is_login_refused"]
+
+_log = get_logger(__name__)
+
+# CONNACK codes of a refused login: MQTT 3.1.1's (4 bad user name or password, 5 not authorized), and the
+# MQTT 5 reason codes paho 2 reports them as (134, 135), whichever protocol the broker speaks.
+_LOGIN_REFUSED_CODES = frozenset({4, 5, 134, 135})
+
+# Seconds between calls of paho's loop_misc (keepalive pings, dead-connection checks); a quarter of a
+# shorter keepalive, so a ping is never late enough for the broker to give up on us (at 1.5 keepalives).
+_MISC_INTERVAL = 1.0
+_FIRST_BACKOFF = 0.5
+_MAX_BACKOFF = 30.0
+_DISCONNECT_GRACE = 1.0  # seconds to let our DISCONNECT packet go out when run() is cancelled
+
+_OnDelivered = Callable[[], None] | None
+
+
+class LoginRefusedError(RuntimeError):
+    """The broker refused our credentials: retrying cannot help, an operator must fix them."""
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    host: str
+    port: int
+    username: str
+    password: str
+    client_id: str
+    keepalive: int
+    subscriptions: tuple[str, ...]
+    publish_qos: int = 2
+    # MQTT 3.1.1 has no way to ask the broker how many unacknowledged QoS 2 messages it takes from a
+    # client; Mosquitto drops those past its max_inflight_messages (20 by default) without a word.
+    max_inflight: int = 20
+
+
+def is_login_refused(reason: ReasonCode | int) -> bool:
+    """Whether a CONNACK code (paho's ``ReasonCode`` or a bare MQTT 3.1.1 number) says our login was refused."""
+    value = reason.value if isinstance(reason, ReasonCode) else reason
+    return value in _LOGIN_REFUSED_CODES
+
+
+def _check_topic(topic: str) -> None:
+    # Checked when a message is decided, not when it is handed to paho later (where paho would raise it).
+    if not topic or "+" in topic or "#" in topic:
+        raise ValueError(f"cannot publish to {topic!r}: a topic name is non-empty and has no wildcard")
+
+
+class MqttSession:
+    """Keeps a session with the broker up, hands every received message to ``on_message``, publishes in order."""
+
+    def __init__(self, *, settings: MqttSettings, on_message: Callable[[str, bytes], None]) -> None:
+        if settings.publish_qos not in (0, 1, 2):
+            raise ValueError(f"publish_qos must be 0, 1 or 2, not {settings.publish_qos}")
+        if settings.max_inflight < 1:
+            raise ValueError(f"max_inflight must be at least 1, not {settings.max_inflight}")
+        self._settings = settings
+        self._on_message = on_message
+        self.reconnects = 0
+        self.sent_by_type: dict[str, int] = {}
+        self._connected = False
+        self._accepting = True
+        # The outbox: messages decided but not handed to paho yet, and those paho holds until acknowledged.
+        self._waiting: deque[tuple[str, bytes, _OnDelivered]] = deque()
+        self._in_flight: dict[int, tuple[str, _OnDelivered]] = {}  # paho's message id -> (kind, on_delivered)
+        self._pump_scheduled = False
+        self._write_scheduled = False
+        self._drain_waiters: set[asyncio.Future[None]] = set()
+        # Set by run(): the loop paho's callbacks must run in.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        # The current connection attempt: paho's blocking connect in a worker thread.
+        self._connecting: asyncio.Future[MQTTErrorCode] | None = None
+        self._session_ended: asyncio.Future[str] | None = None
+        self._socket_closed: asyncio.Future[None] | None = None
+        self._refusal: ReasonCode | None = None
+        self._subscribe_mid: int | None = None
+        self._established = False
+
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            clean_session=False,
+            protocol=MQTTProtocolVersion.MQTTv311,
+            reconnect_on_failure=False,  # we decide when to reconnect; paho must not downgrade or retry itself
+            manual_ack=True,
+        )
+        client.username_pw_set(settings.username or None, settings.password or None)
+        # At most this many QoS 1/2 messages part way through their flow: our window is the same, so paho
+        # never holds a message back itself (it would rescan its whole queue on every acknowledgement).
+        client.max_inflight_messages_set(settings.max_inflight)
+        client.enable_logger(logging.getLogger("paho.mqtt.client"))  # through the same pipeline as ours
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_subscribe = self._handle_subscribe
+        client.on_message = self._handle_message
+        client.on_publish = self._handle_publish
+        client.on_socket_open = self._handle_socket_open
+        client.on_socket_close = self._handle_socket_close
+        client.on_socket_register_write = self._handle_socket_register_write
+        client.on_socket_unregister_write = self._handle_socket_unregister_write
+        # No network here: only records where reconnect() goes.
+        client.connect_async(settings.host, settings.port, settings.keepalive)
+        self._client = client
+
+    # --- what the application uses -----------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Connected and subscribed: messages flow both ways."""
+        return self._connected
+
+    def publish(self, topic: str, payload: bytes, on_delivered: Callable[[], None] | None = None) -> None:
+        """Send in order at the configured QoS; ``on_delivered`` is called (in the loop) once the broker has it.
+
+        The message waits here until connected and the window has room; once
+        handed to paho it survives disconnections (paho resends it after
+        reconnecting) and is never handed over again.
+        """
+        _check_topic(topic)
+        self._waiting.append((topic, payload, on_delivered))
+        self._schedule_pump()
+
+    def publish_volatile(self, topic: str, payload: bytes) -> None:
+        """Send at QoS 0 now, or not at all: for pings and pongs, which are worthless once stale."""
+        _check_topic(topic)
+        if self._connected:
+            self._client.publish(topic, payload, qos=0)
+
+    def stop_receiving(self) -> None:
+        """Drop whatever arrives from now on (shutting down).
+
+        Dropped messages are not acknowledged, so the broker delivers them
+        again to our next session (at QoS 1, that of our subscriptions; a
+        QoS 2 message is past that point when it reaches us).
+        """
+        self._accepting = False
+
+    def pending(self) -> int:
+        """Messages published and not yet delivered: waiting here or in flight."""
+        return len(self._waiting) + len(self._in_flight)
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until nothing is pending, at most ``timeout`` seconds; say whether everything went out."""
+        if not self.pending():
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        self._drain_waiters.add(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            return False
+        finally:
+            self._drain_waiters.discard(waiter)
+        return True
+
+    async def run(self) -> None:
+        """Connect, subscribe, receive and publish; reconnect with backoff whenever the broker goes away.
+
+        Raises :class:`LoginRefusedError` when the broker refuses our
+        credentials. Cancelling it disconnects cleanly and closes the socket.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        keepalive = asyncio.create_task(self._call_loop_misc(), name="mqtt-keepalive")
+        backoff = _FIRST_BACKOFF
+        try:
+            while True:
+                error = await self._session()
+                if self._refusal is not None and is_login_refused(self._refusal):
+                    settings = self._settings
+                    raise LoginRefusedError(
+                        f"the broker {settings.host}:{settings.port} refused the login of user "
+                        f"{settings.username!r}: {self._refusal}")
+                if self._established:
+                    backoff = _FIRST_BACKOFF  # a session that got going starts the backoff over
+                delay = backoff * random.uniform(0.5, 1.0)  # noqa: S311 (jitter)
+                _log.warning("mqtt connection lost, reconnecting", error=error,
+                             delay_seconds=round(delay, 2), unacknowledged=self.pending())
+                await asyncio.sleep(delay)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+        finally:
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keepalive
+            await self._close()
+
+    # --- connections ---------------------------------------------------------------------------
+
+    async def _session(self) -> str:
+        """One connection, from connecting to its loss; returns what ended it."""
+        loop = self._require_loop()
+        self._refusal = None
+        self._established = False
+        ended: asyncio.Future[str] = loop.create_future()
+        self._session_ended = ended
+        # paho's connect blocks on the TCP handshake. The socket callbacks it makes from the worker
+        # thread hop to the loop (see _in_loop); nothing else touches the client until it returns.
+        connecting = loop.run_in_executor(None, self._client.reconnect)
+        self._connecting = connecting
+        try:
+            await asyncio.shield(connecting)  # if run() is cancelled, _close() waits for the thread
+        except OSError as exc:
+            return f"cannot connect: {exc}"
+        return await ended
+
+    async def _call_loop_misc(self) -> None:
+        keepalive = self._settings.keepalive
+        interval = min(_MISC_INTERVAL, keepalive / 4) if keepalive > 0 else _MISC_INTERVAL
+        while True:
+            await asyncio.sleep(interval)
+            if self._connecting is None or self._connecting.done():
+                self._client.loop_misc()
+
+    async def _close(self) -> None:
+        """Disconnect cleanly (DISCONNECT, then close), or just close the socket if that does not go out."""
+        self._connected = False
+        connecting = self._connecting
+        if connecting is not None and not connecting.done():
+            await asyncio.wait({connecting})  # bounded by paho's connect_timeout
+        if connecting is not None and connecting.done() and not connecting.cancelled():
+            connecting.exception()  # retrieved: a failed last attempt is no news when stopping
+        client = self._client
+        if client.socket() is None:
+            return
+        closed: asyncio.Future[None] = self._require_loop().create_future()
+        self._socket_closed = closed
+        client.disconnect()
+        client.loop_write()  # normally sends DISCONNECT at once, and paho closes the socket after it
+        if client.socket() is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_DISCONNECT_GRACE):
+                    await closed
+        if client.socket() is not None:
+            # The broker does not read: give up on a clean goodbye. Documented to drop the connection at once.
+            client.connect_async(self._settings.host, self._settings.port, self._settings.keepalive)
+
+    def _handle_connect(
+        self, client: paho.Client, _userdata: Any, flags: ConnectFlags, reason: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            # paho closes the socket next and calls on_disconnect, which ends the session.
+            self._refusal = reason
+            return
+        self.reconnects += 1
+        settings = self._settings
+        _log.info("mqtt connected", host=settings.host, port=settings.port, client_id=settings.client_id,
+                  session_present=flags.session_present)
+        if settings.subscriptions:
+            _rc, mid = client.subscribe([(topic, 1) for topic in settings.subscriptions])
+            self._subscribe_mid = mid
+        else:
+            self._subscribed()
+
+    def _handle_subscribe(
+        self, _client: paho.Client, _userdata: Any, mid: int, reasons: list[ReasonCode],
+        _properties: Properties | None,
+    ) -> None:
+        if mid != self._subscribe_mid:
+            return
+        self._subscribe_mid = None
+        refused = [topic for topic, reason in zip(self._settings.subscriptions, reasons, strict=False)
+                   if reason.is_failure]
+        if refused:
+            _log.error("mqtt subscription refused", topics=refused)
+        self._subscribed()
+
+    def _subscribed(self) -> None:
+        _log.info("mqtt subscribed", topics=list(self._settings.subscriptions))
+        self._connected = True
+        self._established = True
+        self._schedule_pump()
+
+    def _handle_disconnect(
+        self, _client: paho.Client, _userdata: Any, _flags: DisconnectFlags, reason: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        self._connected = False
+        self._subscribe_mid = None
+        if self._settings.publish_qos == 0 and self._in_flight:
+            # paho drops QoS 0 messages not yet written when the connection goes: at most once.
+            _log.warning("mqtt messages lost with the connection", count=len(self._in_flight))
+            self._in_flight.clear()
+            self._notify_if_drained()
+        ended = self._session_ended
+        if ended is not None and not ended.done():
+            if self._refusal is not None:
+                ended.set_result(f"connection refused: {self._refusal}")
+            else:
+                ended.set_result(f"connection lost ({reason})")
+
+    # --- messages ------------------------------------------------------------------------------
+
+    def _handle_message(self, client: paho.Client, _userdata: Any, message: MQTTMessage) -> None:
+        if not self._accepting and message.qos < 2:
+            return  # not acknowledged: the broker keeps it for our next session
+        try:
+            if self._accepting:
+                payload = message.payload
+                self._on_message(message.topic, payload if isinstance(payload, bytes) else bytes(payload))
+        except Exception:  # noqa: BLE001 (logged: an exception through paho would break its read state)
+            _log.exception("mqtt message handling failed")
+        finally:
+            if message.qos:
+                client.ack(message.mid, message.qos)
+
+    def _handle_publish(
+        self, _client: paho.Client, _userdata: Any, mid: int, _reason: ReasonCode, _properties: Properties,
+    ) -> None:
+        entry = self._in_flight.pop(mid, None)
+        if entry is None:
+            return  # a volatile message went out
+        kind, on_delivered = entry
+        self.sent_by_type[kind] = self.sent_by_type.get(kind, 0) + 1
+        if on_delivered is not None:
+            try:
+                on_delivered()
+            except Exception:  # noqa: BLE001 (logged; the outbox goes on)
+                _log.exception("mqtt delivery callback failed")
+        self._schedule_pump()
+        self._notify_if_drained()
+
+    def _schedule_pump(self) -> None:
+        # Once per loop iteration at most, and outside paho's callbacks: paho counts a message as in
+        # flight until its on_publish returns, so a hand-over from inside it would be held back by paho.
+        if (not self._pump_scheduled and self._connected and self._waiting
+                and len(self._in_flight) < self._settings.max_inflight):
+            self._pump_scheduled = True
+            self._require_loop().call_soon(self._pump)
+
+    def _pump(self) -> None:
+        self._pump_scheduled = False
+        qos = self._settings.publish_qos
+        window = self._settings.max_inflight
+        while self._connected and self._waiting and len(self._in_flight) < window:
+            topic, payload, on_delivered = self._waiting.popleft()
+            info = self._client.publish(topic, payload, qos=qos)
+            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+                # Its message id (a 16-bit counter) is still taken by an old message in flight: try
+                # again with the next id once an acknowledgement comes.
+                self._waiting.appendleft((topic, payload, on_delivered))
+                return
+            if qos == 0 and info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._waiting.appendleft((topic, payload, on_delivered))
+                return
+            # At QoS 1 and 2 paho now owns it, connected or not (NO_CONN: it sends it after reconnecting).
+            self._in_flight[info.mid] = (topic.rsplit("/", 1)[-1], on_delivered)
+
+    def _notify_if_drained(self) -> None:
+        if self._drain_waiters and not self._waiting and not self._in_flight:
+            for waiter in self._drain_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    # --- paho's socket in the event loop -------------------------------------------------------
+
+    def _require_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("the MQTT session is not running")
+        return self._loop
+
+    def _in_loop(self, callback: Callable[[int], None], fd: int) -> None:
+        """Run now if in the loop's thread, else hop there (in order: the loop runs such calls first come first)."""
+        if threading.get_ident() == self._loop_thread:
+            callback(fd)
+        else:
+            self._require_loop().call_soon_threadsafe(callback, fd)
+
+    def _handle_socket_open(self, _client: paho.Client, _userdata: Any, sock: SocketLike) -> None:
+        self._in_loop(self._watch_reads, sock.fileno())
+
+    def _handle_socket_close(self, _client: paho.Client, _userdata: Any, sock: SocketLike) -> None:
+        self._in_loop(self._forget, sock.fileno())  # called before paho closes it: the number is still its own
+
+    def _handle_socket_register_write(self, _client: paho.Client, _userdata: Any, sock: SocketLike) -> None:
+        self._in_loop(self._write_soon, sock.fileno())
+
+    def _handle_socket_unregister_write(self, _client: paho.Client, _userdata: Any, sock: SocketLike) -> None:
+        self._in_loop(self._unwatch_writes, sock.fileno())
+
+    def _watch_reads(self, fd: int) -> None:
+        self._require_loop().add_reader(fd, self._client.loop_read)
+
+    def _write_soon(self, _fd: int) -> None:
+        # paho has packets to send. The socket can nearly always take them at once: write them later in
+        # this loop iteration, all together, and watch for writability only if some remain (a full
+        # buffer). Watching at once would cost two epoll changes per acknowledgement in a burst.
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            self._require_loop().call_soon(self._write_now)
+
+    def _write_now(self) -> None:
+        self._write_scheduled = False
+        client = self._client
+        if client.socket() is None:
+            return
+        client.loop_write()
+        sock = client.socket()
+        if sock is not None and client.want_write():
+            # paho calls on_socket_unregister_write once it has written everything.
+            self._require_loop().add_writer(sock.fileno(), client.loop_write)
+
+    def _unwatch_writes(self, fd: int) -> None:
+        self._require_loop().remove_writer(fd)
+
+    def _forget(self, fd: int) -> None:
+        loop = self._require_loop()
+        loop.remove_reader(fd)
+        loop.remove_writer(fd)
+        closed = self._socket_closed
+        if closed is not None and not closed.done():
+            closed.set_result(None)

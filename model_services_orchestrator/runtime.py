@@ -1,0 +1,479 @@
+"""The runtime: inputs change the inventory, and one sync per simulation makes the world match it.
+
+Shaped like a Kubernetes controller (sample-controller, client-go's
+workqueue). Every input (an MQTT message, pods seen by the watch, a
+deadline, a confirmation from the broker) is applied to the pure inventory
+at once, in the event loop, and only marks the simulations it changed in one
+deduplicating work queue. Workers take one simulation at a time and run
+``sync``, which converges it from the inventory's decisions, in an order
+that keeps the promises across a crash:
+
+1. save the record if it changed (readies and confirmations included: the
+   window a SIGKILL can lose them in is one sync, not a timer);
+2. publish the lifecycle messages the saved record decided, in order; each
+   is marked delivered when the broker confirms it, and saved again;
+3. report failures (the log tail, ErrorOccurred), best effort;
+4. stop, in place, the pods of models the daemon ended;
+5. create the pods still missing, a bounded number per pass;
+6. delete pods and record once the simulation is due for its cleanup.
+
+A failed call is never an answer by itself: the sync raises, and the queue
+brings the simulation back after a per-key backoff. Only a domain deadline
+(a model's start timeout) or a permanent rejection turns into a FAILED code.
+Nothing in flight is kept outside the queue and the inventory.
+
+The adapters come in as small protocols (``PodApi``, ``Publisher``, and the
+``RecordStore`` over an ``ObjectApi``), so the rules here are tested
+in-process with the fakes of ``testing``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from model_services_orchestrator import model_inventory as inv
+from model_services_orchestrator.http_endpoints import LatencyHistogram
+from model_services_orchestrator.kube_errors import TRANSIENT, KubeError
+from model_services_orchestrator.logs import SecretRedactor, get_logger
+from model_services_orchestrator.messages import codec
+from model_services_orchestrator.model_health import ModelHealth
+from model_services_orchestrator.pod_observation import ContainerState, PodObservation
+from model_services_orchestrator.pod_specs import (
+    PodSettings,
+    build_pod,
+    ownership_marks,
+    secret_env_names,
+    simulation_pods_selector,
+)
+from model_services_orchestrator.record_store import RecordStore
+from model_services_orchestrator.topics import OutgoingTopics
+from model_services_orchestrator.work_queue import WorkQueue
+
+__all__ = ["CreateResult", "PodApi", "PodChange", "Publisher", "Runtime", "RuntimeSettings"]
+
+_log = get_logger(__name__)
+
+
+class CreateResult(Protocol):
+    """What became of a create: made (or already this model's), or rejected for good."""
+
+    @property
+    def created(self) -> bool: ...
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def name_taken(self) -> bool: ...
+
+
+class PodApi(Protocol):
+    """The calls on pods the runtime makes; failures raise ``kube_errors.KubeError``."""
+
+    async def create_pod(self, body: dict[str, Any], marks: Mapping[str, Mapping[str, str]]) -> CreateResult: ...
+
+    async def stop_pod(self, name: str, marks: Mapping[str, Mapping[str, str]]) -> bool: ...
+
+    async def delete_own_pod(self, name: str, marks: Mapping[str, Mapping[str, str]]) -> bool: ...
+
+    async def delete_pods(self, label_selector: str) -> None: ...
+
+    async def read_log_tail(self, name: str, lines: int) -> str: ...
+
+
+class Publisher(Protocol):
+    """The MQTT session, as the runtime uses it."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def publish(self, topic: str, payload: bytes, on_delivered: Callable[[], None] | None = None) -> None: ...
+
+    def publish_volatile(self, topic: str, payload: bytes) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PodChange:
+    """A pod seen by the watch; ``gone``: it was deleted."""
+
+    pod: PodObservation
+    gone: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    so: str
+    pod_settings: PodSettings
+    secret_env_name_pattern: str
+    model_start_timeout_seconds: float = 300.0
+    min_cleanup_delay_seconds: float = 5.0
+    model_stop_grace_seconds: float = 30.0
+    max_keep_logs_hours: float = 168.0
+    failed_log_tail_lines: int = 30
+    report_failures_as_error_occurred: bool = True
+    max_payload_bytes: int = 16 * 1024 * 1024
+    model_healthcheck_interval_seconds: float = 0.0
+    workers: int = 4
+    creates_per_sync: int = 512  # a pass's worth: saves and messages of the simulation wait at most that long
+    retry_base_seconds: float = 0.2
+    retry_max_seconds: float = 30.0
+
+
+class Runtime:
+    """The daemon's state and its convergence, for one SO."""
+
+    def __init__(self, *, settings: RuntimeSettings, pods: PodApi, records: RecordStore, publisher: Publisher,
+                 redactor: SecretRedactor, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.pods = pods
+        self.records = records
+        self.publisher = publisher
+        self.redactor = redactor
+        self.clock = clock
+        self.topics = OutgoingTopics(settings.so)
+        self.inventory = inv.Inventory(
+            start_timeout_seconds=settings.model_start_timeout_seconds,
+            min_cleanup_delay_seconds=settings.min_cleanup_delay_seconds,
+            stop_grace_seconds=settings.model_stop_grace_seconds,
+            max_keep_logs_hours=settings.max_keep_logs_hours,
+        )
+        self.queue: WorkQueue[str] = WorkQueue(base_delay=settings.retry_base_seconds,
+                                               max_delay=settings.retry_max_seconds)
+        self.model_health = ModelHealth(interval_seconds=settings.model_healthcheck_interval_seconds)
+        self.is_secret = secret_env_names(settings.secret_env_name_pattern)
+        self._deadlines_changed = asyncio.Event()
+        self._stopping = False
+        self._answer_ping: Callable[[codec.HealthPing], None] = lambda _ping: None
+        # What the metrics report.
+        self.messages_received: dict[str, int] = {}
+        self.messages_sent: dict[str, int] = {}
+        self.pods_created = 0
+        self.create_latency = LatencyHistogram()
+
+    # -- inputs (in the event loop)
+
+    def on_ping(self, answer: Callable[[codec.HealthPing], None]) -> None:
+        """Who answers the SO's health pings (the daemon, which knows the adapters' health)."""
+        self._answer_ping = answer
+
+    def receive(self, topic: str, payload: bytes) -> None:
+        """An MQTT message."""
+        now = self.clock()
+        try:
+            message = codec.decode(topic, payload, so=self.settings.so,
+                                   max_payload_bytes=self.settings.max_payload_bytes, now=now)
+        except codec.DecodeError as exc:
+            _log.warning("message dropped", topic=topic[:300], reason=str(exc)[:300], size=len(payload))
+            return
+        kind = topic.rsplit("/", 1)[-1]
+        self.messages_received[kind] = self.messages_received.get(kind, 0) + 1
+        match message:
+            case inv.DeployRequested():
+                self._deploying(message)
+            case inv.EndRequested() if message.simulation_id in self.inventory.simulations:
+                _log.info("simulation ended by the SO" if message.model_id is None else "model told to finish",
+                          simulation_id=message.simulation_id, model_id=message.model_id)
+            case codec.HealthPing():
+                self._answer_ping(message)
+                return
+            case codec.ModelPong():
+                self.model_health.pong(message.simulation_id, message.model_id, bids=message.bids,
+                                       allocations=message.allocations, now=now)
+                return
+        self.apply([message])
+
+    def _deploying(self, request: inv.DeployRequested) -> None:
+        self.redactor.add_env(((name, value) for spec in request.models for name, value in spec.env
+                               if self.is_secret(name)), owner=request.simulation_id)
+        known = self.inventory.simulations.get(request.simulation_id)
+        if known is None:
+            _log.info("deploying models", simulation_id=request.simulation_id, simulator_id=request.simulator_id,
+                      models=len(request.models), keep_logs_hours=request.keep_logs_hours)
+            if request.keep_logs_hours > self.settings.max_keep_logs_hours:
+                _log.warning("keepLogsHours capped", simulation_id=request.simulation_id,
+                             requested=str(request.keep_logs_hours), kept=self.settings.max_keep_logs_hours,
+                             setting="MAX_KEEP_LOGS_HOURS")
+            return
+        added = [spec.model_id for spec in request.models if spec.model_id not in known.models]
+        _log.warning("repeated DeployModels", simulation_id=request.simulation_id,
+                     models_added=len(added), answer="FAILED -1 for each model it adds" if added else "none")
+
+    def pods_listed(self, observations: Iterable[PodObservation | None]) -> None:
+        """A full list of our pods, from the watch."""
+        self.apply([inv.PodListed(tuple(seen for seen in observations if seen is not None), self.clock())])
+
+    def pods_changed(self, changes: Iterable[PodChange]) -> None:
+        """Pods that changed, from the watch."""
+        now = self.clock()
+        events: list[inv.Event] = []
+        for change in changes:
+            events.append(inv.PodSeen(change.pod, now))
+            if change.gone:
+                events.append(inv.PodGone(change.pod.simulation_id, change.pod.model_id, change.pod.pod_name, now))
+        self.apply(events)
+
+    def apply(self, events: Iterable[inv.Event]) -> None:
+        """Hand events to the inventory and queue the simulations they changed."""
+        for simulation_id in self.inventory.handle_all(events):
+            self.queue.add(simulation_id)
+        self._deadlines_changed.set()
+
+    # -- start-up
+
+    async def restore(self) -> None:
+        """Rebuild the inventory from the records in the cluster, before anything else happens.
+
+        Nothing can be decided before the records are read: transient failures are waited out (a
+        control plane that restarts with the daemon); a refusal (401, 403) ends the daemon.
+        """
+        delay = self.settings.retry_base_seconds
+        while True:
+            try:
+                loaded = await self.records.load()
+                break
+            except TRANSIENT as exc:
+                _log.warning("records unreadable, retrying", error=type(exc).__name__, detail=str(exc)[:300],
+                             retry_in_seconds=round(delay, 2))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_seconds)
+        now = self.clock()
+        for restored in loaded:
+            simulation = restored.simulation
+            self.redactor.add_env(restored.secret_env, owner=simulation.simulation_id)
+            self.inventory.restore(simulation, now)
+            self.queue.add(simulation.simulation_id)
+            _log.info("simulation restored", simulation_id=simulation.simulation_id, models=len(simulation.models),
+                      models_ready=simulation.models_ready.name, all_terminated=simulation.all_terminated.name)
+
+    # -- running
+
+    async def run(self) -> None:
+        """Workers and deadlines, until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._deadlines(), name="deadlines")
+            for index in range(self.settings.workers):
+                group.create_task(self._work(), name=f"sync-worker-{index}")
+            if (interval := self.settings.model_healthcheck_interval_seconds) > 0:
+                group.create_task(self._watch_model_health(interval), name="model-health")
+
+    async def _deadlines(self) -> None:
+        while True:
+            deadline = self.inventory.next_deadline()
+            self._deadlines_changed.clear()
+            if deadline is None or deadline > self.clock():
+                timeout = None if deadline is None else deadline - self.clock()
+                # asyncio.timeout rather than wait_for, which wraps every wait in a task of its own.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._deadlines_changed.wait()
+                        continue
+            self.apply([inv.Tick(self.clock())])
+
+    async def _work(self) -> None:
+        while True:
+            simulation_id = await self.queue.get()
+            try:
+                more = await self.sync(simulation_id)
+            except Exception as exc:  # noqa: BLE001 (a failed sync is retried with backoff, never fatal)
+                delay = self.queue.add_rate_limited(simulation_id)
+                fields = {"simulation_id": simulation_id, "error": type(exc).__name__, "detail": str(exc)[:300],
+                          "retry_in_seconds": round(delay, 2)}
+                if isinstance(exc, KubeError):
+                    _log.warning("sync failed, retrying", **fields)
+                else:
+                    _log.error("sync failed, retrying", **fields, exc_info=True)
+            else:
+                self.queue.forget(simulation_id)
+                if more:
+                    self.queue.add(simulation_id)
+            finally:
+                self.queue.done(simulation_id)
+
+    async def sync(self, simulation_id: str) -> bool:
+        """Converge one simulation; whether work is left for another pass at once."""
+        inventory = self.inventory
+        if simulation_id not in inventory.simulations:
+            return False
+        if inventory.needs_save(simulation_id):
+            version, changed = inventory.take_changes(simulation_id)
+            # A failed save raises here: the store writes everything on its next attempt.
+            await self.records.save(inventory.simulations[simulation_id], changed)
+            inventory.record_saved(simulation_id, version)
+        for message in inventory.releasable(simulation_id):
+            self._publish(message)
+        if reports := inventory.take_reports(simulation_id):
+            await asyncio.gather(*(self._report(report) for report in reports))
+        if self._stopping:
+            return False  # what is left is resumed from the record by the next daemon
+        if stops := inventory.pods_to_stop(simulation_id):
+            await asyncio.gather(*(self._stop(stop) for stop in stops))
+        creates = inventory.pods_to_create(simulation_id, self.settings.creates_per_sync)
+        if creates:
+            outcomes = await asyncio.gather(*(self._create(create) for create in creates), return_exceptions=True)
+            failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+            if failures:
+                # Transient or not, the pods not made are tried again after the backoff; only their start
+                # deadline fails them (-2).
+                raise failures[0]
+        if inventory.cleanup_due(simulation_id, self.clock()):
+            await self._clean_up(simulation_id)
+            return False
+        return len(creates) == self.settings.creates_per_sync
+
+    # -- the steps
+
+    def _publish(self, message: inv.Outgoing) -> None:
+        match message.kind:
+            case inv.MessageKind.MODELS_READY:
+                _log.info("models ready", simulation_id=message.simulation_id)
+                topic, payload = self.topics.models_ready(message.simulation_id), codec.encode_models_ready()
+            case inv.MessageKind.MODEL_HAS_TERMINATED:
+                _log.info("model terminated", simulation_id=message.simulation_id, model_id=message.model_id,
+                          exit_code=message.exit_code, reason=message.reason)
+                topic = self.topics.model_has_terminated(message.simulation_id, message.model_id)
+                payload = codec.encode_model_has_terminated(message.exit_code)
+            case inv.MessageKind.ALL_MODELS_HAVE_TERMINATED:
+                _log.info("all models terminated", simulation_id=message.simulation_id)
+                topic = self.topics.all_models_have_terminated(message.simulation_id)
+                payload = codec.encode_all_models_have_terminated()
+
+        def delivered() -> None:
+            kind = message.kind.value
+            self.messages_sent[kind] = self.messages_sent.get(kind, 0) + 1
+            self.apply([inv.Delivered(message)])
+
+        self.publisher.publish(topic, payload, delivered)
+
+    async def _report(self, report: inv.FailureReport) -> None:
+        lines: list[str] = []
+        if report.read_log and self.settings.failed_log_tail_lines:
+            try:
+                text = await self.pods.read_log_tail(report.pod_name, self.settings.failed_log_tail_lines)
+                lines = self.redactor.redact(text).splitlines()
+            except KubeError as exc:  # the failure is still reported, without its log
+                lines = [f"(log unavailable: {type(exc).__name__})"]
+        _log.warning("model failed", simulation_id=report.simulation_id, model_id=report.model_id,
+                     exit_code=report.exit_code, reason=report.reason, last_log_lines=lines)
+        if self.settings.report_failures_as_error_occurred:
+            message = f"Model {report.model_id} failed with exit code {report.exit_code}"
+            message += f" ({report.reason})" if report.reason else ""
+            if lines:
+                message += ". Last log lines:\n" + "\n".join(lines)
+            self.publisher.publish(self.topics.error_occurred(report.simulation_id, report.model_id),
+                                   codec.encode_error_occurred(self.redactor.redact(message)))
+
+    async def _stop(self, stop: inv.StopPod) -> None:
+        marks = ownership_marks(self.settings.so, stop.simulator_id, stop.simulation_id, stop.model_id)
+        if stop.delete:
+            done = await self.pods.delete_own_pod(stop.pod_name, marks)
+        else:
+            done = await self.pods.stop_pod(stop.pod_name, marks)
+        if not done:
+            _log.warning("pod not stopped: gone, or not this model's", simulation_id=stop.simulation_id,
+                         model_id=stop.model_id, pod=stop.pod_name)
+        self.apply([inv.PodStopped(stop.simulation_id, stop.model_id)])
+
+    async def _create(self, create: inv.CreatePod) -> None:
+        spec = create.spec
+        body = build_pod(
+            settings=self.settings.pod_settings,
+            simulator_id=create.simulator_id,
+            simulation_id=create.simulation_id,
+            model_id=spec.model_id,
+            image=spec.image,
+            env=spec.env,
+            keep_logs_hours=create.keep_logs_hours,
+            name=create.pod_name,
+            is_secret=self.is_secret,
+            secret_for=self.records.secret_for(create.simulation_id),
+        )
+        started = time.monotonic()
+        result = await self.pods.create_pod(body, ownership_marks(
+            self.settings.so, create.simulator_id, create.simulation_id, spec.model_id))
+        now = self.clock()
+        if result.created:
+            self.pods_created += 1
+            self.create_latency.observe(time.monotonic() - started)
+            self.apply([inv.PodCreated(create.simulation_id, spec.model_id, now)])
+            return
+        _log.warning("pod rejected", simulation_id=create.simulation_id, model_id=spec.model_id,
+                     status=result.status, reason=result.reason[:500], pod=create.pod_name)
+        self.apply([inv.PodCreateRejected(create.simulation_id, spec.model_id, f"{result.status} {result.reason}",
+                                          now, result.name_taken)])
+
+    async def _clean_up(self, simulation_id: str) -> None:
+        simulation = self.inventory.simulations[simulation_id]
+        _log.info("deleting finished simulation", simulation_id=simulation_id)
+        await self.pods.delete_pods(simulation_pods_selector(self.settings.so, simulation_id))
+        await self.records.delete(simulation_id)
+        self.apply([inv.SimulationCleanedUp(simulation.simulation_id)])
+        # Its models' logs are no longer read: their secrets need not be remembered.
+        self.redactor.forget(simulation_id)
+
+    # -- shutting down
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop starting new work; let the syncs save and publish what is decided. Whether all settled."""
+        self._stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            dirty = [simulation_id for simulation_id in self.inventory.simulations
+                     if self.inventory.needs_save(simulation_id)]
+            for simulation_id in dirty:
+                self.queue.add(simulation_id)
+            if not dirty and self.queue.idle():
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    # -- health and metrics
+
+    def running_models(self) -> list[tuple[str, str]]:
+        return [
+            (simulation.simulation_id, model.model_id)
+            for simulation in self.inventory.simulations.values()
+            for model in simulation.models.values()
+            if model.termination is None and model.container is ContainerState.RUNNING
+        ]
+
+    def models_by_state(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for simulation in self.inventory.simulations.values():
+            for model in simulation.models.values():
+                state = _model_state(model)
+                counts[state] = counts.get(state, 0) + 1
+        return counts
+
+    async def _watch_model_health(self, interval: float) -> None:
+        """Ping running models every interval; report those that stopped answering or progressing, once."""
+        while True:
+            await asyncio.sleep(interval)
+            running = self.running_models()
+            for verdict in self.model_health.check(running, self.clock()):
+                _log.warning("model unhealthy", simulation_id=verdict.simulation_id, model_id=verdict.model_id,
+                             reason=verdict.reason)
+                self.publisher.publish(self.topics.unhealthy_model(verdict.simulation_id, verdict.model_id),
+                                       codec.encode_unhealthy_model())
+            ping = codec.encode_ping_model()
+            for simulation_id, model_id in running:
+                self.publisher.publish_volatile(self.topics.ping_model(simulation_id, model_id), ping)
+
+
+def _model_state(model: inv.Model) -> str:
+    if model.termination is not None:
+        return "failed" if model.termination.failed else "succeeded"
+    if model.ready:
+        return "ready"
+    if model.container is ContainerState.RUNNING:
+        return "running"
+    return "pending"
+

@@ -1,0 +1,326 @@
+"""The MQTT session against a real Mosquitto: messages both ways, order, a broker restart, a refused login.
+
+The other side of every test is a plain paho client running in its own thread
+with a persistent session, so what it counts is what the broker delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from model_services_orchestrator.mqtt_session import LoginRefusedError, MqttSession, MqttSettings
+from simulation_components.local_mosquitto import LocalMosquitto, free_port
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def _settings(broker: LocalMosquitto, *, subscriptions: tuple[str, ...] = (), **overrides: Any) -> MqttSettings:
+    values: dict[str, Any] = {
+        "host": broker.host, "port": broker.port, "username": broker.username, "password": broker.password,
+        "client_id": _unique("session"), "keepalive": 5, "subscriptions": subscriptions, **overrides}
+    return MqttSettings(**values)
+
+
+class Peer:
+    """A paho client in its own thread, with a persistent session: the broker keeps its messages across restarts."""
+
+    def __init__(self, broker: LocalMosquitto, subscription: str | None = None, client_id: str | None = None) -> None:
+        self.received: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self._subscription = subscription
+        self._closed = False
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id or _unique("peer"), clean_session=False)
+        client.username_pw_set(broker.username, broker.password)
+        client.reconnect_delay_set(min_delay=1, max_delay=1)
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.connect(broker.host, broker.port, keepalive=5)
+        client.loop_start()
+        self._client = client
+        if subscription is not None:
+            assert self._subscribed.wait(5), "the peer did not subscribe"
+
+    def _on_connect(self, client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if not reason.is_failure and self._subscription is not None:
+            client.subscribe(self._subscription, qos=2)
+
+    def _on_subscribe(self, *_args: Any) -> None:
+        self._subscribed.set()
+
+    def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+        with self._lock:
+            self.received.append((message.topic, bytes(message.payload)))
+
+    def payloads(self) -> list[bytes]:
+        with self._lock:
+            return [payload for _topic, payload in self.received]
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[bytes]:
+        deadline = time.monotonic() + timeout
+        while len(self.payloads()) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.payloads()
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        self._client.publish(topic, payload, qos=qos).wait_for_publish(5)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+@pytest.fixture
+def peers(broker: LocalMosquitto) -> Iterator[Callable[..., Peer]]:
+    made: list[Peer] = []
+
+    def make(subscription: str | None = None, client_id: str | None = None) -> Peer:
+        peer = Peer(broker, subscription, client_id)
+        made.append(peer)
+        return peer
+
+    yield make
+    for peer in made:
+        peer.close()
+
+
+async def _wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 (a bounded poll of state owned by callbacks)
+            await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def _running(session: MqttSession) -> Any:
+    task = asyncio.create_task(session.run())
+    try:
+        await _wait_until(lambda: session.connected or task.done())
+        if task.done():
+            task.result()
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def test_messages_come_in_as_bytes_in_order_and_go_out(broker: LocalMosquitto, peers: Callable[..., Peer]) -> None:
+    base = _unique("t")
+    outside = peers(f"{base}/out/#")
+    received: list[tuple[str, bytes]] = []
+
+    def on_message(topic: str, payload: bytes) -> None:
+        if payload == b"boom":
+            raise RuntimeError("a handler failing must not stop the session")
+        received.append((topic, payload))
+
+    async def scenario() -> MqttSession:
+        session = MqttSession(settings=_settings(broker, subscriptions=(f"{base}/in/#",)), on_message=on_message)
+        async with _running(session):
+            sender = peers()
+            await asyncio.to_thread(sender.publish, f"{base}/in/Ready", b"boom")
+            for index in range(100):
+                await asyncio.to_thread(sender.publish, f"{base}/in/Ready", b"in-%d" % index)
+            await _wait_until(lambda: len(received) >= 100)
+            for index in range(10):
+                session.publish(f"{base}/out/Pong", b"out-%d" % index)
+            assert await session.flush(5)
+            session.publish_volatile(f"{base}/out/Ping", b"volatile")
+            await asyncio.to_thread(outside.wait_for, 11)
+        return session
+
+    session = asyncio.run(scenario())
+    assert received == [(f"{base}/in/Ready", b"in-%d" % index) for index in range(100)]
+    assert all(type(payload) is bytes for _topic, payload in received)
+    # At the subscriber, QoS 0 overtakes QoS 2 flows still under way: order holds within each.
+    assert [payload for topic, payload in outside.received if topic.endswith("/Pong")] == [
+        b"out-%d" % index for index in range(10)]
+    assert [payload for topic, payload in outside.received if topic.endswith("/Ping")] == [b"volatile"]
+    assert session.sent_by_type == {"Pong": 10}
+    assert session.pending() == 0
+    assert session.reconnects == 1
+
+
+@pytest.mark.parametrize("qos", [2, 1, 0])
+def test_two_hundred_messages_keep_their_order_within_the_window(
+    broker: LocalMosquitto, peers: Callable[..., Peer], qos: int,
+) -> None:
+    base = _unique("t")
+    outside = peers(f"{base}/#")
+    delivered: list[int] = []
+    most_in_flight = 0
+
+    async def scenario() -> MqttSession:
+        nonlocal most_in_flight
+        session = MqttSession(settings=_settings(broker, max_inflight=20, publish_qos=qos),
+                              on_message=lambda _t, _p: None)
+        client = session._client  # noqa: SLF001 (counting what is handed to paho at once)
+        handed = 0
+        original = client.publish
+
+        def counting_publish(*args: Any, **kwargs: Any) -> paho.MQTTMessageInfo:
+            nonlocal handed, most_in_flight
+            handed += 1
+            most_in_flight = max(most_in_flight, handed - len(delivered))
+            return original(*args, **kwargs)
+
+        client.publish = counting_publish  # type: ignore[method-assign]
+        async with _running(session):
+            for index in range(200):
+                session.publish(f"{base}/ModelsReady", b"%d" % index,
+                                on_delivered=functools.partial(delivered.append, index))
+            assert session.pending() == 200
+            assert await session.flush(10)
+        return session
+
+    session = asyncio.run(scenario())
+    assert delivered == list(range(200))  # each once, in order
+    assert most_in_flight == 20
+    assert outside.wait_for(200) == [b"%d" % index for index in range(200)]
+    assert session.sent_by_type == {"ModelsReady": 200}
+
+
+def test_a_broker_restart_loses_nothing_and_repeats_nothing(broker: LocalMosquitto, peers: Callable[..., Peer]) -> None:
+    base = _unique("t")
+    # The subscriber is away while it all happens: its messages wait at the broker, so what it gets in
+    # the end shows what the broker took from us, each message once or not. (Were it connected, a
+    # restart could make Mosquitto 2.0 send it again a QoS 2 message it had completed: another leg.)
+    subscriber = _unique("peer")
+    peers(f"{base}/#", subscriber).close()
+    delivered: list[int] = []
+    expected = [b"%d" % index for index in range(300)]
+
+    async def scenario() -> tuple[MqttSession, int, bool]:
+        session = MqttSession(settings=_settings(broker), on_message=lambda _t, _p: None)
+        at_stop: list[int] = []
+
+        def on_delivered(index: int) -> None:
+            delivered.append(index)
+            if index == 40:
+                # Blocking the loop while the broker stops: what paho has in flight stays unacknowledged.
+                broker.stop()
+                at_stop.append(session.pending())
+
+        async with _running(session):
+            for index in range(200):
+                session.publish(f"{base}/Lifecycle", expected[index],
+                                on_delivered=functools.partial(on_delivered, index))
+            await _wait_until(lambda: not broker.is_running and not session.connected)
+            for index in range(200, 300):
+                session.publish(f"{base}/Lifecycle", expected[index],
+                                on_delivered=functools.partial(on_delivered, index))
+            session.publish_volatile(f"{base}/Ping", b"volatile while down")
+            started = time.monotonic()
+            flushed_while_down = await session.flush(0.3)
+            assert 0.25 < time.monotonic() - started < 2.0
+            broker.start()
+            assert await session.flush(10)
+        return session, at_stop[0], flushed_while_down
+
+    session, unacknowledged, flushed_while_down = asyncio.run(scenario())
+    assert unacknowledged == 159  # a full window in flight (less the one just delivered), and more waiting
+    assert not flushed_while_down
+    assert delivered == list(range(300))
+    assert session.reconnects == 2
+    outside = peers(f"{base}/#", subscriber)
+    received = outside.wait_for(300)
+    time.sleep(0.3)  # a late duplicate would show up now
+    assert outside.payloads() == received == expected
+    assert session.sent_by_type == {"Lifecycle": 300}
+
+
+def test_a_wrong_password_raises_login_refused_at_once(broker: LocalMosquitto) -> None:
+    settings = _settings(broker, password="not-the-password")
+
+    async def scenario() -> None:
+        session = MqttSession(settings=settings, on_message=lambda _t, _p: None)
+        await asyncio.wait_for(session.run(), timeout=5)
+
+    started = time.monotonic()
+    with pytest.raises(LoginRefusedError) as refused:
+        asyncio.run(scenario())
+    assert time.monotonic() - started < 3
+    assert str(refused.value).startswith(
+        f"the broker {broker.host}:{broker.port} refused the login of user {broker.username!r}: ")
+    assert "not-the-password" not in str(refused.value)
+
+
+def test_messages_after_stop_receiving_stay_at_the_broker_and_cancelling_disconnects_cleanly(
+    broker: LocalMosquitto, peers: Callable[..., Peer],
+) -> None:
+    base = _unique("t")
+    settings = _settings(broker, subscriptions=(f"{base}/in/#",))
+    first_life: list[bytes] = []
+    second_life: list[bytes] = []
+
+    async def scenario() -> None:
+        session = MqttSession(settings=settings, on_message=lambda _t, payload: first_life.append(payload))
+        sender = peers()
+        async with _running(session):
+            await asyncio.to_thread(sender.publish, f"{base}/in/Ready", b"before")
+            await _wait_until(lambda: first_life == [b"before"])
+            session.stop_receiving()
+            await asyncio.to_thread(sender.publish, f"{base}/in/Ready", b"after")
+            await asyncio.sleep(0.3)
+        await _wait_until(lambda: f"Client {settings.client_id} disconnected." in broker.log_text(), timeout=5)
+        again = MqttSession(settings=settings, on_message=lambda _t, payload: second_life.append(payload))
+        async with _running(again):
+            await _wait_until(lambda: bool(second_life), timeout=5)
+            await asyncio.sleep(0.2)
+
+    asyncio.run(scenario())
+    assert first_life == [b"before"]
+    assert second_life == [b"after"]
+
+
+def test_an_idle_session_sends_keepalive_pings() -> None:
+    # Mosquitto is slow to drop a silent client (seconds late), so the pings are read in its own log.
+    with LocalMosquitto(password=f"mqtt-{secrets.token_hex(8)}", verbose_log=True) as verbose:
+        settings = _settings(verbose, keepalive=1)
+
+        async def scenario() -> MqttSession:
+            session = MqttSession(settings=settings, on_message=lambda _t, _p: None)
+            async with _running(session):
+                await asyncio.sleep(1.6)
+            return session
+
+        session = asyncio.run(scenario())
+        log = verbose.log_text()
+    assert f"Received PINGREQ from {settings.client_id}" in log
+    assert session.reconnects == 1
+
+
+def test_with_no_broker_it_retries_until_cancelled(broker: LocalMosquitto) -> None:
+    settings = _settings(broker, port=free_port())
+
+    async def scenario() -> MqttSession:
+        session = MqttSession(settings=settings, on_message=lambda _t, _p: None)
+        task = asyncio.create_task(session.run())
+        await asyncio.sleep(1.0)  # refused, retried after 0.25-0.5 s, refused again
+        assert not task.done()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=2)
+        assert task.cancelled()
+        return session
+
+    session = asyncio.run(scenario())
+    assert session.reconnects == 0
+    assert not session.connected

@@ -1,0 +1,267 @@
+"""The runtime's ordering and retry rules, in-process against the fakes of ``testing``.
+
+Each test is one of the failures adversarial runs found in the runtime this
+one replaced (kills at unlucky moments, API faults), and holds it impossible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from model_services_orchestrator.kube_errors import ServerError, Unreachable
+from model_services_orchestrator.logs import SecretRedactor
+from model_services_orchestrator.messages import DeployModels, EnvironmentVariable, ModelConfiguration
+from model_services_orchestrator.model_inventory import Delivery, Phase
+from model_services_orchestrator.pod_specs import secret_env_names
+from model_services_orchestrator.record_store import RecordStore
+from model_services_orchestrator.runtime import Runtime
+from model_services_orchestrator.testing import FakeBroker, FakeCluster, running, wait_until
+
+SO = "dots-so"
+IMAGE = "model:1"
+
+
+def scenario(body: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(body(), 30))
+
+
+def deploy(runtime: Runtime, simulation_id: str, *models: str, env: list[tuple[str, str]] | None = None,
+           keep_logs_hours: float = 0.0) -> None:
+    message = DeployModels(simulatorId="so01", keepLogsHours=keep_logs_hours, modelConfigurations=[
+        ModelConfiguration(modelID=model, imageUrl=IMAGE, environmentVariables=[
+            EnvironmentVariable(name=name, value=value) for name, value in (env or [])]) for model in models])
+    runtime.receive(f"/lifecycle/{SO}/mso/{simulation_id}/DeployModels", message.SerializeToString())
+
+
+def ready(runtime: Runtime, simulation_id: str, *models: str) -> None:
+    for model in models:
+        runtime.receive(f"/lifecycle/model/mso/{simulation_id}/{model}/ReadyForProcessing", b"")
+
+
+def pod_of(cluster: FakeCluster, model: str) -> str:
+    return next(name for name, pod in cluster.pods.items()
+                if pod["metadata"]["annotations"]["dots.mso/model-id"] == model)
+
+
+async def pods_created(cluster: FakeCluster, count: int) -> None:
+    await wait_until(lambda: len(cluster.pods) == count, what=f"{count} pods")
+
+
+async def recorded(cluster: FakeCluster, simulation_id: str) -> dict[str, Phase | bool | Delivery | None]:
+    """The simulation as a restarted daemon would read it from the cluster, through the project's decoder."""
+    store = RecordStore(api=cluster, so=SO, is_secret=secret_env_names("TOKEN|PASS"))
+    for restored in await store.load():
+        if restored.simulation.simulation_id == simulation_id:
+            simulation = restored.simulation
+            found: dict[str, Phase | bool | Delivery | None] = {
+                f"{model_id}.ready": model.ready for model_id, model in simulation.models.items()}
+            found["models_ready"] = simulation.models_ready
+            found["all_terminated"] = simulation.all_terminated
+            return found
+    return {}
+
+
+def test_a_cleanup_that_fails_is_tried_again_until_it_is_done() -> None:
+    async def body() -> None:
+        cluster, broker = FakeCluster(), FakeBroker()
+        async with running(cluster, broker) as runtime:
+            deploy(runtime, "sim", "m1")
+            await pods_created(cluster, 1)
+            cluster.fail("delete_object", Unreachable("connection dropped"), times=5)
+            cluster.set_container(pod_of(cluster, "m1"), "terminated", exit_code=0)
+            await wait_until(lambda: not cluster.objects and not cluster.pods, what="the record and pods deleted")
+            await wait_until(lambda: "sim" not in runtime.inventory.simulations, what="the simulation forgotten")
+        assert cluster.calls.count("delete_object:configmaps") >= 5
+    scenario(body)
+
+
+def test_an_api_outage_delays_creation_and_never_fails_a_model_before_its_deadline() -> None:
+    async def body() -> None:
+        cluster, broker = FakeCluster(), FakeBroker()
+        cluster.fail("create_pod", ServerError("the control plane restarts", status=503), times=None)
+        async with running(cluster, broker, model_start_timeout_seconds=30.0) as runtime:
+            deploy(runtime, "sim", "m1", "m2")
+            await wait_until(lambda: cluster.calls.count("create_pod") >= 6, what="creates tried again")
+            assert broker.terminations("sim") == []
+            cluster.heal()
+            await pods_created(cluster, 2)
+        assert broker.terminations("sim") == []
+    scenario(body)
+
+
+def test_an_api_outage_past_the_start_deadline_fails_the_model_with_minus_two() -> None:
+    async def body() -> None:
+        cluster, broker = FakeCluster(), FakeBroker()
+        cluster.fail("create_pod", Unreachable("connection refused"), times=None)
+        async with running(cluster, broker, model_start_timeout_seconds=0.3) as runtime:
+            deploy(runtime, "sim", "m1")
+            await wait_until(lambda: broker.terminations("sim"), what="the model's answer")
+            assert broker.terminations("sim") == [("m1", -2)]
+            await wait_until(lambda: "AllModelsHaveTerminated" in broker.kinds("sim"), what="the end")
+            error = next(payload for topic, payload in broker.published if topic.endswith("/m1/ErrorOccurred"))
+            assert b"pod not created" in error
+    scenario(body)
+
+
+def test_a_secret_that_fails_to_save_is_saved_by_the_next_attempt_before_any_pod() -> None:
+    async def body() -> None:
+        cluster, broker = FakeCluster(), FakeBroker()
+        cluster.fail("put_object:secrets", ServerError("etcd timeout", status=500), times=2)
+        async with running(cluster, broker) as runtime:
+            deploy(runtime, "sim", "m1", env=[("DB_PASSWORD", "hunter22")])
+            await pods_created(cluster, 1)
+            secrets = [body for (kind, _), body in cluster.objects.items() if kind == "secrets"]
+            assert any("hunter22" not in str(secret) and secret["data"] for secret in secrets)
+            env = cluster.pods[pod_of(cluster, "m1")]["spec"]["containers"][0]["env"]
+            reference = env[0]["valueFrom"]["secretKeyRef"]
+            assert ("secrets", reference["name"]) in cluster.objects
+            assert reference["key"] in cluster.objects[("secrets", reference["name"])]["data"]
+    scenario(body)
+
+
+def test_ten_thousand_models_with_a_token_each_fit_in_secrets_of_at_most_one_mebibyte() -> None:
+    async def body() -> None:
+        cluster, broker = FakeCluster(), FakeBroker()
+        models = [f"model-{index:05d}" for index in range(10_000)]
+        async with running(cluster, broker, creates_per_sync=2000) as runtime:
+            message = DeployModels(simulatorId="so01", modelConfigurations=[
+                ModelConfiguration(modelID=model, imageUrl=IMAGE, environmentVariables=[
+                    EnvironmentVariable(name="API_TOKEN", value=f"token-{model}-" + "x" * 80)]) for model in models])
+            runtime.receive(f"/lifecycle/{SO}/mso/sim/DeployModels", message.SerializeToString())
+            await wait_until(lambda: len(cluster.pods) == len(models), timeout=25, what="every pod")
+        values = [body for (kind, name), body in cluster.objects.items() if kind == "secrets" and ".v" in name]
+        assert len(values) >= 2, "one Secret would be over 1 MiB"
+        assert sum(len(secret["data"]) for secret in values) == len(models)
+    scenario(body)
+
+
+def test_killed_as_the_simulation_ends_the_restart_repeats_nothing() -> None:
+    async def body() -> None:
+        cluster, broker = FakeCluster(), FakeBroker()
+        async with running(cluster, broker) as runtime:
+            deploy(runtime, "sim", "m1", "m2")
+            await pods_created(cluster, 2)
+            ready(runtime, "sim", "m1", "m2")
+            cluster.set_container(pod_of(cluster, "m1"), "terminated", exit_code=0)
+            # The cleanup's first call is where the daemon dies.
+            cluster.fail("delete_pods", ServerError("killed here", status=500), times=None)
+            cluster.set_container(pod_of(cluster, "m2"), "terminated", exit_code=3)
+            await wait_until(lambda: "delete_pods" in cluster.calls, what="the cleanup under way")
+        cluster.heal()
+        restarted = FakeBroker()
+        async with running(cluster, restarted):
+            await wait_until(lambda: not cluster.objects, what="the cleanup done by the restarted daemon")
+        assert broker.kinds("sim").count("AllModelsHaveTerminated") == 1
+        assert sorted(broker.terminations("sim")) == [("m1", 0), ("m2", 3)]
+        assert restarted.published == [], "everything was said and confirmed before: nothing again"
+    scenario(body)
+
+
+def test_a_message_not_confirmed_by_the_broker_is_published_again_after_a_kill_and_then_never() -> None:
+    async def body() -> None:
+        cluster, broker = FakeCluster(), FakeBroker(hold=True)
+        async with running(cluster, broker, min_cleanup_delay_seconds=3600.0) as runtime:
+            deploy(runtime, "sim", "m1", "m2")
+            await pods_created(cluster, 2)
+            cluster.set_container(pod_of(cluster, "m1"), "terminated", exit_code=0)
+            await wait_until(lambda: broker.terminations("sim"), what="m1's answer handed to the broker")
+        # Killed before the broker's PUBCOMP: the message may not have reached the SO.
+        second = FakeBroker(hold=True)
+        async with running(cluster, second):
+            await wait_until(lambda: second.terminations("sim") == [("m1", 0)], what="m1's answer again")
+            second.confirm()
+            await wait_until(lambda: cluster.objects and _reported(cluster), what="the confirmation saved")
+        third = FakeBroker()
+        async with running(cluster, third):
+            await asyncio.sleep(0.2)
+        assert third.terminations("sim") == [], "confirmed, saved: never again"
+    scenario(body)
+
+
+def _reported(cluster: FakeCluster) -> bool:
+    parts = [body for (kind, name), body in cluster.objects.items() if kind == "configmaps" and ".p" in name]
+    return any('["m1",5,[0,' in part["data"]["models.json"] for part in parts)
+
+
+def test_a_ready_is_saved_by_the_next_sync_not_a_timer() -> None:
+    async def body() -> None:
+        cluster, broker = FakeCluster(), FakeBroker()
+        async with running(cluster, broker) as runtime:
+            deploy(runtime, "sim", "m1", "m2")
+            await pods_created(cluster, 2)
+            ready(runtime, "sim", "m1")
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await wait_until(lambda: runtime.inventory.simulations["sim"].version
+                             == runtime.inventory.simulations["sim"].saved_version, what="the ready saved")
+            assert loop.time() - started < 0.5
+        assert (await recorded(cluster, "sim"))["m1.ready"] is True
+        async with running(cluster, broker) as restarted:
+            ready(restarted, "sim", "m2")
+            await wait_until(lambda: "ModelsReady" in broker.kinds("sim"), what="ModelsReady")
+        assert broker.kinds("sim").count("ModelsReady") == 1
+    scenario(body)
+
+
+def test_a_second_different_deploy_answers_the_models_it_adds_with_minus_one() -> None:
+    async def body() -> None:
+        cluster, broker = FakeCluster(), FakeBroker()
+        async with running(cluster, broker) as runtime:
+            deploy(runtime, "sim", "m1")
+            await pods_created(cluster, 1)
+            deploy(runtime, "sim", "m1", "m2", "m3")
+            await wait_until(lambda: len(broker.terminations("sim")) == 2, what="answers for m2 and m3")
+            assert sorted(broker.terminations("sim")) == [("m2", -1), ("m3", -1)]
+            assert len(cluster.pods) == 1
+            ready(runtime, "sim", "m1")
+            await wait_until(lambda: "ModelsReady" in broker.kinds("sim"), what="ModelsReady all the same")
+            cluster.set_container(pod_of(cluster, "m1"), "terminated", exit_code=0)
+            await wait_until(lambda: "AllModelsHaveTerminated" in broker.kinds("sim"), what="the end")
+        assert sorted(broker.terminations("sim")) == [("m1", 0), ("m2", -1), ("m3", -1)]
+    scenario(body)
+
+
+def test_a_pod_the_watch_shows_after_the_create_returned_leaves_nothing_in_flight() -> None:
+    async def body() -> None:
+        cluster, broker = FakeCluster(), FakeBroker()
+        async with running(cluster, broker) as runtime:
+            watcher, cluster.watcher = cluster.watcher, None  # the watch lags behind the create
+            deploy(runtime, "sim", "m1")
+            await pods_created(cluster, 1)
+            model = runtime.inventory.simulations["sim"].models["m1"]
+            await wait_until(lambda: model.phase is Phase.CREATED, what="the create's own answer taken")
+            cluster.watcher = watcher
+            cluster.set_container(pod_of(cluster, "m1"), "running")
+            assert model.phase is Phase.CREATED and not runtime.inventory.simulations["sim"].to_create
+            calls = cluster.calls.count("create_pod")
+            await asyncio.sleep(0.1)
+            assert cluster.calls.count("create_pod") == calls == 1
+    scenario(body)
+
+
+def test_secrets_of_a_simulation_are_forgotten_once_it_is_cleaned_up() -> None:
+    async def body() -> None:
+        cluster, broker = FakeCluster(), FakeBroker()
+        async with running(cluster, broker) as runtime:
+            redactor: SecretRedactor = runtime.redactor
+            deploy(runtime, "sim", "m1", env=[("DB_PASSWORD", "only-this-simulation")])
+            await pods_created(cluster, 1)
+            assert redactor.redact("only-this-simulation") == "***"
+            cluster.set_container(pod_of(cluster, "m1"), "terminated", exit_code=0)
+            await wait_until(lambda: "sim" not in runtime.inventory.simulations, what="the cleanup")
+            assert redactor.redact("only-this-simulation") == "only-this-simulation"
+            assert len(redactor) == 0
+    scenario(body)
+
+
+def test_a_restart_waits_out_an_api_server_that_is_not_answering_yet() -> None:
+    async def body() -> None:
+        cluster, broker = FakeCluster(), FakeBroker()
+        async with running(cluster, broker) as runtime:
+            deploy(runtime, "sim", "m1")
+            await pods_created(cluster, 1)
+        cluster.fail("list_objects", ServerError("starting", status=503), times=4)
+        async with running(cluster, FakeBroker()) as restarted:
+            assert "sim" in restarted.inventory.simulations
+    scenario(body)
