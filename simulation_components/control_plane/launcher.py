@@ -1,0 +1,465 @@
+"""A real Kubernetes control plane on 127.0.0.1 for tests and benchmarks: ``ControlPlane``.
+
+``local_kubernetes`` imitates the API server; this runs the real one (etcd, kube-apiserver and
+kube-controller-manager built from the pinned release by ``ci/build_control_plane.sh``) plus our own
+kubelet (``simulation_components.control_plane.kubelet``), so the daemon meets real admission, real RBAC
+(its token is a service-account token bound to the project's own Role), real watch semantics and real
+garbage collection. It is shaped like ``LocalKubernetes`` (``url``, ``port``, ``token``, ``ca_cert_path``,
+``start()``/``stop()``/``close()``, a context manager) so ``local_daemon.daemon_environment(broker, kube)``
+takes either.
+
+What it starts, all on 127.0.0.1, each process logging to ``<dir>/<name>.log``:
+
+* etcd on free client and peer ports, data in ``<dir>/etcd`` (wiped at each start: every start is a new
+  cluster), without fsync (``--unsafe-no-fsync``: fast, and a crash loses data, which tests do not mind),
+  without etcd's own automatic compaction, with an 8 GiB quota for 10,000-pod benchmarks.
+* kube-apiserver on one free HTTPS port (no insecure port), TLS from a CA made at start, a static admin
+  token (group ``system:masters``), Node and RBAC authorisation, service-account tokens signed by a
+  generated key, API priority and fairness off with generous in-flight limits, compacting etcd every
+  5 minutes as in production (``compact()`` compacts at once: see there what clients then see).
+* kube-controller-manager with the garbage collector, namespace, service-account, service-account-token
+  and root CA publisher controllers. There is no scheduler: the kubelet binds pods to its node itself.
+* the kubelet (``kubelet="process"``, ``"status-only"``, or ``"none"`` for none).
+
+Then it applies ``k8s_cluster_configuration``'s namespace, service accounts, Role and RoleBinding as they
+are, and asks the TokenRequest API for a token of the daemon's service account: ``token`` has exactly the
+daemon's permissions. ``admin_token`` has all of them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .api import ApiError, call
+from .binaries import REPO_ROOT, control_plane_binaries
+from .certificates import ControlPlaneCertificates, generate_control_plane_certificates
+from .components import Component, ComponentError, free_port, tail
+from .manifests import apply_manifests, load_manifests
+
+__all__ = ["DAEMON_SERVICE_ACCOUNT", "KUBELET_MODES", "NAMESPACE", "NODE_NAME", "ApiError", "ComponentError",
+           "ControlPlane", "control_plane_binaries"]
+
+NAMESPACE = "dots"
+NODE_NAME = "local-node"
+DAEMON_SERVICE_ACCOUNT = "model-services-orchestrator"
+KUBELET_MODES = ("process", "status-only", "none")
+#: Lifetime asked for the daemon's token; a test session or a benchmark is much shorter.
+DAEMON_TOKEN_SECONDS = 24 * 3600
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+#: Names of kube-controller-manager's controllers (the names of 1.28 and later; the old ones are aliases).
+CONTROLLERS = ("garbage-collector-controller", "namespace-controller", "serviceaccount-controller",
+               "serviceaccount-token-controller", "root-ca-certificate-publisher-controller")
+
+
+class ControlPlane:
+    """etcd, kube-apiserver, kube-controller-manager and our kubelet; a context manager, or start()/close().
+
+    ``directory``: where certificates, logs, the etcd data, ``admin.kubeconfig`` and ``daemon.env`` go
+    (a temporary directory, deleted by ``close()``, when ``None``). ``bin_dir``: where the binaries are
+    (default: ``control_plane_binaries()``, which builds them the first time). ``images`` (an image table,
+    written to a file) or ``images_file``: the kubelet's ``--images-file``.
+    """
+
+    def __init__(self, *, kubelet: str = "process", images: Mapping[str, Any] | None = None,
+                 images_file: str | Path | None = None, directory: str | Path | None = None,
+                 bin_dir: str | Path | None = None, start_timeout: float = 60.0,
+                 log_level: str = "WARNING") -> None:
+        if kubelet not in KUBELET_MODES:
+            raise ValueError(f"kubelet must be one of {', '.join(KUBELET_MODES)}, not {kubelet!r}")
+        if images is not None and images_file is not None:
+            raise ValueError("give images or images_file, not both")
+        self.kubelet = kubelet
+        self.namespace = NAMESPACE
+        self.node_name = NODE_NAME
+        self.start_timeout = start_timeout
+        self.log_level = log_level
+        self._temporary = directory is None
+        self.dir = Path(tempfile.mkdtemp(prefix="mso-control-plane-")) if directory is None else Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._bin_dir = bin_dir
+        self.images_file: Path | None = Path(images_file).resolve() if images_file is not None else None
+        if images is not None:
+            self.images_file = self.dir / "images.json"
+            self.images_file.write_text(json.dumps(images))
+        self.admin_token = secrets.token_hex(24)
+        self.token = ""
+        self.port = 0
+        self.url = ""
+        self.etcd_url = ""
+        self.kubelet_port = 0
+        self.ca_cert_path = self.dir / "pki" / "ca.crt"
+        self.admin_kubeconfig_path = self.dir / "admin.kubeconfig"
+        self.daemon_env_path = self.dir / "daemon.env"
+        self.certificates: ControlPlaneCertificates | None = None
+        self.components: dict[str, Component] = {}
+        #: Seconds from start() to each milestone of the last start.
+        self.timings: dict[str, float] = {}
+        #: ``kind/name`` of the objects applied from k8s_cluster_configuration.
+        self.applied_manifests: list[str] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> ControlPlane:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def start(self) -> ControlPlane:
+        """Start everything, apply the manifests, get the daemon's token; ``ComponentError`` (with the failing
+        component's log tail) when a component dies or is not ready within ``start_timeout``."""
+        if self.components:
+            raise RuntimeError("the control plane is already started")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        began = time.monotonic()
+        deadline = began + self.start_timeout
+        self.timings = {}
+
+        def milestone(name: str) -> None:
+            self.timings[name] = round(time.monotonic() - began, 3)
+
+        try:
+            bin_dir = control_plane_binaries(self._bin_dir)
+            etcd = self._start_etcd(bin_dir)
+            self.certificates = generate_control_plane_certificates(self.dir / "pki", node_name=self.node_name)
+            milestone("certificates")
+            # kube-apiserver retries etcd while it starts: starting both at once saves etcd's start-up time.
+            apiserver = self._start_apiserver(bin_dir)
+            self._write_admin_kubeconfig()
+            etcd.wait_for(self._etcd_healthy, deadline, "healthy etcd")
+            milestone("etcd")
+            apiserver.wait_for(self._apiserver_ready, deadline, "/readyz answer 200", interval=0.1)
+            milestone("kube-apiserver")
+            applied = apply_manifests(load_manifests(), self._admin_call)
+            milestone("manifests")
+            self._start_controller_manager(bin_dir)
+            if self.kubelet != "none":
+                self._start_kubelet()
+            self.token = self._request_daemon_token()
+            self._write_daemon_env()
+            milestone("daemon token")
+            self._wait_for_controller_manager(deadline)
+            milestone("kube-controller-manager")
+            if self.kubelet != "none":
+                self.kubelet_port = self.components["kubelet"].wait_for(self._kubelet_ready, deadline,
+                                                                        "ready line")
+                milestone("kubelet")
+            self.timings["total"] = round(time.monotonic() - began, 3)
+            self.applied_manifests = applied
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop what runs: the kubelet first (it stops its pods), then kube-controller-manager, kube-apiserver,
+        etcd. The files stay; ``start()`` afterwards makes a new cluster."""
+        for name in ("kubelet", "kube-controller-manager", "kube-apiserver", "etcd"):
+            component = self.components.get(name)
+            if component is not None:
+                component.stop()
+        self.components = {}
+
+    def close(self) -> None:
+        """``stop()``, and delete the directory when it is a temporary one."""
+        self.stop()
+        if self._temporary:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """SIGKILL every component (a crash, for tests); the files stay."""
+        for component in self.components.values():
+            component.kill()
+        self.components = {}
+
+    @property
+    def running(self) -> bool:
+        """Whether every started component is alive."""
+        return bool(self.components) and all(component.running for component in self.components.values())
+
+    def check(self) -> None:
+        """Raise ``ComponentError`` (with its log tail) when a component has exited."""
+        for component in self.components.values():
+            component.check()
+
+    def log_tail(self, name: str = "kube-apiserver", characters: int = 4000) -> str:
+        """The end of a component's log."""
+        return tail(self.dir / f"{name}.log", characters)
+
+    def restart_apiserver(self, downtime: float = 0.0) -> None:
+        """Stop kube-apiserver (SIGTERM: it closes its watches and drains), wait ``downtime`` seconds, start it
+        again on the same port and wait until it is ready. etcd keeps the data; the watch cache starts anew."""
+        apiserver = self.components["kube-apiserver"]
+        apiserver.stop()
+        time.sleep(downtime)
+        apiserver.start()
+        apiserver.wait_for(self._apiserver_ready, time.monotonic() + self.start_timeout, "/readyz answer 200",
+                           interval=0.1)
+
+    # ------------------------------------------------------------------ components
+
+    def _component(self, name: str, command: list[str | Path], env: Mapping[str, str] | None = None) -> Component:
+        component = Component(name, command, self.dir / f"{name}.log", env=env, cwd=self.dir)
+        self.components[name] = component
+        component.start()
+        return component
+
+    def _start_etcd(self, bin_dir: Path) -> Component:
+        data = self.dir / "etcd"
+        shutil.rmtree(data, ignore_errors=True)
+        client, peer = free_port(), free_port()
+        self.etcd_url = f"http://127.0.0.1:{client}"
+        peer_url = f"http://127.0.0.1:{peer}"
+        return self._component("etcd", [
+            bin_dir / "etcd", "--name=mso", f"--data-dir={data}",
+            f"--listen-client-urls={self.etcd_url}", f"--advertise-client-urls={self.etcd_url}",
+            f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=mso={peer_url}", "--initial-cluster-state=new",
+            "--auto-compaction-retention=0",  # no automatic compaction: compact() and kube-apiserver's own
+            "--quota-backend-bytes=8589934592",
+            "--unsafe-no-fsync",  # tests only: a crash may lose or corrupt the data
+            "--log-level=warn",
+        ])
+
+    def apiserver_flags(self) -> list[str]:
+        """kube-apiserver's command line after the executable."""
+        certificates = self._certificates()
+        pki = certificates.ca_cert.parent
+        return [
+            "--bind-address=127.0.0.1", f"--secure-port={self.port}", "--advertise-address=127.0.0.1",
+            f"--cert-dir={pki}",
+            f"--tls-cert-file={certificates.apiserver_cert}", f"--tls-private-key-file={certificates.apiserver_key}",
+            f"--client-ca-file={certificates.ca_cert}",
+            f"--token-auth-file={pki / 'tokens.csv'}",
+            "--authorization-mode=Node,RBAC",
+            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+            f"--service-account-key-file={certificates.service_account_public_key}",
+            f"--service-account-signing-key-file={certificates.service_account_key}",
+            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            f"--etcd-servers={self.etcd_url}",
+            # As in production. Not 0: that would also stop kube-apiserver from watching compact_rev_key, and
+            # then its watch cache would never learn of the compactions compact() makes.
+            "--etcd-compaction-interval=5m",
+            f"--kubelet-client-certificate={certificates.kubelet_client_cert}",
+            f"--kubelet-client-key={certificates.kubelet_client_key}",
+            f"--kubelet-certificate-authority={certificates.ca_cert}",
+            "--kubelet-preferred-address-types=InternalIP",
+            "--allow-privileged=true",
+            "--enable-priority-and-fairness=false",
+            "--max-requests-inflight=3000", "--max-mutating-requests-inflight=1000",
+            "--watch-cache=true",
+            "--endpoint-reconciler-type=none",
+            # End watches at shutdown (clients re-watch) rather than wait for them: otherwise SIGTERM takes the
+            # request timeout (60 s) whenever kube-controller-manager or the kubelet holds a watch open.
+            "--shutdown-watch-termination-grace-period=2s",
+            "--profiling=false",
+        ]
+
+    def _certificates(self) -> ControlPlaneCertificates:
+        if self.certificates is None:
+            raise RuntimeError("the control plane's certificates are not generated yet")
+        return self.certificates
+
+    def _start_apiserver(self, bin_dir: Path) -> Component:
+        tokens = self._certificates().ca_cert.parent / "tokens.csv"
+        tokens.write_text(f'{self.admin_token},admin,admin,"system:masters"\n')
+        tokens.chmod(0o600)
+        if not self.port:  # kept across stop() and start(), as LocalKubernetes keeps it
+            self.port = free_port()
+            self.url = f"https://127.0.0.1:{self.port}"
+        return self._component("kube-apiserver", [bin_dir / "kube-apiserver", *self.apiserver_flags()])
+
+    def controller_manager_flags(self) -> list[str]:
+        """kube-controller-manager's command line after the executable."""
+        certificates = self._certificates()
+        return [
+            f"--kubeconfig={self.admin_kubeconfig_path}",
+            f"--controllers={','.join(CONTROLLERS)}",
+            f"--service-account-private-key-file={certificates.service_account_key}",
+            f"--root-ca-file={certificates.ca_cert}",
+            "--leader-elect=false",
+            "--use-service-account-credentials=false",
+            "--secure-port=0",
+            "--concurrent-gc-syncs=20",
+            # client-go's default 20/s would make garbage collection and namespace deletion crawl with
+            # thousands of pods.
+            "--kube-api-qps=500", "--kube-api-burst=1000",
+        ]
+
+    def _start_controller_manager(self, bin_dir: Path) -> Component:
+        return self._component("kube-controller-manager",
+                               [bin_dir / "kube-controller-manager", *self.controller_manager_flags()])
+
+    def kubelet_command(self) -> list[str]:
+        """Our kubelet's command line."""
+        certificates = self._certificates()
+        command = [sys.executable, "-m", "simulation_components.control_plane.kubelet",
+                   "--kubeconfig", str(self.admin_kubeconfig_path), "--namespace", self.namespace,
+                   "--node-name", self.node_name, "--mode", self.kubelet, "--port", str(free_port()),
+                   "--tls-cert", str(certificates.kubelet_cert), "--tls-key", str(certificates.kubelet_key),
+                   "--log-level", self.log_level]
+        if self.images_file is not None:
+            command += ["--images-file", str(self.images_file)]
+        return command
+
+    def _start_kubelet(self) -> Component:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        return self._component("kubelet", list(self.kubelet_command()), env=env)
+
+    # ------------------------------------------------------------------ readiness
+
+    def _etcd_healthy(self) -> bool | None:
+        answer = call("GET", f"{self.etcd_url}/health", timeout=2)
+        return True if isinstance(answer, dict) and answer.get("health") == "true" else None
+
+    def _apiserver_ready(self) -> bool | None:
+        call("GET", f"{self.url}/readyz", token=self.admin_token, ca_cert=self.ca_cert_path, timeout=2)
+        return True
+
+    def _wait_for_controller_manager(self, deadline: float) -> None:
+        # The root CA publisher puts kube-root-ca.crt into every namespace: proof that the controllers run.
+        # (``default`` would prove nothing: service-accounts.yaml creates it.)
+        def published() -> bool | None:
+            try:
+                self._admin_call("GET", f"/api/v1/namespaces/{self.namespace}/configmaps/kube-root-ca.crt")
+            except ApiError as error:
+                if error.status == 404:
+                    return None
+                raise
+            return True
+
+        self.components["kube-controller-manager"].wait_for(published, deadline, "kube-root-ca.crt in "
+                                                            f"namespace {self.namespace}", interval=0.1)
+        self._admin_call("GET", f"/api/v1/namespaces/{self.namespace}/serviceaccounts/default")
+
+    def _kubelet_ready(self) -> int | None:
+        for line in self.components["kubelet"].output_since_start().splitlines():
+            if line.startswith("{"):
+                try:
+                    announcement = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(announcement, dict) and announcement.get("kubelet") == "ready":
+                    return int(announcement["port"])
+        return None
+
+    # ------------------------------------------------------------------ files
+
+    def _write_admin_kubeconfig(self) -> None:
+        # JSON is YAML: client-go, kubectl and the Python client read it.
+        kubeconfig = {
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "mso", "cluster": {"server": self.url,
+                                                     "certificate-authority": str(self.ca_cert_path)}}],
+            "users": [{"name": "admin", "user": {"token": self.admin_token}}],
+            "contexts": [{"name": "mso", "context": {"cluster": "mso", "user": "admin",
+                                                     "namespace": self.namespace}}],
+            "current-context": "mso",
+        }
+        self.admin_kubeconfig_path.write_text(json.dumps(kubeconfig, indent=2) + "\n")
+        self.admin_kubeconfig_path.chmod(0o600)
+
+    def daemon_env(self) -> dict[str, str]:
+        """The daemon's Kubernetes settings for this control plane (its own service account's token)."""
+        return {
+            "KUBERNETES_HOST": "127.0.0.1",
+            "KUBERNETES_PORT": str(self.port),
+            "KUBERNETES_SCHEME": "https",
+            "KUBERNETES_API_TOKEN": self.token,
+            "KUBERNETES_CA_CERT": str(self.ca_cert_path),
+            "KUBERNETES_NAMESPACE": self.namespace,
+        }
+
+    def _write_daemon_env(self) -> None:
+        lines = [f"{key}={shlex.quote(value)}" for key, value in self.daemon_env().items()]
+        self.daemon_env_path.write_text("\n".join(lines) + "\n")
+        self.daemon_env_path.chmod(0o600)
+
+    # ------------------------------------------------------------------ API
+
+    def request(self, method: str, path: str, body: Any = None, *, token: str | None = None,
+                content_type: str = "application/json", timeout: float = 10.0) -> Any:
+        """One API call (admin token unless ``token`` is given); the decoded JSON. ``ApiError`` on an error
+        status."""
+        return call(method, f"{self.url}{path}", body, token=token or self.admin_token, ca_cert=self.ca_cert_path,
+                    content_type=content_type, timeout=timeout)
+
+    def _admin_call(self, method: str, path: str, body: Any = None) -> Any:
+        return self.request(method, path, body)
+
+    def _request_daemon_token(self) -> str:
+        answer = self.request(
+            "POST", f"/api/v1/namespaces/{self.namespace}/serviceaccounts/{DAEMON_SERVICE_ACCOUNT}/token",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+             "spec": {"expirationSeconds": DAEMON_TOKEN_SECONDS}})
+        return str(answer["status"]["token"])
+
+    def version(self) -> str:
+        """kube-apiserver's ``gitVersion`` (``GET /version``)."""
+        return str(self.request("GET", "/version")["gitVersion"])
+
+    def kube_client_configuration(self) -> Any:
+        """A ``kubernetes.client.Configuration`` with the ADMIN token, verifying the server against the CA."""
+        from kubernetes import client  # noqa: PLC0415 - keep the launcher importable without the client
+
+        configuration = client.Configuration()
+        configuration.host = self.url
+        configuration.api_key = {"authorization": self.admin_token}
+        configuration.api_key_prefix = {"authorization": "Bearer"}
+        configuration.verify_ssl = True
+        configuration.ssl_ca_cert = str(self.ca_cert_path)
+        return configuration
+
+    def api_client(self) -> Any:
+        """A ``kubernetes.client.ApiClient`` on :meth:`kube_client_configuration` (close it when done)."""
+        from kubernetes import client  # noqa: PLC0415 - keep the launcher importable without the client
+
+        return client.ApiClient(self.kube_client_configuration())
+
+    # ------------------------------------------------------------------ etcd
+
+    def etcd_revision(self) -> int:
+        """etcd's current revision (the newest resourceVersion of any object)."""
+        answer = call("POST", f"{self.etcd_url}/v3/kv/range", {"key": "AA==", "limit": 1, "count_only": True})
+        return int(answer["header"]["revision"])
+
+    def compact(self) -> int:
+        """Compact etcd at its current revision, as kube-apiserver's own compactor does; returns the revision.
+
+        Like kube-apiserver, it first records the revision under etcd's ``compact_rev_key``, which every
+        kube-apiserver watches; then it compacts (physically: done when this returns). What clients see:
+
+        * reads that reach etcd at an older revision answer 410 Expired at once;
+        * but kube-apiserver serves most reads from its watch cache: lists at an exact older
+          resourceVersion (``resourceVersionMatch=Exact``, ``limit`` with a resourceVersion, ``continue``)
+          come from the cache's snapshots until its compactor, which polls every 15 s, drops the snapshots
+          older than the compaction: from then on they answer 410 Expired;
+        * watches from an older resourceVersion are served from the cache's window of events, whatever etcd
+          compacted: they get an ERROR event with code 410 (in a 200 answer) only once the resourceVersion is
+          older than that window, e.g. after :meth:`restart_apiserver`, which starts the cache afresh.
+        """
+        revision = self.etcd_revision()
+        record = {"key": base64.b64encode(b"compact_rev_key").decode(),
+                  "value": base64.b64encode(str(revision).encode()).decode()}
+        call("POST", f"{self.etcd_url}/v3/kv/put", record)
+        call("POST", f"{self.etcd_url}/v3/kv/compaction", {"revision": str(revision), "physical": True}, timeout=60)
+        return revision
