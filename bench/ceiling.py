@@ -15,12 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from bench.kube import KubeHttp, PodWatch
+from bench.api_server import api_server
+from bench.kube import PodWatch
 from bench.proc import sample
 from model_services_orchestrator.pod_specs import PodSettings, build_pod, owned_pods_selector, secret_key
 from model_services_orchestrator.settings import DEFAULT_SECRET_ENV_NAME_PATTERN
 from model_services_orchestrator.simulation_records import record_name, values_name
-from simulation_components.local_kubernetes.launcher import LocalKubernetes
 
 __all__ = ["CeilingResult", "measure_ceiling", "pod_bodies"]
 
@@ -54,12 +54,12 @@ class CeilingResult:
 
 def measure_ceiling(*, namespace: str, so: str, simulator_id: str,
                     simulations: dict[str, Sequence[tuple[str, Sequence[tuple[str, str]]]]], image: str,
-                    threads: int, history: int, timeout: float) -> CeilingResult:
+                    threads: int, kube: str, history: int, timeout: float) -> CeilingResult:
     """Create the pods of these simulations on a fresh status-only API server, as fast as ``threads`` threads can."""
     bodies = [body for simulation_id, models in simulations.items()
               for body in pod_bodies(so, simulator_id, simulation_id, models, image=image, keep_logs_hours=0.0)]
-    with LocalKubernetes(kubelet="status-only", history=history) as kube:
-        client = KubeHttp(kube.url, kube.token)
+    with api_server(kube, history=history) as server:
+        client = server.driver
         for simulation_id, models in simulations.items():
             # The Secret the daemon's pods take their secret env vars from.
             secret_values = {secret_key(value): value for _, env in models for name, value in env
@@ -69,8 +69,8 @@ def measure_ceiling(*, namespace: str, so: str, simulator_id: str,
                 "metadata": {"name": values_name(record_name(so, simulation_id), 0)},
                 "stringData": secret_values})
         watch = PodWatch(client, namespace, owned_pods_selector(so)).start()
-        assert kube.process is not None
-        server_cpu = sample(kube.process.pid).cpu_seconds
+        pids = server.server_pids()
+        server_cpu = sum(sample(pid).cpu_seconds for pid in pids)
         path = f"/api/v1/namespaces/{namespace}/pods"
 
         def create(body: dict[str, Any]) -> float:
@@ -84,6 +84,6 @@ def measure_ceiling(*, namespace: str, so: str, simulator_id: str,
             last_seen = watch.wait("added", [body["metadata"]["name"] for body in bodies], started + timeout)
         finally:
             watch.stop()
-        server_cpu = sample(kube.process.pid).cpu_seconds - server_cpu
+        server_cpu = sum(sample(pid).cpu_seconds for pid in pids) - server_cpu
     return CeilingResult(pods=len(bodies), threads=threads, seconds_to_last_seen=last_seen - started,
                          seconds_to_last_response=answered - started, server_cpu_seconds=server_cpu)

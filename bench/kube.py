@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import ssl
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 __all__ = ["ApiError", "KubeHttp", "PodWatch", "terminated_status_patch"]
@@ -30,24 +32,48 @@ class ApiError(RuntimeError):
 
 
 class KubeHttp:
-    """One keep-alive connection per thread to a plain-HTTP API server, with the bearer token."""
+    """One keep-alive connection per thread to an API server, with the bearer token.
 
-    def __init__(self, url: str, token: str, *, timeout: float = 30.0) -> None:
+    Plain HTTP for the stand-in; HTTPS verified against ``ca_file`` for a real API server.
+    """
+
+    def __init__(self, url: str, token: str, *, timeout: float = 30.0, ca_file: Path | None = None) -> None:
         parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme != "http" or parsed.hostname is None or parsed.port is None:
-            raise ValueError(f"expected http://host:port, got {url!r}")
+        if parsed.scheme not in ("http", "https") or parsed.hostname is None or parsed.port is None:
+            raise ValueError(f"expected http(s)://host:port, got {url!r}")
+        if parsed.scheme == "https" and ca_file is None:
+            raise ValueError("an https API server needs the CA to verify it against")
         self.host = parsed.hostname
         self.port = parsed.port
         self.timeout = timeout
         self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self._tls = ssl.create_default_context(cafile=str(ca_file)) if parsed.scheme == "https" else None
         self._local = threading.local()
+
+    def new_connection(self, timeout: float | None) -> http.client.HTTPConnection:
+        if self._tls is not None:
+            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self._tls)
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
     def _connection(self) -> http.client.HTTPConnection:
         connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
         if connection is None:
-            connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            connection = self.new_connection(self.timeout)
             self._local.connection = connection
         return connection
+
+    def request_text(self, method: str, path: str) -> str:
+        """A non-JSON answer (``/metrics``), as text."""
+        connection = self.new_connection(self.timeout)
+        try:
+            connection.request(method, path, headers={"Authorization": self.headers["Authorization"]})
+            response = connection.getresponse()
+            payload = response.read()
+        finally:
+            connection.close()
+        if not 200 <= response.status <= 299:
+            raise ApiError(method, path, response.status, payload)
+        return payload.decode("utf-8", "replace")
 
     def request(self, method: str, path: str, body: Any = None,
                 content_type: str = "application/json") -> Any:
@@ -152,7 +178,7 @@ class PodWatch:
             self._opened.set()
 
     def _stream_once(self) -> None:
-        connection = http.client.HTTPConnection(self._kube.host, self._kube.port, timeout=None)
+        connection = self._kube.new_connection(None)
         self._connection = connection
         try:
             connection.request("GET", self._path(), headers=self._kube.headers)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.api_server import BenchApiServer, api_server
 from bench.ceiling import measure_ceiling
 from bench.kube import KubeHttp, PodWatch, terminated_status_patch
 from bench.mqtt_driver import ModelsPublisher, SimulatorDriver
@@ -42,7 +43,6 @@ from bench.stack import NAMESPACE, Profiler, daemon_env
 from model_services_orchestrator.pod_specs import owned_pods_selector, pod_name
 from model_services_orchestrator.simulation_records import records_selector
 from simulation_components.local_daemon import LocalDaemon
-from simulation_components.local_kubernetes.launcher import LocalKubernetes
 from simulation_components.local_mosquitto import LocalMosquitto
 
 __all__ = ["RunOptions", "code_version", "machine_info", "percentile", "run_scenario"]
@@ -63,7 +63,8 @@ class RunOptions:
     ready_rate: float = 0.0  # ReadyForProcessing per second; 0 is a burst
     idle_seconds: float | None = None
     so_qos: int = 1
-    history: int = 200_000
+    history: int = 200_000  # the stand-in's event history
+    kube: str = "real"  # the API server: "real" (kube-apiserver and etcd) or "stand-in"
     quiet_seconds: float = 15.0  # nothing heard that long after the last PATCH: what is missing is lost
     broker_config: tuple[str, ...] = ()  # extra lines for Mosquitto, after the deployment's config
     daemon_env: dict[str, str] = field(default_factory=dict)
@@ -121,8 +122,8 @@ def _wait_until(condition: Callable[[], bool], deadline: float, what: str, check
 class _Phases:
     """CPU seconds of the daemon, the API server and the driver at each boundary; the daemon's RSS sampled 10x/s."""
 
-    def __init__(self, daemon_pid: int, server_pid: int) -> None:
-        self._pids = {"daemon": daemon_pid, "api_server": server_pid, "driver": os.getpid()}
+    def __init__(self, daemon_pid: int, server_pids: list[int]) -> None:
+        self._pids = {"daemon": [daemon_pid], "api_server": server_pids, "driver": [os.getpid()]}
         self.marks: list[tuple[str, float, dict[str, float]]] = []
         self._rss: list[tuple[float, float]] = []
         self._stop = threading.Event()
@@ -132,15 +133,16 @@ class _Phases:
     def _sample_rss(self) -> None:
         while not self._stop.wait(0.1):
             try:
-                self._rss.append((time.monotonic(), sample(self._pids["daemon"]).rss_mb))
+                self._rss.append((time.monotonic(), sample(self._pids["daemon"][0]).rss_mb))
             except (FileNotFoundError, ProcessLookupError):
                 return
 
     def mark(self, name: str) -> None:
-        samples = {key: sample(pid) for key, pid in self._pids.items()}
+        samples = {key: [sample(pid) for pid in pids] for key, pids in self._pids.items()}
         now = time.monotonic()
-        self._rss.append((now, samples["daemon"].rss_mb))  # a phase shorter than the sampling period has one too
-        self.marks.append((name, now, {key: value.cpu_seconds for key, value in samples.items()}))
+        self._rss.append((now, samples["daemon"][0].rss_mb))  # a phase shorter than the sampling period has one too
+        self.marks.append((name, now, {key: sum(value.cpu_seconds for value in values)
+                                       for key, values in samples.items()}))
 
     def table(self) -> dict[str, dict[str, float]]:
         self._stop.set()
@@ -188,7 +190,7 @@ def _ceiling(scenario: Scenario, options: RunOptions, log: Log, result: dict[str
             f"{options.ceiling_threads} plain threads ...")
         runs.append(measure_ceiling(namespace=NAMESPACE, so=SO, simulator_id=SIMULATOR_ID,
                                     simulations=dict(models.items()), image=IMAGE, threads=options.ceiling_threads,
-                                    history=options.history, timeout=scenario.timeout_seconds))
+                                    kube=options.kube, history=options.history, timeout=scenario.timeout_seconds))
         log(f"[{scenario.name}] ceiling {attempt + 1}/{options.ceiling_runs}: {runs[-1].pods_per_second:,.0f} pods/s")
     ceiling = max(runs, key=lambda run: run.pods_per_second)  # the ceiling is the best the server did
     result["ceiling"] = {"pods": ceiling.pods, "threads": ceiling.threads, "runs": len(runs),
@@ -234,8 +236,9 @@ def run_scenario(scenario: Scenario, options: RunOptions, log: Log = print) -> d
     profile_prefix = options.results_dir / f"{stamp:%Y-%m-%d}-{scenario.name}{tag}-profile"
     with (tempfile.TemporaryDirectory(prefix="mso-bench-") as scratch,
           LocalMosquitto(password=f"bench-{secrets.token_hex(8)}", extra_config=options.broker_config) as broker,
-          LocalKubernetes(kubelet="status-only", history=options.history) as kube):
-        client = KubeHttp(kube.url, kube.token)
+          api_server(options.kube, history=options.history) as kube):
+        result["api_server"] = {"kind": kube.kind, "version": kube.version}
+        client = kube.driver
         watch = PodWatch(client, NAMESPACE, owned_pods_selector(SO)).start()
         so = SimulatorDriver(broker, so=SO, subscribe_qos=options.so_qos)
         publisher = ModelsPublisher(broker)
@@ -284,7 +287,7 @@ class _Lifecycle:
     result: dict[str, Any]
     figures: dict[str, Any]
     deadline: float
-    kube: LocalKubernetes
+    kube: BenchApiServer
     client: KubeHttp
     watch: PodWatch
     so: SimulatorDriver
@@ -298,8 +301,7 @@ class _Lifecycle:
 
     def run(self) -> None:
         self.so.wait_daemon_healthy(timeout=60)
-        assert self.kube.process is not None
-        phases = _Phases(self.daemon.pid, self.kube.process.pid)
+        phases = _Phases(self.daemon.pid, self.kube.server_pids())
         self.figures["daemon_rss_before_deploy_mib"] = round(sample(self.daemon.pid).rss_mb, 1)
         payloads = {sim: SimulatorDriver.deploy_payload(self.models[sim], image=IMAGE, simulator_id=SIMULATOR_ID,
                                                         keep_logs_hours=0.0) for sim in self.models}

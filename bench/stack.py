@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+from bench.api_server import BenchApiServer
 from bench.profiles import PROFILE_RATE
 from simulation_components.local_daemon import daemon_environment
-from simulation_components.local_kubernetes.launcher import LocalKubernetes
 from simulation_components.local_mosquitto import LocalMosquitto
 
 __all__ = ["FAST_SETTINGS", "TUNED_BROKER", "Profiler", "daemon_env", "find_py_spy"]
@@ -42,9 +42,11 @@ FAST_SETTINGS = {
 TUNED_BROKER = ("max_inflight_messages 0", "set_tcp_nodelay true")
 
 
-def daemon_env(broker: LocalMosquitto, kube: LocalKubernetes, overrides: dict[str, str]) -> dict[str, str]:
+def daemon_env(broker: LocalMosquitto, kube: BenchApiServer, overrides: dict[str, str]) -> dict[str, str]:
     """The daemon's settings against this broker and API server, with the benchmark's speed settings."""
     env = daemon_environment(broker, kube, {"KUBERNETES_NAMESPACE": NAMESPACE, "LOG_FORMAT": "json", **FAST_SETTINGS})
+    if kube.ca_cert_path is not None:
+        env["KUBERNETES_CA_CERT"] = kube.ca_cert_path
     env.update(overrides)
     return env
 
