@@ -1,0 +1,124 @@
+"""The two windows a SIGKILL can still fall into, measured: ``python -m bench.windows [--models N] [--samples K]``.
+
+docs/guarantees.md promises that a ReadyForProcessing is lost to a kill
+only within the moment between its arrival and the record that holds it, and
+that a lifecycle message is published again after a kill only within the
+moment between the broker releasing it and the record that says so. This
+measures both against the real control plane (or the stand-in, ``--kube``):
+
+- ready: from publishing a model's ReadyForProcessing to the record's part
+  ConfigMap holding it as ready;
+- delivered: from the SO hearing a model's ModelHasTerminated to the record
+  holding it as delivered.
+
+The part is read over one keep-alive connection in a tight loop, so each
+figure is an upper bound by one read (a few milliseconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.api_server import KINDS, api_server
+from bench.kube import KubeHttp, terminated_status_patch
+from bench.runner import percentile
+from bench.stack import NAMESPACE, daemon_env
+from model_services_orchestrator.simulation_records import PART_KEY, part_name, record_name
+from simulation_components.kit import Daemon, SimulatorRecorder, ready, wait_for
+from simulation_components.local_mosquitto import LocalMosquitto
+
+__all__ = ["main", "measure"]
+
+SO = "dots-so"
+IMAGE = "fake_model:0.0.1"
+_READY, _REPORTED = 2, 4
+
+
+def _flags(client: KubeHttp, part: str, model: str) -> int:
+    data = client.request("GET", f"/api/v1/namespaces/{NAMESPACE}/configmaps/{part}")["data"][PART_KEY]
+    for model_id, flags, _ in json.loads(data):
+        if model_id == model:
+            return int(flags)
+    return 0
+
+
+def _until(condition: Callable[[], bool], timeout: float = 30.0) -> float:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the record never said so")
+    return time.monotonic()
+
+
+def measure(*, models: int, samples: int, kube: str) -> dict[str, Any]:
+    """Both windows, ``samples`` of each, in a simulation of ``models`` models."""
+    simulation = "sim-windows"
+    names = [f"model-{index:05d}" for index in range(models)]
+    with (tempfile.TemporaryDirectory(prefix="mso-windows-") as scratch,
+          LocalMosquitto(password=f"bench-{secrets.token_hex(8)}") as broker,
+          api_server(kube, history=200_000) as server):
+        daemon = Daemon(env=daemon_env(broker, server, {"LOG_LEVEL": "INFO"}),
+                        log_path=Path(scratch) / "daemon.log").start()
+        so = SimulatorRecorder(broker)
+        try:
+            daemon.wait_logged("mqtt subscribed")
+            so.deploy(simulation, [(name, IMAGE, []) for name in names], keep_logs_hours=1)
+            client = server.driver
+            def running() -> dict[str, str]:
+                found = {pod["metadata"]["annotations"]["dots.mso/model-id"]: pod["metadata"]["name"]
+                         for pod in client.request("GET", f"/api/v1/namespaces/{NAMESPACE}/pods")["items"]
+                         if (pod.get("status") or {}).get("phase") == "Running"}
+                return found if len(found) == models else {}
+
+            by_model = wait_for(running, timeout=120, what="every pod running")
+            part = part_name(record_name(SO, simulation), 0)
+            def recorded(name: str, flag: int) -> Callable[[], bool]:
+                return lambda: bool(_flags(client, part, name) & flag)
+
+            ready_ms: list[float] = []
+            for name in names[:samples]:
+                started = time.monotonic()
+                ready(so, simulation, name)
+                ready_ms.append((_until(recorded(name, _READY)) - started) * 1000)
+                time.sleep(0.05)
+            delivered_ms: list[float] = []
+            for name in names[:samples]:
+                client.request("PATCH", f"/api/v1/namespaces/{NAMESPACE}/pods/{by_model[name]}/status",
+                               terminated_status_patch(by_model[name]), "application/strategic-merge-patch+json")
+                wait_for(lambda: name in so.terminations(simulation), interval=0.0005,  # noqa: B023 (waited for here)
+                         what=f"{name}'s ModelHasTerminated")
+                heard = time.monotonic()
+                delivered_ms.append((_until(recorded(name, _REPORTED)) - heard) * 1000)
+                time.sleep(0.05)
+        finally:
+            so.close()
+            daemon.stop()
+    return {"api_server": server.version, "models": models, "samples": samples,
+            "ready_ms": _summary(ready_ms), "delivered_ms": _summary(delivered_ms)}
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {"p50": round(statistics.median(values), 1), "p99": round(percentile(values, 0.99), 1),
+            "max": round(max(values), 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.windows", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=1000)
+    parser.add_argument("--samples", type=int, default=30)
+    parser.add_argument("--kube", choices=KINDS, default="real")
+    arguments = parser.parse_args(argv)
+    print(json.dumps(measure(models=arguments.models, samples=arguments.samples, kube=arguments.kube), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
