@@ -56,9 +56,9 @@ class BenchApiServer:
         return token
 
     @property
-    def ca_cert_path(self) -> str | None:
+    def ca_cert_path(self) -> Path | None:
         path = self.backend.ca_cert_path
-        return None if path is None else str(path)
+        return None if path is None else Path(path)
 
     def server_pids(self) -> list[int]:
         """The processes whose CPU is the API server's (with etcd, for the real one)."""

@@ -14,17 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from bench.api_server import KINDS, api_server
+from bench.api_server import KINDS
 from bench.kube import terminated_status_patch
 from bench.proc import sample
-from bench.stack import NAMESPACE, daemon_env
-from simulation_components.kit import Daemon, SimulatorRecorder, ready, wait_for
-from simulation_components.local_mosquitto import LocalMosquitto
+from bench.stack import NAMESPACE, running_stack
+from simulation_components.kit import ready, wait_for
 
 __all__ = ["main", "measure"]
 
@@ -33,48 +30,38 @@ IMAGE = "fake_model:0.0.1"
 
 def measure(*, simulations: int, kube: str, every: int) -> dict[str, Any]:
     """Run the simulations; the daemon's RSS (MiB) after each ``every`` of them."""
-    with (tempfile.TemporaryDirectory(prefix="mso-memory-") as scratch,
-          LocalMosquitto(password=f"bench-{secrets.token_hex(8)}") as broker,
-          api_server(kube, history=200_000) as server):
-        daemon = Daemon(env=daemon_env(broker, server, {"LOG_LEVEL": "INFO"}),
-                        log_path=Path(scratch) / "daemon.log").start()
-        so = SimulatorRecorder(broker)
-        client = server.driver
-        rss: list[tuple[int, float]] = []
+    with running_stack(kube) as stack:
+        daemon, so, client = stack.daemon, stack.so, stack.server.driver
+        rss: list[tuple[int, float]] = [(0, sample(daemon.pid).rss_mb)]
         started = time.monotonic()
-        try:
-            daemon.wait_logged("mqtt subscribed")
-            rss.append((0, sample(daemon.pid).rss_mb))
-            for index in range(1, simulations + 1):
-                simulation = f"sim-{index:05d}"
-                so.deploy(simulation, [("m", IMAGE, [("MQTT_PASSWORD", f"pw-{index}-{secrets.token_hex(12)}")])])
+        for index in range(1, simulations + 1):
+            simulation = f"sim-{index:05d}"
+            so.deploy(simulation, [("m", IMAGE, [("MQTT_PASSWORD", f"pw-{index}-{secrets.token_hex(12)}")])])
 
-                def running(simulation: str = simulation) -> str:
-                    pods = client.request("GET", f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector="
-                                          f"simulation_id={simulation}")["items"]
-                    return next((pod["metadata"]["name"] for pod in pods
-                                 if (pod.get("status") or {}).get("phase") == "Running"), "")
+            def running(simulation: str = simulation) -> str:
+                pods = client.request("GET", f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector="
+                                      f"simulation_id={simulation}")["items"]
+                return next((pod["metadata"]["name"] for pod in pods
+                             if (pod.get("status") or {}).get("phase") == "Running"), "")
 
-                name = wait_for(running, timeout=60, interval=0.01, what=f"{simulation}'s pod running")
-                ready(so, simulation, "m")
-                wait_for(lambda simulation=simulation: so.of(simulation, "ModelsReady"), interval=0.005,  # type: ignore[misc]
-                         what="ModelsReady")
-                client.request("PATCH", f"/api/v1/namespaces/{NAMESPACE}/pods/{name}/status",
-                               terminated_status_patch(name), "application/strategic-merge-patch+json")
-                so.wait_all_terminated(simulation)
-                if index % every == 0:
-                    daemon.check_alive()
-                    rss.append((index, sample(daemon.pid).rss_mb))
-            seconds = time.monotonic() - started
-            wait_for(lambda: not client.request("GET", f"/api/v1/namespaces/{NAMESPACE}/configmaps?labelSelector="
-                                                "app.kubernetes.io/managed-by=model-services-orchestrator")["items"],
-                     timeout=60, what="every record cleaned up")
-            rss.append((simulations, sample(daemon.pid).rss_mb))
-        finally:
-            so.close()
-            daemon.stop()
+            name = wait_for(running, timeout=60, interval=0.01, what=f"{simulation}'s pod running")
+            ready(so, simulation, "m")
+            wait_for(lambda simulation=simulation: so.of(simulation, "ModelsReady"), interval=0.005,  # type: ignore[misc]
+                     what="ModelsReady")
+            client.request("PATCH", f"/api/v1/namespaces/{NAMESPACE}/pods/{name}/status",
+                           terminated_status_patch(name), "application/strategic-merge-patch+json")
+            so.wait_all_terminated(simulation)
+            if index % every == 0:
+                daemon.check_alive()
+                rss.append((index, sample(daemon.pid).rss_mb))
+        seconds = time.monotonic() - started
+        wait_for(lambda: not client.request("GET", f"/api/v1/namespaces/{NAMESPACE}/configmaps?labelSelector="
+                                            "app.kubernetes.io/managed-by=model-services-orchestrator")["items"],
+                 timeout=60, what="every record cleaned up")
+        rss.append((simulations, sample(daemon.pid).rss_mb))
+    server_version = stack.server.version
     first = next(value for index, value in rss if index >= every)
-    return {"api_server": server.version, "simulations": simulations, "seconds": round(seconds, 1),
+    return {"api_server": server_version, "simulations": simulations, "seconds": round(seconds, 1),
             "rss_mib": [[index, round(value, 1)] for index, value in rss],
             "growth_after_first_mib": round(rss[-1][1] - first, 1)}
 

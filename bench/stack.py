@@ -7,19 +7,25 @@ from ``simulation_components``; the daemon runs exactly as in production,
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from bench.api_server import BenchApiServer
+from bench.api_server import BenchApiServer, api_server
 from bench.profiles import PROFILE_RATE
+from simulation_components.kit import Daemon, SimulatorRecorder
 from simulation_components.local_daemon import daemon_environment
 from simulation_components.local_mosquitto import LocalMosquitto
 
-__all__ = ["FAST_SETTINGS", "TUNED_BROKER", "Profiler", "daemon_env", "find_py_spy"]
+__all__ = ["FAST_SETTINGS", "TUNED_BROKER", "Profiler", "Stack", "daemon_env", "find_py_spy", "running_stack"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "dots"
@@ -45,8 +51,6 @@ TUNED_BROKER = ("max_inflight_messages 0", "set_tcp_nodelay true")
 def daemon_env(broker: LocalMosquitto, kube: BenchApiServer, overrides: dict[str, str]) -> dict[str, str]:
     """The daemon's settings against this broker and API server, with the benchmark's speed settings."""
     env = daemon_environment(broker, kube, {"KUBERNETES_NAMESPACE": NAMESPACE, "LOG_FORMAT": "json", **FAST_SETTINGS})
-    if kube.ca_cert_path is not None:
-        env["KUBERNETES_CA_CERT"] = kube.ca_cert_path
     env.update(overrides)
     return env
 
@@ -92,3 +96,30 @@ class Profiler:
             return None  # py-spy's own log (kept) says why
         self._log.unlink(missing_ok=True)
         return self.output
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A broker, an API server, the daemon against them and a recording SO: what a small benchmark drives."""
+
+    broker: LocalMosquitto
+    server: BenchApiServer
+    daemon: Daemon
+    so: SimulatorRecorder
+
+
+@contextlib.contextmanager
+def running_stack(kube: str, *, overrides: dict[str, str] | None = None) -> Iterator[Stack]:
+    """Start everything, wait until the daemon listens; stop it all afterwards."""
+    with (tempfile.TemporaryDirectory(prefix="mso-bench-") as scratch,
+          LocalMosquitto(password=f"bench-{secrets.token_hex(8)}") as broker,
+          api_server(kube, history=200_000) as server):
+        daemon = Daemon(env=daemon_env(broker, server, {"LOG_LEVEL": "INFO", **(overrides or {})}),
+                        log_path=Path(scratch) / "daemon.log").start()
+        so = SimulatorRecorder(broker)
+        try:
+            daemon.wait_logged("mqtt subscribed")
+            yield Stack(broker, server, daemon, so)
+        finally:
+            so.close()
+            daemon.stop()

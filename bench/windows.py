@@ -19,21 +19,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from bench.api_server import KINDS, api_server
+from bench.api_server import KINDS
 from bench.kube import KubeHttp, terminated_status_patch
 from bench.runner import percentile
-from bench.stack import NAMESPACE, daemon_env
+from bench.stack import NAMESPACE, running_stack
 from model_services_orchestrator.simulation_records import PART_KEY, part_name, record_name
-from simulation_components.kit import Daemon, SimulatorRecorder, ready, wait_for
-from simulation_components.local_mosquitto import LocalMosquitto
+from simulation_components.kit import ready, wait_for
 
 __all__ = ["main", "measure"]
 
@@ -62,45 +58,36 @@ def measure(*, models: int, samples: int, kube: str) -> dict[str, Any]:
     """Both windows, ``samples`` of each, in a simulation of ``models`` models."""
     simulation = "sim-windows"
     names = [f"model-{index:05d}" for index in range(models)]
-    with (tempfile.TemporaryDirectory(prefix="mso-windows-") as scratch,
-          LocalMosquitto(password=f"bench-{secrets.token_hex(8)}") as broker,
-          api_server(kube, history=200_000) as server):
-        daemon = Daemon(env=daemon_env(broker, server, {"LOG_LEVEL": "INFO"}),
-                        log_path=Path(scratch) / "daemon.log").start()
-        so = SimulatorRecorder(broker)
-        try:
-            daemon.wait_logged("mqtt subscribed")
-            so.deploy(simulation, [(name, IMAGE, []) for name in names], keep_logs_hours=1)
-            client = server.driver
-            def running() -> dict[str, str]:
-                found = {pod["metadata"]["annotations"]["dots.mso/model-id"]: pod["metadata"]["name"]
-                         for pod in client.request("GET", f"/api/v1/namespaces/{NAMESPACE}/pods")["items"]
-                         if (pod.get("status") or {}).get("phase") == "Running"}
-                return found if len(found) == models else {}
+    with running_stack(kube) as stack:
+        server, so = stack.server, stack.so
+        so.deploy(simulation, [(name, IMAGE, []) for name in names], keep_logs_hours=1)
+        client = server.driver
+        def running() -> dict[str, str]:
+            found = {pod["metadata"]["annotations"]["dots.mso/model-id"]: pod["metadata"]["name"]
+                     for pod in client.request("GET", f"/api/v1/namespaces/{NAMESPACE}/pods")["items"]
+                     if (pod.get("status") or {}).get("phase") == "Running"}
+            return found if len(found) == models else {}
 
-            by_model = wait_for(running, timeout=120, what="every pod running")
-            part = part_name(record_name(SO, simulation), 0)
-            def recorded(name: str, flag: int) -> Callable[[], bool]:
-                return lambda: bool(_flags(client, part, name) & flag)
+        by_model = wait_for(running, timeout=120, what="every pod running")
+        part = part_name(record_name(SO, simulation), 0)
+        def recorded(name: str, flag: int) -> Callable[[], bool]:
+            return lambda: bool(_flags(client, part, name) & flag)
 
-            ready_ms: list[float] = []
-            for name in names[:samples]:
-                started = time.monotonic()
-                ready(so, simulation, name)
-                ready_ms.append((_until(recorded(name, _READY)) - started) * 1000)
-                time.sleep(0.05)
-            delivered_ms: list[float] = []
-            for name in names[:samples]:
-                client.request("PATCH", f"/api/v1/namespaces/{NAMESPACE}/pods/{by_model[name]}/status",
-                               terminated_status_patch(by_model[name]), "application/strategic-merge-patch+json")
-                wait_for(lambda: name in so.terminations(simulation), interval=0.0005,  # noqa: B023 (waited for here)
-                         what=f"{name}'s ModelHasTerminated")
-                heard = time.monotonic()
-                delivered_ms.append((_until(recorded(name, _REPORTED)) - heard) * 1000)
-                time.sleep(0.05)
-        finally:
-            so.close()
-            daemon.stop()
+        ready_ms: list[float] = []
+        for name in names[:samples]:
+            started = time.monotonic()
+            ready(so, simulation, name)
+            ready_ms.append((_until(recorded(name, _READY)) - started) * 1000)
+            time.sleep(0.05)
+        delivered_ms: list[float] = []
+        for name in names[:samples]:
+            client.request("PATCH", f"/api/v1/namespaces/{NAMESPACE}/pods/{by_model[name]}/status",
+                           terminated_status_patch(by_model[name]), "application/strategic-merge-patch+json")
+            wait_for(lambda: name in so.terminations(simulation), interval=0.0005,  # noqa: B023 (waited for here)
+                     what=f"{name}'s ModelHasTerminated")
+            heard = time.monotonic()
+            delivered_ms.append((_until(recorded(name, _REPORTED)) - heard) * 1000)
+            time.sleep(0.05)
     return {"api_server": server.version, "models": models, "samples": samples,
             "ready_ms": _summary(ready_ms), "delivered_ms": _summary(delivered_ms)}
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import time
 from collections.abc import Coroutine, Mapping
@@ -29,7 +28,12 @@ from simulation_components.local_kubernetes.environment import (
     service_environment,
 )
 from simulation_components.local_kubernetes.images import ImageTable, pull_error
-from simulation_components.local_kubernetes.kubelet import _die_with_the_server, _kill, _kill_if_started
+from simulation_components.local_kubernetes.kubelet import (
+    _die_with_the_server,
+    _kill,
+    _kill_if_started,
+    process_environment,
+)
 from simulation_components.local_kubernetes.logs import LogBuffer
 from simulation_components.local_kubernetes.store import Store
 from simulation_components.local_kubernetes.validation import image_reference_is_valid
@@ -94,15 +98,7 @@ class KubeletContext:
             log.error("%s failed", task.get_name(), exc_info=task.exception())
 
     def base_environment(self) -> dict[str, str]:
-        """PATH, PYTHONPATH (the repository root first) and the locale/home of the kubelet itself."""
-        python_path = str(self.settings.repo_root)
-        if os.environ.get("PYTHONPATH"):
-            python_path += os.pathsep + os.environ["PYTHONPATH"]
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": python_path}
-        for name in ("HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV"):
-            if name in os.environ:
-                env[name] = os.environ[name]
-        return env
+        return process_environment(self.settings.repo_root)
 
 
 class _Fetched:

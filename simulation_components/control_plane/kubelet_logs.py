@@ -10,7 +10,6 @@ The API server shows a client certificate; it is not checked (only loopback list
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import ssl
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from simulation_components.local_kubernetes.logs import LogBuffer
+from simulation_components.local_kubernetes.logs import LogBuffer, serve_log
 
 __all__ = ["LogLookup", "LogServer", "LogUnavailableError"]
 
@@ -90,28 +89,5 @@ class LogServer:
                                                request.query.get("previous") == "true")
         except LogUnavailableError as error:
             return web.Response(status=error.status, text=error.message)
-        if request.query.get("follow") != "true":
-            return web.Response(body=buffer.read(tail_lines=tail_lines, limit_bytes=limit_bytes),
-                                content_type="text/plain", charset="utf-8")
-        response = web.StreamResponse(status=200, headers={"Content-Type": "text/plain; charset=utf-8"})
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        offset = buffer.offset_of_tail(tail_lines)
-        sent = 0
-        with contextlib.suppress(ConnectionResetError):
-            # Stream until the container exits, the pod goes away, the byte limit or the client leaves.
-            while True:
-                chunk, offset = buffer.read_from(offset)
-                if limit_bytes is not None:
-                    chunk = chunk[:max(limit_bytes - sent, 0)]
-                if chunk:
-                    await response.write(chunk)
-                    sent += len(chunk)
-                if (buffer.finished and buffer.end <= offset) or (limit_bytes is not None and sent >= limit_bytes):
-                    break
-                transport = request.transport
-                if not still_there() or transport is None or transport.is_closing():
-                    break
-                await buffer.wait_for_more(offset, 1.0)
-            await response.write_eof()
-        return response
+        return await serve_log(request, buffer, tail_lines=tail_lines, limit_bytes=limit_bytes,
+                               still_there=still_there)

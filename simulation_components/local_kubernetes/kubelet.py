@@ -67,6 +67,19 @@ _UNSCHEDULABLE_MESSAGE = (
 )
 
 
+def process_environment(repo_root: Path) -> dict[str, str]:
+    """What every container process starts from: PATH and PYTHONPATH (the repository root first), and
+    the locale and home of the kubelet itself."""
+    python_path = str(repo_root)
+    if os.environ.get("PYTHONPATH"):
+        python_path += os.pathsep + os.environ["PYTHONPATH"]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": python_path}
+    for name in ("HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
+
+
 def _image_id(image: str) -> str:
     digest = hashlib.sha256(image.encode()).hexdigest()
     return f"{full_reference(image).rsplit(':', 1)[0]}@sha256:{digest}"
@@ -561,15 +574,7 @@ class Kubelet:
                 await self._worker
 
     def base_environment(self) -> dict[str, str]:
-        """PATH and PYTHONPATH (the repository root first) from the server's own environment."""
-        python_path = str(self.repo_root)
-        if os.environ.get("PYTHONPATH"):
-            python_path += os.pathsep + os.environ["PYTHONPATH"]
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": python_path}
-        for name in ("HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV"):
-            if name in os.environ:
-                env[name] = os.environ[name]
-        return env
+        return process_environment(self.repo_root)
 
     # ------------------------------------------------------------------ events
 

@@ -5,6 +5,10 @@ limitBytes and follow, like ``kubectl logs``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
+
+from aiohttp import web
 
 __all__ = ["LogBuffer"]
 
@@ -90,3 +94,33 @@ def _tail(data: bytes, lines: int) -> bytes:
         if position < 0:
             return data
     return data[position + 1:]
+
+
+async def serve_log(request: web.Request, buffer: LogBuffer, *, tail_lines: int | None, limit_bytes: int | None,
+                    still_there: Callable[[], bool]) -> web.StreamResponse:
+    """A container's log as the kubelet answers ``pods/log``: at once, or followed (``follow=true``)
+    until the container ends, the pod goes (``still_there``), the byte limit or the client leaves."""
+    if request.query.get("follow") != "true":
+        return web.Response(body=buffer.read(tail_lines=tail_lines, limit_bytes=limit_bytes),
+                            content_type="text/plain", charset="utf-8")
+    response = web.StreamResponse(status=200, headers={"Content-Type": "text/plain; charset=utf-8"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    offset = buffer.offset_of_tail(tail_lines)
+    sent = 0
+    with contextlib.suppress(ConnectionResetError):
+        while True:
+            chunk, offset = buffer.read_from(offset)
+            if limit_bytes is not None:
+                chunk = chunk[:max(limit_bytes - sent, 0)]
+            if chunk:
+                await response.write(chunk)
+                sent += len(chunk)
+            if (buffer.finished and buffer.end <= offset) or (limit_bytes is not None and sent >= limit_bytes):
+                break
+            transport = request.transport
+            if not still_there() or transport is None or transport.is_closing():
+                break
+            await buffer.wait_for_more(offset, 1.0)
+        await response.write_eof()
+    return response

@@ -26,6 +26,7 @@ from .errors import ApiError, bad_request, forbidden, method_not_allowed, unsupp
 from .faults import Faults, RequestCounter
 from .images import ImageTable
 from .kubelet import Kubelet
+from .logs import serve_log
 from .resources import RESOURCES
 from .selectors import FieldSelector, LabelSelector
 from .store import DeleteOptions, Store, Stored, Watcher
@@ -489,35 +490,12 @@ class LocalKubernetesServer:
         tail_lines = self._int_query(query, "tailLines")
         limit_bytes = self._int_query(query, "limitBytes", minimum=1)
         buffer = self.kubelet.log_buffer(pod, query.get("container"), previous=query.get("previous") == "true")
-        if query.get("follow") != "true":
-            return web.Response(body=buffer.read(tail_lines=tail_lines, limit_bytes=limit_bytes),
-                                content_type="text/plain", charset="utf-8")
-        response = web.StreamResponse(status=200, headers={"Content-Type": "text/plain; charset=utf-8"})
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        offset = buffer.offset_of_tail(tail_lines)
-        sent = 0
-        with contextlib.suppress(ConnectionResetError):
-            while True:
-                chunk, offset = buffer.read_from(offset)
-                if limit_bytes is not None:
-                    chunk = chunk[:max(limit_bytes - sent, 0)]
-                if chunk:
-                    await response.write(chunk)
-                    sent += len(chunk)
-                if buffer.finished and buffer.end <= offset:
-                    break
-                if limit_bytes is not None and sent >= limit_bytes:
-                    break
-                current = self.store.find("pods", namespace, name)
-                if current is None or current.uid != pod.uid:
-                    break
-                transport = request.transport
-                if transport is None or transport.is_closing():
-                    break
-                await buffer.wait_for_more(offset, 1.0)
-            await response.write_eof()
-        return response
+
+        def still_there() -> bool:
+            current = self.store.find("pods", namespace, name)
+            return current is not None and current.uid == pod.uid
+
+        return await serve_log(request, buffer, tail_lines=tail_lines, limit_bytes=limit_bytes, still_there=still_there)
 
     # ------------------------------------------------------------------ admin API
 
