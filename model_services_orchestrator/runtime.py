@@ -150,6 +150,7 @@ class Runtime:
         self.model_health = ModelHealth(interval_seconds=settings.model_healthcheck_interval_seconds)
         self.is_secret = secret_env_names(settings.secret_env_name_pattern)
         self._deadlines_changed = asyncio.Event()
+        self._waiting_until: float | None = None  # the deadline the timer sleeps until (None: no deadline)
         self._stopping = False
         self._answer_ping: Callable[[codec.HealthPing], None] = lambda _ping: None
         # What the metrics report.
@@ -224,7 +225,11 @@ class Runtime:
         """Hand events to the inventory and queue the simulations they changed."""
         for simulation_id in self.inventory.handle_all(events):
             self.queue.add(simulation_id)
-        self._deadlines_changed.set()
+        # Wake the timer only for a deadline earlier than the one it sleeps until: a burst of ten thousand
+        # readies sets none, and must not cost ten thousand wake-ups.
+        deadline = self.inventory.next_deadline()
+        if deadline is not None and (self._waiting_until is None or deadline < self._waiting_until):
+            self._deadlines_changed.set()
 
     # -- start-up
 
@@ -268,6 +273,7 @@ class Runtime:
         while True:
             deadline = self.inventory.next_deadline()
             self._deadlines_changed.clear()
+            self._waiting_until = deadline
             if deadline is None or deadline > self.clock():
                 timeout = None if deadline is None else deadline - self.clock()
                 # asyncio.timeout rather than wait_for, which wraps every wait in a task of its own.
@@ -302,31 +308,43 @@ class Runtime:
         inventory = self.inventory
         if simulation_id not in inventory.simulations:
             return False
-        if inventory.needs_save(simulation_id):
-            version, changed = inventory.take_changes(simulation_id)
-            # A failed save raises here: the store writes everything on its next attempt.
-            await self.records.save(inventory.simulations[simulation_id], changed)
-            inventory.record_saved(simulation_id, version)
-        for message in inventory.releasable(simulation_id):
-            self._publish(message)
-        if reports := inventory.take_reports(simulation_id):
-            await asyncio.gather(*(self._report(report) for report in reports))
+        # The pods still missing are created while the record is saved: they need only its first save
+        # (their specs and Secrets), and a pass of creates then never waits behind a save.
+        creating = self._start_creates(simulation_id)
+        try:
+            if inventory.needs_save(simulation_id):
+                version, changed = inventory.take_changes(simulation_id)
+                # A failed save raises here: the store writes everything on its next attempt.
+                await self.records.save(inventory.simulations[simulation_id], changed)
+                inventory.record_saved(simulation_id, version)
+            if creating is None:
+                creating = self._start_creates(simulation_id)  # the first save made them possible
+            for message in inventory.releasable(simulation_id):
+                self._publish(message)
+            if reports := inventory.take_reports(simulation_id):
+                await asyncio.gather(*(self._report(report) for report in reports))
+            if not self._stopping and (stops := inventory.pods_to_stop(simulation_id)):
+                await asyncio.gather(*(self._stop(stop) for stop in stops))
+        finally:
+            outcomes = await creating if creating is not None else []
+        if failures := [outcome for outcome in outcomes if isinstance(outcome, BaseException)]:
+            # Transient or not, the pods not made are tried again after the backoff; only their start
+            # deadline fails them (-2).
+            raise failures[0]
         if self._stopping:
             return False  # what is left is resumed from the record by the next daemon
-        if stops := inventory.pods_to_stop(simulation_id):
-            await asyncio.gather(*(self._stop(stop) for stop in stops))
-        creates = inventory.pods_to_create(simulation_id, self.settings.creates_per_sync)
-        if creates:
-            outcomes = await asyncio.gather(*(self._create(create) for create in creates), return_exceptions=True)
-            failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
-            if failures:
-                # Transient or not, the pods not made are tried again after the backoff; only their start
-                # deadline fails them (-2).
-                raise failures[0]
         if inventory.cleanup_due(simulation_id, self.clock()):
             await self._clean_up(simulation_id)
             return False
-        return len(creates) == self.settings.creates_per_sync
+        return len(outcomes) == self.settings.creates_per_sync
+
+    def _start_creates(self, simulation_id: str) -> asyncio.Future[list[BaseException | None]] | None:
+        """Start a pass of creates (at most ``creates_per_sync``); ``None`` when there is nothing to create."""
+        if self._stopping:
+            return None
+        if not (creates := self.inventory.pods_to_create(simulation_id, self.settings.creates_per_sync)):
+            return None
+        return asyncio.gather(*(self._create(create) for create in creates), return_exceptions=True)
 
     # -- the steps
 
