@@ -214,6 +214,9 @@ class Simulation:
     # Book-keeping, not recorded:
     version: int = 1  # bumped by every change of what the record holds
     saved_version: int = 0  # the version the cluster's record holds (0: none yet)
+    # Changes that wait for the next save rather than make one: pods created, while more are being
+    # created (a save per pass of creates would take the API server's time from the creates).
+    lazy: bool = False
     changed: set[str] = field(default_factory=set)  # models whose record entry changed since last taken
     outgoing: deque[Outgoing] = field(default_factory=deque)  # decided, not yet released, in order
     to_create: dict[str, None] = field(default_factory=dict)  # models in PENDING with a spec, in order
@@ -380,11 +383,15 @@ class Inventory:
 
     def needs_save(self, simulation_id: str) -> bool:
         simulation = self.simulations.get(simulation_id)
-        return simulation is not None and simulation.version > simulation.saved_version
+        return simulation is not None and (simulation.version > simulation.saved_version
+                                           or (simulation.lazy and not simulation.to_create))
 
     def take_changes(self, simulation_id: str) -> tuple[int, set[str]]:
-        """The current version and the models changed since the last call: what a save is to write."""
+        """The version a save is to write and the models changed since the last call (lazy changes too)."""
         simulation = self.simulations[simulation_id]
+        if simulation.lazy:
+            simulation.lazy = False
+            simulation.version += 1
         changed, simulation.changed = simulation.changed, set()
         return simulation.version, changed
 
@@ -442,7 +449,7 @@ class Inventory:
             return False
         at = simulation.cleanup_at(self._min_cleanup_delay)
         return (at is not None and now >= at and not simulation.outgoing and not simulation.to_stop
-                and simulation.saved_version == simulation.version)
+                and simulation.saved_version == simulation.version and not simulation.lazy)
 
     # -- restoring
 
@@ -567,7 +574,7 @@ class Inventory:
         model.start_deadline = since + self._start_timeout
         self._timer(model.start_deadline, simulation_id, model.model_id)
 
-    def _move(self, simulation: Simulation, model: Model, phase: Phase) -> None:
+    def _move(self, simulation: Simulation, model: Model, phase: Phase, *, lazy: bool = False) -> None:
         """Set a model's phase, keeping the simulation's work lists in step."""
         if model.phase is phase:
             return
@@ -578,7 +585,12 @@ class Inventory:
         model.phase = phase
         if phase is Phase.STOPPING:
             simulation.to_stop[model.model_id] = None
-        self._changed(simulation, model.model_id)
+        if lazy:
+            simulation.lazy = True
+            simulation.changed.add(model.model_id)
+            self._touched.add(simulation.simulation_id)
+        else:
+            self._changed(simulation, model.model_id)
 
     def _pod_created(self, event: PodCreated) -> None:
         simulation = self.simulations.get(event.simulation_id)
@@ -591,7 +603,9 @@ class Inventory:
             return
         model.has_pod = True
         if model.phase is Phase.PENDING:
-            self._move(simulation, model, Phase.CREATED)
+            # Saved with the next save, or once the simulation's creates are done: a pod the record does
+            # not know yet is found by a restarted daemon's create (409, and ours) or its listing.
+            self._move(simulation, model, Phase.CREATED, lazy=True)
         elif model.phase is Phase.ENDED and model.termination is not None and model.termination.exit_code in (
                 EXIT_START_TIMEOUT, EXIT_ENDED_EARLY):
             # Ended by the daemon while its create was under way: the pod it got after all is stopped.

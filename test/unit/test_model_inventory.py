@@ -523,3 +523,19 @@ def test_a_restored_simulation_publishes_again_what_was_decided_and_not_confirme
     assert settle(restarted) == [("ModelHasTerminated", "a", 0), ("ModelHasTerminated", "b", 4),
                                  ("AllModelsHaveTerminated", "", 0)]
     assert settle(restarted) == []
+
+
+def test_created_pods_are_saved_with_the_next_save_or_once_creation_is_done() -> None:
+    # A save per pass of creates would take the API server's time from the creates themselves.
+    inventory = make_inventory()
+    deploy(inventory, "a", "b")
+    settle(inventory)
+    inventory.handle(inv.PodCreated(SIM, "a", T0))
+    assert not inventory.needs_save(SIM), "b is still to be created: a's pod waits for the next save"
+    inventory.handle(inv.ReadyReceived(SIM, "a", T0))
+    assert inventory.needs_save(SIM) and inventory.take_changes(SIM)[1] == {"a"}
+    inventory.record_saved(SIM, inventory.simulations[SIM].version)
+    inventory.handle(inv.PodCreated(SIM, "b", T0))
+    assert inventory.needs_save(SIM), "creation done: what it made is saved"
+    version, changed = inventory.take_changes(SIM)
+    assert changed == {"b"} and version > inventory.simulations[SIM].saved_version
