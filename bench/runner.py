@@ -393,7 +393,8 @@ class _Lifecycle:
         watches = sum(value for key, value in verbs.items() if key.startswith("WATCH "))
         total = sum(verbs.values())
         self.result["idle_requests"] = {"window_seconds": round(window, 1), "by_verb": verbs,
-                                        "by_status": counts.get("by_status", {})}
+                                        "by_status": counts.get("by_status", {}),
+                                        "other_clients": counts.get("other_clients", {})}
         self.figures["idle_requests_per_minute"] = round(total * 60 / window, 2)
         self.figures["idle_requests_per_minute_excluding_watch"] = round((total - watches) * 60 / window, 2)
         self._say(f"idle: {total} API requests in {window:.0f} s ({watches} of them watch renewals)")

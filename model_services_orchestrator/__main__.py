@@ -6,7 +6,10 @@ configuration ends here with one clear line and exit code 2.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+from typing import NoReturn
 
 from pydantic import ValidationError
 
@@ -48,7 +51,22 @@ def main() -> int:
     get_logger(__name__).info(
         "starting", simulator_name=settings.simulator_name, namespace=settings.kubernetes_namespace,
         mqtt_host=settings.mqtt_host, mqtt_port=settings.mqtt_port)
-    return run(settings, redactor)
+    _exit_now(run(settings, redactor))
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the process with ``code`` once the output is flushed, without the interpreter's finalization.
+
+    The pod watch runs in a daemon thread that may be inside a TLS read or write when the daemon ends
+    (e.g. at once, on a refused MQTT login). On Python 3.11, such a thread that wants the GIL back during
+    finalization calls ``pthread_exit``, whose unwinding through the ``ssl`` module aborts the whole
+    process: SIGABRT, exit status 134 instead of the daemon's own. Everything worth finishing (records,
+    the MQTT flush, the thread pool) is finished when ``run`` returns.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

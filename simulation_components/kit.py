@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import kubernetes.client
@@ -29,16 +30,18 @@ from model_services_orchestrator.messages import (
     ModelConfiguration,
     ModelHasTerminated,
 )
-from model_services_orchestrator.model_inventory import Simulation
+from model_services_orchestrator.model_inventory import Delivery, Simulation
 from model_services_orchestrator.record_store import RecordStore
 from model_services_orchestrator.simulation_records import part_index, record_name
 from simulation_components.local_daemon import LocalDaemon
 from simulation_components.local_mosquitto import LocalMosquitto
 
 __all__ = [
+    "CLUSTER_OBJECTS",
     "NAMESPACE",
     "PRINTENV_IMAGE",
     "TEST_IMAGES",
+    "ApiServer",
     "BrokerAddress",
     "Daemon",
     "DaemonFactory",
@@ -47,12 +50,14 @@ __all__ = [
     "SimulatorRecorder",
     "core_api",
     "fake_model_env",
+    "left_in_namespace",
     "read_records",
     "ready",
     "ready_in_record",
     "record_part_count",
     "running_pods",
     "set_terminated",
+    "settled_in_record",
     "wait_for",
 ]
 
@@ -210,8 +215,52 @@ class KubeAccess(Protocol):
     def kube_client_configuration(self) -> Any: ...
 
 
+class ApiServer(KubeAccess, Protocol):
+    """What the integration tests use of an API server: the real control plane (``ControlPlane`` with its
+    fault proxy) or the stand-in (``LocalKubernetes``), under the same names.
+
+    ``kube_client_configuration()`` is an admin's (on the control plane: straight to kube-apiserver, never
+    faulted nor counted); ``daemon_client_configuration()`` is the daemon's (its token, through the proxy).
+    ``stop()``/``start()``: the API down for the daemon, and back.
+    """
+
+    @property
+    def port(self) -> int: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def token(self) -> str: ...
+    @property
+    def ca_cert_path(self) -> Path | None: ...
+    @property
+    def running(self) -> bool: ...
+    def daemon_client_configuration(self) -> Any: ...
+    def inject_fault(self, status: int, count: int | None = None, seconds: float | None = None,
+                     methods: list[str] | None = None, path_contains: str | None = None) -> dict[str, Any]: ...
+    def clear_faults(self) -> None: ...
+    def close_watches(self) -> int: ...
+    def expire_watches_with_410(self) -> object: ...
+    def request_counts(self) -> dict[str, Any]: ...
+    def reset_request_counts(self) -> None: ...
+    def stop(self) -> object: ...
+    def start(self) -> object: ...
+
+
 def core_api(kube: KubeAccess) -> kubernetes.client.CoreV1Api:
     return kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(kube.kube_client_configuration()))
+
+
+#: What a real cluster itself keeps in every namespace (kube-controller-manager's root CA publisher).
+CLUSTER_OBJECTS = frozenset({"configmaps/kube-root-ca.crt"})
+
+
+def left_in_namespace(api: kubernetes.client.CoreV1Api) -> list[str]:
+    """``kind/name`` of every pod, ConfigMap and Secret in the namespace, less ``CLUSTER_OBJECTS``."""
+    found = [f"pods/{item.metadata.name}" for item in api.list_namespaced_pod(NAMESPACE).items if item.metadata]
+    found += [f"configmaps/{item.metadata.name}" for item in api.list_namespaced_config_map(NAMESPACE).items
+              if item.metadata]
+    found += [f"secrets/{item.metadata.name}" for item in api.list_namespaced_secret(NAMESPACE).items if item.metadata]
+    return [name for name in found if name not in CLUSTER_OBJECTS]
 
 
 def set_terminated(api: kubernetes.client.CoreV1Api, name: str, exit_code: int) -> None:
@@ -273,6 +322,22 @@ def read_records(api: kubernetes.client.CoreV1Api, *, so: str = "dots-so",
 def ready_in_record(api: kubernetes.client.CoreV1Api, simulation_id: str) -> set[str]:
     simulation = read_records(api).get(simulation_id)
     return set() if simulation is None else {model_id for model_id, m in simulation.models.items() if m.ready}
+
+
+def settled_in_record(api: kubernetes.client.CoreV1Api, simulation_id: str) -> bool:
+    """Whether the simulation's record says that every lifecycle message decided so far was delivered (or
+    there is no record, so nothing to send again).
+
+    A daemon SIGKILLed between the SO hearing a message and the record marking it delivered sends it again
+    once restarted (docs/guarantees.md, "The limits": milliseconds, but a test that kills the daemon as soon
+    as the SO hears something lands right in that window): a test that counts messages across a kill waits
+    for this first.
+    """
+    simulation = read_records(api).get(simulation_id)
+    if simulation is None:
+        return True
+    return (simulation.models_ready is not Delivery.DECIDED and simulation.all_terminated is not Delivery.DECIDED
+            and all(model.reported for model in simulation.models.values() if model.termination is not None))
 
 
 def record_part_count(api: kubernetes.client.CoreV1Api, simulation_id: str, kind: str = "configmaps",

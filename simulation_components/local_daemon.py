@@ -1,8 +1,9 @@
 """The orchestrator as a local process, against a local broker and a local API server.
 
 The demo, the end-to-end tests and the benchmarks all run the daemon as its
-own process (exactly as in production) against ``LocalMosquitto`` and
-``LocalKubernetes``; this is how they start it and what environment they give it.
+own process (exactly as in production) against ``LocalMosquitto`` and an API
+server: the real control plane (``control_plane.ControlPlane``) or the stand-in
+(``LocalKubernetes``); this is how they start it and what environment they give it.
 """
 
 from __future__ import annotations
@@ -13,22 +14,37 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Self
+from typing import Protocol, Self
 
-from simulation_components.local_kubernetes.launcher import LocalKubernetes
 from simulation_components.local_mosquitto import LocalMosquitto
 from simulation_components.processes import stop_process
 
-__all__ = ["REPO_ROOT", "LocalDaemon", "daemon_environment"]
+__all__ = ["REPO_ROOT", "ApiEndpoint", "LocalDaemon", "daemon_environment"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _OWN_SETTINGS = ("MQTT_", "KUBERNETES_", "MODEL_", "LOG_")
 
 
-def daemon_environment(broker: LocalMosquitto, kube: LocalKubernetes, overrides: Mapping[str, object] | None = None,
+class ApiEndpoint(Protocol):
+    """Where the daemon reaches an API server and with what token: ``ControlPlane`` (its ``url`` is the fault
+    proxy's when it has one; ``token`` is the daemon's RBAC-limited one) or ``LocalKubernetes``.
+    ``ca_cert_path``: the CA to verify the server with (``None``: plain HTTP, or TLS not verified)."""
+
+    @property
+    def port(self) -> int: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def token(self) -> str: ...
+    @property
+    def ca_cert_path(self) -> Path | None: ...
+
+
+def daemon_environment(broker: LocalMosquitto, kube: ApiEndpoint, overrides: Mapping[str, object] | None = None,
                        *, inherit: bool = False) -> dict[str, str]:
     """Env vars for ``python -m model_services_orchestrator``; ``overrides`` by setting name (any case).
 
+    ``KUBERNETES_CA_CERT`` is set when the API server has a CA (the real control plane always has one).
     ``inherit``: start from this process's environment, less its own MQTT and Kubernetes settings.
     """
     env = {key: value for key, value in os.environ.items() if not key.startswith(_OWN_SETTINGS)} if inherit else {}
@@ -43,6 +59,8 @@ def daemon_environment(broker: LocalMosquitto, kube: LocalKubernetes, overrides:
         "MQTT_USERNAME": broker.username,
         "MQTT_PASSWORD": broker.password,
     })
+    if kube.ca_cert_path is not None:
+        env["KUBERNETES_CA_CERT"] = str(kube.ca_cert_path)
     env.update({key.upper(): str(value) for key, value in (overrides or {}).items()})
     return env
 

@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ControlPlaneCertificates", "generate_control_plane_certificates"]
+__all__ = ["ControlPlaneCertificates", "generate_control_plane_certificates", "issue_serving_certificate"]
 
 _EC_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
 _LOCAL_NAMES = "DNS:localhost,IP:127.0.0.1"
@@ -89,3 +89,15 @@ def generate_control_plane_certificates(directory: str | Path, *, days: int = 30
         kubelet_client_key=folder / "apiserver-kubelet-client.key",
         kubelet_cert=folder / "kubelet.crt", kubelet_key=folder / "kubelet.key",
         service_account_key=service_account_key, service_account_public_key=service_account_public_key)
+
+
+def issue_serving_certificate(directory: str | Path, name: str, ca_cert: Path, ca_key: Path, *,
+                              days: int = 30) -> tuple[Path, Path]:
+    """``name.crt`` and ``name.key`` in ``directory``: a serving certificate for 127.0.0.1 and localhost signed by
+    the control plane's CA (e.g. for the fault proxy, which clients verify against the same CA)."""
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    _issue(folder, name, f"/CN={name}", (ca_cert, ca_key), days, "extendedKeyUsage=serverAuth",
+           f"subjectAltName={_LOCAL_NAMES}")
+    (folder / f"{name}.key").chmod(0o600)
+    return folder / f"{name}.crt", folder / f"{name}.key"

@@ -24,6 +24,15 @@ What it starts, all on 127.0.0.1, each process logging to ``<dir>/<name>.log``:
 Then it applies ``k8s_cluster_configuration``'s namespace, service accounts, Role and RoleBinding as they
 are, and asks the TokenRequest API for a token of the daemon's service account: ``token`` has exactly the
 daemon's permissions. ``admin_token`` has all of them.
+
+With ``fault_proxy=True`` a ``FaultProxy`` (``fault_proxy.py``) also runs, in a thread of this process, in
+front of kube-apiserver: ``url`` and ``port`` (what the daemon is given) are then the proxy's, while
+``apiserver_url`` and the admin helpers (``request``, ``kube_client_configuration``, the components'
+kubeconfig) go to kube-apiserver directly. The proxy gives the control plane the stand-in's test controls
+under the stand-in's names: ``inject_fault``, ``clear_faults``, ``close_watches``, ``request_counts``,
+``reset_request_counts``, and ``stop()``/``start()`` of a running plane take the API down for the daemon
+and bring it back (the proxy refuses connections); ``shutdown()``/``close()`` stop everything.
+``expire_watches_with_410()`` makes the daemon's watch end and its resourceVersion too old: the real way.
 """
 
 from __future__ import annotations
@@ -44,8 +53,9 @@ from typing import Any
 
 from .api import ApiError, call
 from .binaries import REPO_ROOT, control_plane_binaries
-from .certificates import ControlPlaneCertificates, generate_control_plane_certificates
+from .certificates import ControlPlaneCertificates, generate_control_plane_certificates, issue_serving_certificate
 from .components import Component, ComponentError, free_port, tail
+from .fault_proxy import FaultProxy
 from .manifests import apply_manifests, load_manifests
 
 __all__ = ["DAEMON_SERVICE_ACCOUNT", "KUBELET_MODES", "NAMESPACE", "NODE_NAME", "ApiError", "ComponentError",
@@ -70,13 +80,14 @@ class ControlPlane:
     ``directory``: where certificates, logs, the etcd data, ``admin.kubeconfig`` and ``daemon.env`` go
     (a temporary directory, deleted by ``close()``, when ``None``). ``bin_dir``: where the binaries are
     (default: ``control_plane_binaries()``, which builds them the first time). ``images`` (an image table,
-    written to a file) or ``images_file``: the kubelet's ``--images-file``.
+    written to a file) or ``images_file``: the kubelet's ``--images-file``. ``fault_proxy``: also run a
+    ``FaultProxy`` in front of kube-apiserver for the daemon (see the module's docstring).
     """
 
     def __init__(self, *, kubelet: str = "process", images: Mapping[str, Any] | None = None,
                  images_file: str | Path | None = None, directory: str | Path | None = None,
                  bin_dir: str | Path | None = None, start_timeout: float = 60.0,
-                 log_level: str = "WARNING") -> None:
+                 log_level: str = "WARNING", fault_proxy: bool = False) -> None:
         if kubelet not in KUBELET_MODES:
             raise ValueError(f"kubelet must be one of {', '.join(KUBELET_MODES)}, not {kubelet!r}")
         if images is not None and images_file is not None:
@@ -96,8 +107,15 @@ class ControlPlane:
             self.images_file.write_text(json.dumps(images))
         self.admin_token = secrets.token_hex(24)
         self.token = ""
+        #: Where the daemon talks to: the fault proxy when there is one, else kube-apiserver.
         self.port = 0
         self.url = ""
+        #: kube-apiserver itself (kept across restarts).
+        self.apiserver_port = 0
+        self.apiserver_url = ""
+        self.fault_proxy = fault_proxy
+        self.proxy: FaultProxy | None = None
+        self._proxy_port = 0
         self.etcd_url = ""
         self.kubelet_port = 0
         self.ca_cert_path = self.dir / "pki" / "ca.crt"
@@ -125,7 +143,13 @@ class ControlPlane:
 
     def start(self) -> ControlPlane:
         """Start everything, apply the manifests, get the daemon's token; ``ComponentError`` (with the failing
-        component's log tail) when a component dies or is not ready within ``start_timeout``."""
+        component's log tail) when a component dies or is not ready within ``start_timeout``.
+
+        With a fault proxy, on a running control plane: the API is back for the daemon (after ``stop()``).
+        """
+        if self.components and self.proxy is not None:
+            self.proxy.accept()
+            return self
         if self.components:
             raise RuntimeError("the control plane is already started")
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -162,16 +186,33 @@ class ControlPlane:
                 self.kubelet_port = self.components["kubelet"].wait_for(self._kubelet_ready, deadline,
                                                                         "ready line")
                 milestone("kubelet")
+            if self.fault_proxy:
+                self._start_proxy()
+                self._write_daemon_env()
+                milestone("fault proxy")
             self.timings["total"] = round(time.monotonic() - began, 3)
             self.applied_manifests = applied
         except BaseException:
-            self.stop()
+            self.shutdown()
             raise
         return self
 
     def stop(self) -> None:
-        """Stop what runs: the kubelet first (it stops its pods), then kube-controller-manager, kube-apiserver,
-        etcd. The files stay; ``start()`` afterwards makes a new cluster."""
+        """Stop what runs (``shutdown()``).
+
+        With a fault proxy, on a running control plane: the API is down for the daemon instead (the proxy
+        refuses connections and resets the open ones), as ``LocalKubernetes.stop()``; ``start()`` brings it
+        back. ``shutdown()`` or ``close()`` stop everything.
+        """
+        if self.components and self.proxy is not None:
+            self.proxy.refuse()
+            return
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop what runs: the fault proxy, the kubelet (it stops its pods), then kube-controller-manager,
+        kube-apiserver, etcd. The files stay; ``start()`` afterwards makes a new cluster."""
+        self._close_proxy()
         for name in ("kubelet", "kube-controller-manager", "kube-apiserver", "etcd"):
             component = self.components.get(name)
             if component is not None:
@@ -179,13 +220,14 @@ class ControlPlane:
         self.components = {}
 
     def close(self) -> None:
-        """``stop()``, and delete the directory when it is a temporary one."""
-        self.stop()
+        """``shutdown()``, and delete the directory when it is a temporary one."""
+        self.shutdown()
         if self._temporary:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def kill(self) -> None:
         """SIGKILL every component (a crash, for tests); the files stay."""
+        self._close_proxy()
         for component in self.components.values():
             component.kill()
         self.components = {}
@@ -213,6 +255,123 @@ class ControlPlane:
         apiserver.start()
         apiserver.wait_for(self._apiserver_ready, time.monotonic() + self.start_timeout, "/readyz answer 200",
                            interval=0.1)
+
+    # ------------------------------------------------------------------ the fault proxy: the stand-in's controls
+
+    def _start_proxy(self) -> None:
+        certificates = self._certificates()
+        cert, key = issue_serving_certificate(certificates.ca_cert.parent, "fault-proxy", certificates.ca_cert,
+                                              certificates.ca_key)
+        self.proxy = FaultProxy(self.apiserver_url, upstream_ca=certificates.ca_cert, cert=cert, key=key,
+                                port=self._proxy_port).start()
+        self._proxy_port = self.proxy.port  # kept across restarts, as the API server's port is
+        self.port, self.url = self.proxy.port, self.proxy.url
+
+    def _close_proxy(self) -> None:
+        if self.proxy is not None:
+            self.proxy.close()
+            self.proxy = None
+            self.port, self.url = self.apiserver_port, self.apiserver_url
+
+    def _require_proxy(self) -> FaultProxy:
+        if self.proxy is None:
+            raise RuntimeError("this needs a running ControlPlane(fault_proxy=True)")
+        return self.proxy
+
+    def inject_fault(self, status: int, count: int | None = None, seconds: float | None = None,
+                     methods: list[str] | None = None, path_contains: str | None = None) -> dict[str, Any]:
+        """Make the daemon's matching requests (those through the proxy) fail with ``status`` for ``count``
+        requests or ``seconds``; as ``LocalKubernetes.inject_fault``."""
+        return self._require_proxy().inject_fault(status, count, seconds, methods, path_contains)
+
+    def clear_faults(self) -> None:
+        """Remove every injected fault."""
+        self._require_proxy().clear_faults()
+
+    def close_watches(self) -> int:
+        """End every watch stream through the proxy now, cleanly; returns how many there were."""
+        return self._require_proxy().close_watches()
+
+    def request_counts(self) -> dict[str, Any]:
+        """The requests through the proxy by ``"VERB resource"``, plus ``total`` and ``by_status``."""
+        return self._require_proxy().request_counts()
+
+    def reset_request_counts(self) -> None:
+        """Count from zero."""
+        self._require_proxy().reset_request_counts()
+
+    def expire_watches_with_410(self) -> int:
+        """Make every client's watch end and its resourceVersion too old, so that it must list again.
+
+        The real way: kube-apiserver stops (its watches end, and nobody can watch for a while), etcd is
+        compacted (see :meth:`compact`: recording the compaction is itself a write, so etcd's revision
+        moves past every resourceVersion a client holds), and kube-apiserver starts again with a new
+        watch cache that begins after them: a watch from any older resourceVersion gets 410 Expired, and
+        reads at one too. Takes a few seconds (kube-apiserver's restart). Returns the compacted revision.
+        """
+        apiserver = self.components["kube-apiserver"]
+        apiserver.stop()
+        revision = self.compact()
+        apiserver.start()
+        apiserver.wait_for(self._apiserver_ready, time.monotonic() + self.start_timeout, "/readyz answer 200",
+                           interval=0.1)
+        return revision
+
+    def reset(self, timeout: float = 60.0) -> None:
+        """Back to a fresh control plane's state for the next test, in a second or so.
+
+        The API is up for the daemon, faults are cleared, every connection through the proxy is dropped
+        (a killed daemon's last requests end before anything is deleted) and the counts start from zero;
+        every pod, ConfigMap (but ``kube-root-ca.crt``) and Secret of the namespace is deleted at once
+        (grace period 0) and the kubelet has no container process left. Raises ``ComponentError`` when a
+        component has died (then start a new control plane), ``TimeoutError`` when something lingers.
+        """
+        self.check()
+        deadline = time.monotonic() + timeout
+        if self.proxy is not None:
+            self.proxy.accept()
+            self.proxy.clear_faults()
+            self.proxy.drop_connections()
+            while self.proxy.in_flight():
+                self._before(deadline, "the fault proxy's requests to end")
+                time.sleep(0.02)
+        base = f"/api/v1/namespaces/{self.namespace}"
+        now = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0}
+        self.request("DELETE", f"{base}/pods?gracePeriodSeconds=0", now, timeout=timeout)
+        self.request("DELETE", f"{base}/configmaps?fieldSelector=metadata.name%21%3Dkube-root-ca.crt", now,
+                     timeout=timeout)
+        self.request("DELETE", f"{base}/secrets", now, timeout=timeout)
+
+        def names(resource: str) -> list[str]:
+            listed = self.request("GET", f"{base}/{resource}")
+            return [item["metadata"]["name"] for item in listed["items"]]
+
+        while names("pods") or names("configmaps") != ["kube-root-ca.crt"] or names("secrets"):
+            self._before(deadline, "the namespace to be empty")
+            time.sleep(0.05)
+        while self.kubelet_children():
+            self._before(deadline, "the kubelet's containers to end")
+            time.sleep(0.05)
+        if self.proxy is not None:
+            self.proxy.reset_request_counts()
+
+    @staticmethod
+    def _before(deadline: float, what: str) -> None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"reset: still waiting for {what}")
+
+    def kubelet_children(self) -> list[int]:
+        """The process ids of the kubelet's children (its containers); ``[]`` without a running kubelet."""
+        kubelet = self.components.get("kubelet")
+        if kubelet is None or kubelet.pid is None or not kubelet.running:
+            return []
+        children: list[int] = []
+        for task in Path(f"/proc/{kubelet.pid}/task").glob("*"):
+            try:
+                children += [int(pid) for pid in (task / "children").read_text().split()]
+            except OSError:
+                continue
+        return children
 
     # ------------------------------------------------------------------ components
 
@@ -244,7 +403,7 @@ class ControlPlane:
         certificates = self._certificates()
         pki = certificates.ca_cert.parent
         return [
-            "--bind-address=127.0.0.1", f"--secure-port={self.port}", "--advertise-address=127.0.0.1",
+            "--bind-address=127.0.0.1", f"--secure-port={self.apiserver_port}", "--advertise-address=127.0.0.1",
             f"--cert-dir={pki}",
             f"--tls-cert-file={certificates.apiserver_cert}", f"--tls-private-key-file={certificates.apiserver_key}",
             f"--client-ca-file={certificates.ca_cert}",
@@ -282,9 +441,10 @@ class ControlPlane:
         tokens = self._certificates().ca_cert.parent / "tokens.csv"
         tokens.write_text(f'{self.admin_token},admin,admin,"system:masters"\n')
         tokens.chmod(0o600)
-        if not self.port:  # kept across stop() and start(), as LocalKubernetes keeps it
-            self.port = free_port()
-            self.url = f"https://127.0.0.1:{self.port}"
+        if not self.apiserver_port:  # kept across stop() and start(), as LocalKubernetes keeps it
+            self.apiserver_port = free_port()
+            self.apiserver_url = f"https://127.0.0.1:{self.apiserver_port}"
+        self.port, self.url = self.apiserver_port, self.apiserver_url
         return self._component("kube-apiserver", [bin_dir / "kube-apiserver", *self.apiserver_flags()])
 
     def controller_manager_flags(self) -> list[str]:
@@ -332,7 +492,7 @@ class ControlPlane:
         return True if isinstance(answer, dict) and answer.get("health") == "true" else None
 
     def _apiserver_ready(self) -> bool | None:
-        call("GET", f"{self.url}/readyz", token=self.admin_token, ca_cert=self.ca_cert_path, timeout=2)
+        call("GET", f"{self.apiserver_url}/readyz", token=self.admin_token, ca_cert=self.ca_cert_path, timeout=2)
         return True
 
     def _wait_for_controller_manager(self, deadline: float) -> None:
@@ -368,7 +528,7 @@ class ControlPlane:
         # JSON is YAML: client-go, kubectl and the Python client read it.
         kubeconfig = {
             "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "mso", "cluster": {"server": self.url,
+            "clusters": [{"name": "mso", "cluster": {"server": self.apiserver_url,
                                                      "certificate-authority": str(self.ca_cert_path)}}],
             "users": [{"name": "admin", "user": {"token": self.admin_token}}],
             "contexts": [{"name": "mso", "context": {"cluster": "mso", "user": "admin",
@@ -400,8 +560,8 @@ class ControlPlane:
                 content_type: str = "application/json", timeout: float = 10.0) -> Any:
         """One API call (admin token unless ``token`` is given); the decoded JSON. ``ApiError`` on an error
         status."""
-        return call(method, f"{self.url}{path}", body, token=token or self.admin_token, ca_cert=self.ca_cert_path,
-                    content_type=content_type, timeout=timeout)
+        return call(method, f"{self.apiserver_url}{path}", body, token=token or self.admin_token,
+                    ca_cert=self.ca_cert_path, content_type=content_type, timeout=timeout)
 
     def _admin_call(self, method: str, path: str, body: Any = None) -> Any:
         return self.request(method, path, body)
@@ -418,12 +578,21 @@ class ControlPlane:
         return str(self.request("GET", "/version")["gitVersion"])
 
     def kube_client_configuration(self) -> Any:
-        """A ``kubernetes.client.Configuration`` with the ADMIN token, verifying the server against the CA."""
+        """A ``kubernetes.client.Configuration`` with the ADMIN token, to kube-apiserver directly (never through
+        the fault proxy), verifying the server against the CA."""
+        return self._client_configuration(self.apiserver_url, self.admin_token)
+
+    def daemon_client_configuration(self) -> Any:
+        """A ``kubernetes.client.Configuration`` as the daemon's: its RBAC-limited token, to ``url`` (through the
+        fault proxy when there is one), verifying against the CA."""
+        return self._client_configuration(self.url, self.token)
+
+    def _client_configuration(self, url: str, token: str) -> Any:
         from kubernetes import client  # noqa: PLC0415 - keep the launcher importable without the client
 
         configuration = client.Configuration()
-        configuration.host = self.url
-        configuration.api_key = {"authorization": self.admin_token}
+        configuration.host = url
+        configuration.api_key = {"authorization": token}
         configuration.api_key_prefix = {"authorization": "Bearer"}
         configuration.verify_ssl = True
         configuration.ssl_ca_cert = str(self.ca_cert_path)

@@ -182,6 +182,11 @@ class LocalKubernetes:
             configuration.ssl_ca_cert = str(self.ca_cert_path)
         return configuration
 
+    def daemon_client_configuration(self) -> Any:
+        """The daemon's view: the same as :meth:`kube_client_configuration` here (one token, one URL); on
+        ``ControlPlane`` its RBAC-limited token through the fault proxy."""
+        return self.kube_client_configuration()
+
     def api_client(self) -> Any:
         """A ``kubernetes.client.ApiClient`` on :meth:`kube_client_configuration` (close it when done)."""
         from kubernetes import client  # noqa: PLC0415 - keep the launcher importable without the client
@@ -241,6 +246,11 @@ class LocalKubernetes:
         """
         answer = self.admin("POST", "/_local/compact", {"expire_watches": expire_watches})
         return str(answer["resourceVersion"])
+
+    def expire_watches_with_410(self) -> str:
+        """``compact()``: every open watch ends with ERROR 410 Expired and older resourceVersions are gone (the
+        name ``ControlPlane`` has for what it does the real way)."""
+        return self.compact()
 
     def expire_watches(self) -> int:
         """End every open watch with an ERROR 410 Expired event; returns how many there were."""

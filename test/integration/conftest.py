@@ -1,7 +1,21 @@
-"""Fixtures of the end-to-end tests: a real Mosquitto, the local Kubernetes API server, the daemon, an SO."""
+"""Fixtures of the end-to-end tests: a real Mosquitto, an API server, the daemon, an SO.
+
+The API server is the real control plane (etcd, kube-apiserver, kube-controller-manager and our kubelet,
+``simulation_components.control_plane``) with a fault proxy in front of it: the daemon reaches it through
+the proxy with its own RBAC-limited token, verifying the CA. ``MSO_KUBE=stand-in`` runs the same tests
+against the stand-in (``local_kubernetes``) instead.
+
+One control plane per kubelet mode serves the whole session (starting one costs ~4 s, stopping one ~1.5 s:
+a fresh one per test would add ~4 minutes); before each test that uses it, ``ControlPlane.reset()`` makes
+it as good as new: the API up for the daemon, no fault, every connection through the proxy dropped, every
+pod, ConfigMap and Secret of the namespace deleted, no container process left, the request counts at
+zero. A control plane that cannot be reset (a component died) is replaced by a new one.
+test_isolation.py checks that this holds.
+"""
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 from collections.abc import Iterator
@@ -10,10 +24,19 @@ from typing import Any
 
 import pytest
 
-from simulation_components.kit import NAMESPACE, TEST_IMAGES, Daemon, DaemonFactory, SimulatorRecorder
-from simulation_components.local_daemon import daemon_environment
+from simulation_components.control_plane import ControlPlane
+from simulation_components.control_plane.api import ApiError
+from simulation_components.control_plane.components import ComponentError
+from simulation_components.kit import NAMESPACE, TEST_IMAGES, ApiServer, Daemon, DaemonFactory, SimulatorRecorder
+from simulation_components.local_daemon import ApiEndpoint, daemon_environment
 from simulation_components.local_kubernetes.launcher import LocalKubernetes
 from simulation_components.local_mosquitto import LocalMosquitto
+
+#: ``real`` (the default) or ``stand-in``.
+BACKEND = os.environ.get("MSO_KUBE", "real")
+if BACKEND not in ("real", "stand-in"):
+    raise pytest.UsageError(f"MSO_KUBE must be 'real' or 'stand-in', not {BACKEND!r}")
+STAND_IN = BACKEND == "stand-in"
 
 
 @pytest.fixture
@@ -22,23 +45,53 @@ def broker() -> Iterator[LocalMosquitto]:
         yield mosquitto
 
 
+@pytest.fixture(scope="session")
+def control_planes() -> Iterator[dict[str, ControlPlane]]:
+    """The session's control planes by kubelet mode, started on first use, closed at the end."""
+    planes: dict[str, ControlPlane] = {}
+    yield planes
+    for plane in planes.values():
+        plane.close()
 
 
-def _kube(mode: str) -> Iterator[LocalKubernetes]:
+def _control_plane(planes: dict[str, ControlPlane], mode: str) -> ControlPlane:
+    plane = planes.pop(mode, None)
+    if plane is not None:
+        try:
+            plane.reset()
+        except (ComponentError, TimeoutError, ApiError, OSError):
+            plane.close()  # e.g. a component died: a new control plane rather than a doubtful one
+        else:
+            planes[mode] = plane
+            return plane
+    plane = ControlPlane(kubelet=mode, images=TEST_IMAGES, fault_proxy=True).start()
+    planes[mode] = plane
+    return plane
+
+
+def _stand_in(mode: str) -> Iterator[LocalKubernetes]:
     with LocalKubernetes(kubelet=mode, token=f"token-{secrets.token_hex(8)}", images=TEST_IMAGES) as kube:
         yield kube
 
 
+def _kube(planes: dict[str, ControlPlane], mode: str) -> Iterator[ApiServer]:
+    if STAND_IN:
+        yield from _stand_in(mode)
+    else:
+        yield _control_plane(planes, mode)
+
+
 @pytest.fixture
-def kube() -> Iterator[LocalKubernetes]:
+def kube(control_planes: dict[str, ControlPlane]) -> Iterator[ApiServer]:
     """The API server with a kubelet that runs containers as local processes."""
-    yield from _kube("process")
+    yield from _kube(control_planes, "process")
 
 
 @pytest.fixture
-def status_kube() -> Iterator[LocalKubernetes]:
-    """The API server whose pods only change when a test sets their status."""
-    yield from _kube("status-only")
+def status_kube(control_planes: dict[str, ControlPlane]) -> Iterator[ApiServer]:
+    """The API server whose pods only change when a test sets their status (the kubelet binds each pod
+    and reports it Running; ``activeDeadlineSeconds`` and deletion are honoured)."""
+    yield from _kube(control_planes, "status-only")
 
 
 @pytest.fixture
@@ -48,14 +101,12 @@ def so(broker: LocalMosquitto) -> Iterator[SimulatorRecorder]:
     recorder.close()
 
 
-
-
 @pytest.fixture
 def make_daemon(broker: LocalMosquitto, tmp_path: Path) -> Iterator[DaemonFactory]:
     """Starts daemons against the broker and a given API server; all are killed at the end of the test."""
     started: list[Daemon] = []
 
-    def make(kube: LocalKubernetes, *, wait_subscribed: bool = True, **overrides: Any) -> Daemon:
+    def make(kube: ApiEndpoint, *, wait_subscribed: bool = True, **overrides: Any) -> Daemon:
         env = daemon_environment(broker, kube, {
             "KUBERNETES_NAMESPACE": NAMESPACE, "LOG_LEVEL": "DEBUG", "LOG_FORMAT": "json", "HTTP_PORT": 0,
             "MIN_CLEANUP_DELAY_SECONDS": 0, "KUBERNETES_WATCH_TIMEOUT_SECONDS": 30, **overrides})

@@ -1,7 +1,8 @@
-"""The gateway against the stand-in API server: what it retries, what it returns, what it raises.
+"""The gateway against the API server: what it retries, what it returns, what it raises.
 
 Every failure reaches the caller as a ``kube_errors`` class (never an ``ApiException`` or a urllib3
-error); the transient ones only after the retries.
+error); the transient ones only after the retries. The gateway talks as the daemon does: on the real
+control plane with the daemon's RBAC-limited token, through the fault proxy.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import kubernetes.client
@@ -17,7 +18,7 @@ import pytest
 
 from model_services_orchestrator.k8s_api import CreateOutcome, KubernetesGateway, PodWatcher, WatchListed
 from model_services_orchestrator.kube_errors import Forbidden, ServerError, Unreachable
-from simulation_components.kit import NAMESPACE
+from simulation_components.kit import NAMESPACE, ApiServer
 from simulation_components.local_kubernetes.launcher import LocalKubernetes
 
 _T = TypeVar("_T")
@@ -27,21 +28,20 @@ OTHER_MARKS = {"labels": {"app.kubernetes.io/managed-by": "gateway-test"}, "anno
 
 
 @pytest.fixture
-def kube() -> Iterator[LocalKubernetes]:
-    with LocalKubernetes(kubelet="none") as server:
-        yield server
+def kube(status_kube: ApiServer) -> ApiServer:
+    """Any kubelet will do: these tests are about the API server's answers."""
+    return status_kube
 
 
-def make_gateway(kube: LocalKubernetes, **options: Any) -> KubernetesGateway:
-    configuration = kube.kube_client_configuration()
+def make_gateway(kube: ApiServer, **options: Any) -> KubernetesGateway:
+    configuration = kube.daemon_client_configuration()
     configuration.retries = 0  # as build_api_client: the retries are the gateway's
-    settings: dict[str, Any] = {"concurrency": 4, "request_timeout": 5.0, "qps": 1000.0, "burst": 1000,
-                                "backoff_base": 0.01, "backoff_cap": 0.1, **options}
-    return KubernetesGateway(api_client=kubernetes.client.ApiClient(configuration), namespace=NAMESPACE,
-                             **settings)
+    settings: dict[str, Any] = {"namespace": NAMESPACE, "concurrency": 4, "request_timeout": 5.0, "qps": 1000.0,
+                                "burst": 1000, "backoff_base": 0.01, "backoff_cap": 0.1, **options}
+    return KubernetesGateway(api_client=kubernetes.client.ApiClient(configuration), **settings)
 
 
-def run(kube: LocalKubernetes, use: Callable[[KubernetesGateway], Awaitable[_T]], **options: Any) -> _T:
+def run(kube: ApiServer, use: Callable[[KubernetesGateway], Awaitable[_T]], **options: Any) -> _T:
     gateway = make_gateway(kube, **options)
 
     async def main() -> _T:
@@ -60,7 +60,7 @@ def pod(name: str, marks: dict[str, dict[str, str]] = MARKS, image: str = "fake_
             "spec": {"restartPolicy": "Never", "containers": [{"name": "model", "image": image}]}}
 
 
-def test_a_503_twice_then_success_is_retried(kube: LocalKubernetes) -> None:
+def test_a_503_twice_then_success_is_retried(kube: ApiServer) -> None:
     kube.inject_fault(503, count=2, methods=["POST"], path_contains="/pods")
 
     async def use(gateway: KubernetesGateway) -> tuple[CreateOutcome, dict[int, int]]:
@@ -72,7 +72,7 @@ def test_a_503_twice_then_success_is_retried(kube: LocalKubernetes) -> None:
     assert kube.request_counts()["by_status"] == {"201": 1, "503": 2}
 
 
-def test_an_invalid_pod_is_an_outcome_not_an_error(kube: LocalKubernetes) -> None:
+def test_an_invalid_pod_is_an_outcome_not_an_error(kube: ApiServer) -> None:
     async def use(gateway: KubernetesGateway) -> tuple[CreateOutcome, dict[int, int]]:
         return await gateway.create_pod(pod("m1", image=""), MARKS), dict(gateway.api_errors)
 
@@ -82,7 +82,7 @@ def test_an_invalid_pod_is_an_outcome_not_an_error(kube: LocalKubernetes) -> Non
     assert errors == {422: 1}, "a permanent rejection is not retried"
 
 
-def test_a_persistent_503_raises_server_error_after_max_attempts(kube: LocalKubernetes) -> None:
+def test_a_persistent_503_raises_server_error_after_max_attempts(kube: ApiServer) -> None:
     kube.inject_fault(503, seconds=60, methods=["POST"], path_contains="/pods")
 
     async def use(gateway: KubernetesGateway) -> None:
@@ -97,7 +97,7 @@ def test_a_persistent_503_raises_server_error_after_max_attempts(kube: LocalKube
     assert kube.request_counts()["by_status"] == {"503": 2}
 
 
-def test_a_stopped_server_is_unreachable_until_it_is_back(kube: LocalKubernetes) -> None:
+def test_a_stopped_server_is_unreachable_until_it_is_back(kube: ApiServer) -> None:
     async def use(gateway: KubernetesGateway) -> None:
         assert await gateway.read_pod("m1") is None
         kube.stop()
@@ -114,7 +114,7 @@ def test_a_stopped_server_is_unreachable_until_it_is_back(kube: LocalKubernetes)
     run(kube, use, max_attempts=3)
 
 
-def test_rbac_refusal_is_forbidden_at_once_and_rejects_a_create(kube: LocalKubernetes) -> None:
+def test_rbac_refusal_is_forbidden_at_once_and_rejects_a_create(kube: ApiServer) -> None:
     kube.inject_fault(403, count=2, path_contains="/pods")
 
     async def use(gateway: KubernetesGateway) -> None:
@@ -127,7 +127,25 @@ def test_rbac_refusal_is_forbidden_at_once_and_rejects_a_create(kube: LocalKuber
     run(kube, use)
 
 
-def test_the_return_contracts_of_the_pod_and_object_calls(kube: LocalKubernetes) -> None:
+def test_what_the_daemons_role_does_not_allow_is_forbidden_by_the_real_rbac(kube: ApiServer) -> None:
+    if isinstance(kube, LocalKubernetes):
+        pytest.skip("the stand-in has no RBAC: its one token may do anything")
+
+    # The Role is the namespace's only (k8s_cluster_configuration/role.yaml): elsewhere nothing is allowed.
+    async def use(gateway: KubernetesGateway) -> None:
+        with pytest.raises(Forbidden) as error:
+            await gateway.read_pod("m1")
+        assert "cannot get resource \"pods\"" in str(error.value) and "model-services-orchestrator" in str(error.value)
+        outcome = await gateway.create_pod(pod("m1"), MARKS)
+        assert (outcome.created, outcome.status) == (False, 403)
+        with pytest.raises(Forbidden):
+            await gateway.list_objects("configmaps", "app=none")
+        assert gateway.api_errors == {403: 3}, "a refusal is not retried"
+
+    run(kube, use, namespace="default")
+
+
+def test_the_return_contracts_of_the_pod_and_object_calls(kube: ApiServer) -> None:
     async def use(gateway: KubernetesGateway) -> None:
         assert await gateway.create_pod(pod("m1"), MARKS) == CreateOutcome(created=True, status=201)
         # A create retried after it reached the server: ours, so created.
@@ -162,7 +180,7 @@ def test_the_return_contracts_of_the_pod_and_object_calls(kube: LocalKubernetes)
     run(kube, use)
 
 
-def test_the_watch_lists_again_after_410_gone(kube: LocalKubernetes) -> None:
+def test_the_watch_lists_again_after_410_gone(kube: ApiServer) -> None:
     gateway = make_gateway(kube)
     delivered: list[Any] = []
     watcher = PodWatcher(gateway=gateway, label_selector="app=none", deliver=delivered.append,
@@ -174,7 +192,8 @@ def test_the_watch_lists_again_after_410_gone(kube: LocalKubernetes) -> None:
         while watcher.restarts < 1 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert watcher.relists == 1
-        kube.compact()  # the open watch ends with an ERROR 410 Expired event
+        kube.expire_watches_with_410()  # the watch ends; resumed from its resourceVersion, it gets 410 Expired
+        deadline = time.monotonic() + 20
         while watcher.relists < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert watcher.relists == 2, "Gone made the watcher list again"

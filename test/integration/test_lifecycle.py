@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import kubernetes.client
 
-from simulation_components.kit import NAMESPACE, DaemonFactory, SimulatorRecorder, core_api, fake_model_env, wait_for
-from simulation_components.local_kubernetes.launcher import LocalKubernetes
+from simulation_components.kit import (
+    NAMESPACE,
+    ApiServer,
+    DaemonFactory,
+    SimulatorRecorder,
+    core_api,
+    fake_model_env,
+    wait_for,
+)
 from simulation_components.local_mosquitto import LocalMosquitto
 
 IMAGE = "fake_model:0.0.1"
@@ -20,7 +27,7 @@ def pods_of(api: kubernetes.client.CoreV1Api, simulation_id: str) -> list[kubern
     return list(api.list_namespaced_pod(NAMESPACE, label_selector=f"simulation_id={simulation_id}").items)
 
 
-def test_quickstart(broker: LocalMosquitto, kube: LocalKubernetes, so: SimulatorRecorder,
+def test_quickstart(broker: LocalMosquitto, kube: ApiServer, so: SimulatorRecorder,
                     make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(kube)
     sim = "sim02-abc"
@@ -50,7 +57,7 @@ def test_quickstart(broker: LocalMosquitto, kube: LocalKubernetes, so: Simulator
 
 
 def test_all_ready_gives_one_models_ready_and_the_pods_are_as_specified(
-        broker: LocalMosquitto, kube: LocalKubernetes, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        broker: LocalMosquitto, kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     make_daemon(kube, kubernetes_pull_image_secret_name="regcred")
     sim = "sim-ready"
     models = ["m1", "m2", "m3"]

@@ -14,24 +14,26 @@ from model_services_orchestrator.model_inventory import Delivery
 from model_services_orchestrator.simulation_records import part_name, record_name, values_name
 from simulation_components.kit import (
     NAMESPACE,
+    ApiServer,
     DaemonFactory,
     SimulatorRecorder,
     core_api,
+    left_in_namespace,
     read_records,
     ready,
     ready_in_record,
     record_part_count,
     running_pods,
     set_terminated,
+    settled_in_record,
     wait_for,
 )
-from simulation_components.local_kubernetes.launcher import LocalKubernetes
 
 IMAGE = "fake_model:0.0.1"
 
 
 def test_sigkill_keeps_running_pods_and_reports_what_ended_meanwhile_once(
-        status_kube: LocalKubernetes, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(status_kube)
     sim = "sim-kill"
     models = ["m0", "m1", "m2", "m3"]
@@ -40,18 +42,23 @@ def test_sigkill_keeps_running_pods_and_reports_what_ended_meanwhile_once(
     names = running_pods(api, 4)
     ready(so, sim, *models)
     wait_for(lambda: so.of(sim, "ModelsReady"), what="ModelsReady")
+    # Each kill here comes once the record says what the SO heard was delivered: a kill before that makes
+    # the restarted daemon send it again (docs/guarantees.md, "The limits"), which is not what this tests.
+    wait_for(lambda: settled_in_record(api, sim), what="ModelsReady delivered in the record")
 
     daemon.kill()
     set_terminated(api, names[0], 0)  # ends while nobody watches
     daemon = make_daemon(status_kube)
     wait_for(lambda: so.terminations(sim).get("m0"), what="the termination that happened while down")
     assert len(api.list_namespaced_pod(NAMESPACE).items) == 4, "a restart deletes no pod"
+    wait_for(lambda: settled_in_record(api, sim), what="m0's termination delivered in the record")
 
     daemon.kill()
     daemon = make_daemon(status_kube)
     for name, code in zip(names[1:], (1, 0, 0), strict=True):
         set_terminated(api, name, code)
     so.wait_all_terminated(sim)
+    wait_for(lambda: settled_in_record(api, sim), what="every message delivered in the record")
     daemon.kill()
     make_daemon(status_kube)  # a restart after the end: nothing more to say, only the cleanup to finish
 
@@ -64,7 +71,7 @@ def test_sigkill_keeps_running_pods_and_reports_what_ended_meanwhile_once(
 
 
 def test_ready_for_processing_published_while_down_still_counts(
-        status_kube: LocalKubernetes, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(status_kube)
     sim = "sim-down"
     so.deploy(sim, [(m, IMAGE, [("A", "1")]) for m in ("m0", "m1")])
@@ -80,7 +87,7 @@ def test_ready_for_processing_published_while_down_still_counts(
 
 
 def test_keep_logs_hours_deadline_survives_a_restart(
-        status_kube: LocalKubernetes, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(status_kube)
     sim = "sim-keep"
     so.deploy(sim, [("m0", IMAGE, [("A", "1")])], keep_logs_hours=0.001)  # 3.6 s
@@ -90,18 +97,18 @@ def test_keep_logs_hours_deadline_survives_a_restart(
     so.wait_all_terminated(sim)
     finished_at = read_records(api)[sim].finished_at
     assert isinstance(finished_at, float)
+    wait_for(lambda: settled_in_record(api, sim), what="AllModelsHaveTerminated delivered in the record")
     daemon.signal(signal.SIGKILL)
     daemon.kill()
     wait_for(lambda: status_kube.running, what="the API server still up")
     make_daemon(status_kube)
     wait_for(lambda: not api.list_namespaced_pod(NAMESPACE).items, timeout=20, what="pods deleted after restart")
-    wait_for(lambda: not api.list_namespaced_config_map(NAMESPACE).items, what="record deleted with them")
-    assert not api.list_namespaced_secret(NAMESPACE).items
+    wait_for(lambda: not left_in_namespace(api), what="record deleted with them")
     assert len(so.of(sim, "AllModelsHaveTerminated")) == 1
 
 
 def test_a_record_deleted_by_hand_leaves_no_orphan_pods(
-        status_kube: LocalKubernetes, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(status_kube)
     sim = "sim-orphan"
     so.deploy(sim, [(m, IMAGE, [("A", "1")]) for m in ("m0", "m1")])
@@ -120,7 +127,7 @@ def test_a_record_deleted_by_hand_leaves_no_orphan_pods(
 
 
 def test_a_record_deleted_by_hand_while_running_is_written_again_with_its_specs(
-        status_kube: LocalKubernetes, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(status_kube)
     sim = "sim-rewritten"
     so.deploy(sim, [(m, IMAGE, [("A", "1"), ("DB_PASSWORD", "hunter2")]) for m in ("m0", "m1")])
@@ -147,6 +154,7 @@ def test_a_record_deleted_by_hand_while_running_is_written_again_with_its_specs(
     wait_for(lambda: owned_by_the_new_record() == {values_name(record, 0), part_name(record, 0)},
              what="the secret values and the specs owned by the new record")
     # What the record and specs hold is enough for a restarted daemon to finish the simulation.
+    wait_for(lambda: settled_in_record(api, sim), what="ModelsReady delivered in the record")
     daemon.kill()
     make_daemon(status_kube)
     for name in names:
@@ -157,7 +165,7 @@ def test_a_record_deleted_by_hand_while_running_is_written_again_with_its_specs(
 
 
 def test_a_record_in_several_parts_survives_restarts_and_is_cleaned_up_whole(
-        status_kube: LocalKubernetes, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     # Long ids make each model's share of the record large: 1,300 of them need two parts of 768 KiB;
     # a long env value does the same for the specs.
     models = [f"house-{i:04d}-" + "x" * 240 for i in range(1300)]
@@ -182,6 +190,7 @@ def test_a_record_in_several_parts_survives_restarts_and_is_cleaned_up_whole(
     saved = read_records(api)[sim]
     assert record_part_count(api, sim) == 2 and saved.models_ready is not Delivery.NONE
     assert list(saved.models) == models
+    wait_for(lambda: settled_in_record(api, sim), what="ModelsReady delivered in the record")
 
     daemon.kill()
     make_daemon(status_kube, **fast)
@@ -191,13 +200,12 @@ def test_a_record_in_several_parts_survives_restarts_and_is_cleaned_up_whole(
     assert len(so.of(sim, "ModelsReady")) == 1
     assert len(so.of(sim, "ModelHasTerminated")) == len(models)
     assert set(so.terminations(sim).values()) == {("SUCCESSFULL", 0)}
-    wait_for(lambda: not api.list_namespaced_pod(NAMESPACE).items and not api.list_namespaced_config_map(
-        NAMESPACE).items and not api.list_namespaced_secret(NAMESPACE).items, timeout=30,
-        what="pods, every part of the record and the specs deleted")
+    wait_for(lambda: not left_in_namespace(api), timeout=30,
+             what="pods, every part of the record and the specs deleted")
 
 
 def test_a_record_whose_name_resembles_another_simulations_part_is_never_taken_for_it(
-        status_kube: LocalKubernetes, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     # Simulation "r-p0" against part 0 of simulation "r": each keeps its own record across a restart.
     daemon = make_daemon(status_kube)
     so.deploy("r", [("m1", IMAGE, [("A", "1")])])
@@ -207,6 +215,7 @@ def test_a_record_whose_name_resembles_another_simulations_part_is_never_taken_f
     ready(so, "r-p0", "m1")
     wait_for(lambda: so.of("r-p0", "ModelsReady"), what="ModelsReady of r-p0")
     wait_for(lambda: ready_in_record(api, "r-p0") == {"m1"}, what="the ready saved")
+    wait_for(lambda: settled_in_record(api, "r-p0"), what="ModelsReady delivered in the record")
     daemon.kill()
     restarted = make_daemon(status_kube)
     wait_for(lambda: len(restarted.logged("simulation restored")) == 2, what="both simulations restored")

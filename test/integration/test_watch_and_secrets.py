@@ -13,6 +13,7 @@ from model_services_orchestrator.logs import secret_forms
 from simulation_components.kit import (
     NAMESPACE,
     PRINTENV_IMAGE,
+    ApiServer,
     DaemonFactory,
     SimulatorRecorder,
     core_api,
@@ -21,12 +22,11 @@ from simulation_components.kit import (
     set_terminated,
     wait_for,
 )
-from simulation_components.local_kubernetes.launcher import LocalKubernetes
 from simulation_components.local_mosquitto import LocalMosquitto
 
 
 def test_the_watch_survives_a_stream_end_and_410_gone(
-        status_kube: LocalKubernetes, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(status_kube)
     sim = "sim-watch"
     models = [f"m{i}" for i in range(5)]
@@ -44,8 +44,9 @@ def test_the_watch_survives_a_stream_end_and_410_gone(
     set_terminated(api, names[1], 3)
     wait_for(lambda: len(so.terminations(sim)) == 2, what="termination after the stream ended")
 
-    # Changes made while the watch is expired are found by the re-list that follows 410 Gone.
-    status_kube.compact()
+    # Changes made while the watch is expired are found by the re-list that follows 410 Gone (on the real
+    # server: kube-apiserver restarts after a compaction, so the watch's resourceVersion is too old).
+    status_kube.expire_watches_with_410()
     set_terminated(api, names[2], 0)
     status_kube.close_watches()
     set_terminated(api, names[3], 4)
@@ -60,7 +61,7 @@ def test_the_watch_survives_a_stream_end_and_410_gone(
     assert any(e.get("event") == "pod watch expired, listing again" for e in daemon.log_events())
 
 
-def test_no_secret_in_the_logs(broker: LocalMosquitto, kube: LocalKubernetes, so: SimulatorRecorder,
+def test_no_secret_in_the_logs(broker: LocalMosquitto, kube: ApiServer, so: SimulatorRecorder,
                                make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(kube)
     sim = "sim-secrets"
@@ -95,7 +96,7 @@ def _fragments(text: str, value: str) -> set[str]:
     return {text[start:start + length] for length in lengths for start in range(len(text) - length + 1)}
 
 
-def test_stopping_the_watch_ends_its_thread_whenever_it_comes(status_kube: LocalKubernetes) -> None:
+def test_stopping_the_watch_ends_its_thread_whenever_it_comes(status_kube: ApiServer) -> None:
     """A stop that lands while the watch request is on its way must still end the thread at once.
 
     Otherwise the daemon's exit waits for the stream's silence timeout (90 s by default).
