@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import kubernetes.client
@@ -33,7 +32,7 @@ from model_services_orchestrator.messages import (
 from model_services_orchestrator.model_inventory import Delivery, Simulation
 from model_services_orchestrator.record_store import RecordStore
 from model_services_orchestrator.simulation_records import part_index, record_name
-from simulation_components.local_daemon import LocalDaemon
+from simulation_components.local_daemon import ApiEndpoint, LocalDaemon
 from simulation_components.local_mosquitto import LocalMosquitto
 
 __all__ = [
@@ -72,7 +71,7 @@ TEST_IMAGES: dict[str, list[str] | str | None] = {
 _T = TypeVar("_T")
 
 
-def wait_for(condition: Callable[[], _T], *, timeout: float = 30.0, interval: float = 0.05,
+def wait_for(condition: Callable[[], _T | None], *, timeout: float = 30.0, interval: float = 0.05,
              what: str = "condition") -> _T:
     """Poll until ``condition()`` is truthy and return it; fail the test with ``what`` at the deadline."""
     deadline = time.monotonic() + timeout
@@ -215,7 +214,7 @@ class KubeAccess(Protocol):
     def kube_client_configuration(self) -> Any: ...
 
 
-class ApiServer(KubeAccess, Protocol):
+class ApiServer(KubeAccess, ApiEndpoint, Protocol):
     """What the integration tests use of an API server: the real control plane (``ControlPlane`` with its
     fault proxy) or the stand-in (``LocalKubernetes``), under the same names.
 
@@ -224,14 +223,6 @@ class ApiServer(KubeAccess, Protocol):
     ``stop()``/``start()``: the API down for the daemon, and back.
     """
 
-    @property
-    def port(self) -> int: ...
-    @property
-    def url(self) -> str: ...
-    @property
-    def token(self) -> str: ...
-    @property
-    def ca_cert_path(self) -> Path | None: ...
     @property
     def running(self) -> bool: ...
     def daemon_client_configuration(self) -> Any: ...

@@ -14,7 +14,6 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +29,7 @@ from simulation_components.control_plane.binaries import BINARIES, REPO_ROOT
 from simulation_components.control_plane.components import ComponentError
 from simulation_components.control_plane.launcher import DAEMON_SERVICE_ACCOUNT, ControlPlane
 from simulation_components.control_plane.manifests import apply_manifests, object_path
+from simulation_components.kit import wait_for
 
 T = TypeVar("T")
 CoreApi = Any  # the generated client: every field Optional
@@ -42,17 +42,6 @@ def pinned_kubernetes_version() -> str:
     match = re.search(r"^\s*(?:require\s+)?k8s\.io/kubernetes (v\S+)", go_mod, re.MULTILINE)
     assert match is not None
     return match.group(1)
-
-
-def wait_for(check: Callable[[], T | None], *, timeout: float = 30.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def manifest(name: str) -> dict[str, Any]:

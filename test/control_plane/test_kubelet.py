@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,6 +15,7 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from simulation_components.control_plane.launcher import ControlPlane
+from simulation_components.kit import wait_for
 
 T = TypeVar("T")
 CoreApi = Any  # the generated client: every field Optional, bodies passed as dicts
@@ -39,18 +40,6 @@ IMAGES: dict[str, Any] = {
 }
 
 _names = itertools.count(1)
-
-
-def wait_for(check: Callable[[], T | None], *, timeout: float = 15.0, what: str = "condition") -> T:
-    """Poll ``check`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def pod_manifest(image: str, *, env: list[dict[str, Any]] | None = None, grace: int | None = None,
