@@ -375,10 +375,6 @@ class Inventory:
             heapq.heappop(self._timers)
         return self._timers[0][0] if self._timers else None
 
-    def cleanup_at(self, simulation_id: str) -> float | None:
-        simulation = self.simulations.get(simulation_id)
-        return None if simulation is None else simulation.cleanup_at(self._min_cleanup_delay)
-
     # -- what the runtime carries out for one simulation
 
     def needs_save(self, simulation_id: str) -> bool:

@@ -155,7 +155,6 @@ class Runtime:
         self._answer_ping: Callable[[codec.HealthPing], None] = lambda _ping: None
         # What the metrics report.
         self.messages_received: dict[str, int] = {}
-        self.messages_sent: dict[str, int] = {}
         self.pods_created = 0
         self.create_latency = LatencyHistogram()
 
@@ -344,7 +343,8 @@ class Runtime:
             return None
         if not (creates := self.inventory.pods_to_create(simulation_id, self.settings.creates_per_sync)):
             return None
-        return asyncio.gather(*(self._create(create) for create in creates), return_exceptions=True)
+        secret_for = self.records.secret_for(simulation_id)  # once a pass: it names the record's Secrets
+        return asyncio.gather(*(self._create(create, secret_for) for create in creates), return_exceptions=True)
 
     # -- the steps
 
@@ -363,12 +363,7 @@ class Runtime:
                 topic = self.topics.all_models_have_terminated(message.simulation_id)
                 payload = codec.encode_all_models_have_terminated()
 
-        def delivered() -> None:
-            kind = message.kind.value
-            self.messages_sent[kind] = self.messages_sent.get(kind, 0) + 1
-            self.apply([inv.Delivered(message)])
-
-        self.publisher.publish(topic, payload, delivered)
+        self.publisher.publish(topic, payload, lambda: self.apply([inv.Delivered(message)]))
 
     async def _report(self, report: inv.FailureReport) -> None:
         lines: list[str] = []
@@ -399,7 +394,7 @@ class Runtime:
                          model_id=stop.model_id, pod=stop.pod_name)
         self.apply([inv.PodStopped(stop.simulation_id, stop.model_id)])
 
-    async def _create(self, create: inv.CreatePod) -> None:
+    async def _create(self, create: inv.CreatePod, secret_for: Callable[[str], str]) -> None:
         spec = create.spec
         body = build_pod(
             settings=self.settings.pod_settings,
@@ -411,7 +406,7 @@ class Runtime:
             keep_logs_hours=create.keep_logs_hours,
             name=create.pod_name,
             is_secret=self.is_secret,
-            secret_for=self.records.secret_for(create.simulation_id),
+            secret_for=secret_for,
         )
         started = time.monotonic()
         result = await self.pods.create_pod(body, ownership_marks(

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from model_services_orchestrator.k8s_api import CreateOutcome
 from model_services_orchestrator.kube_errors import Invalid, KubeError, NotFound
 from model_services_orchestrator.logs import SecretRedactor
 from model_services_orchestrator.messages.lifecycle_pb2 import ModelHasTerminated
@@ -31,20 +32,10 @@ from model_services_orchestrator.pod_specs import PodSettings, owns, secret_env_
 from model_services_orchestrator.record_store import RecordStore
 from model_services_orchestrator.runtime import PodChange, Runtime, RuntimeSettings
 
-__all__ = ["Created", "FakeBroker", "FakeCluster", "running", "wait_until"]
+__all__ = ["FakeBroker", "FakeCluster", "running", "wait_until"]
 
 _T = TypeVar("_T")
 _MAX_OBJECT_BYTES = 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Created:
-    """A create's outcome, as the gateway gives it."""
-
-    created: bool
-    status: int = 0
-    reason: str = ""
-    name_taken: bool = False
 
 
 @dataclass
@@ -116,14 +107,14 @@ class FakeCluster:
 
     # -- PodApi
 
-    async def create_pod(self, body: dict[str, Any], marks: Mapping[str, Mapping[str, str]]) -> Created:
+    async def create_pod(self, body: dict[str, Any], marks: Mapping[str, Mapping[str, str]]) -> CreateOutcome:
         await asyncio.sleep(0)
         self._call("create_pod")
         name = body["metadata"]["name"]
         if (existing := self.pods.get(name)) is not None:
             if owns(existing, marks):
-                return Created(created=True, status=409)
-            return Created(created=False, status=409, reason="a pod of that name is not this model's",
+                return CreateOutcome(created=True, status=409)
+            return CreateOutcome(created=False, status=409, reason="a pod of that name is not this model's",
                            name_taken=True)
         pod = copy.deepcopy(body)
         pod["metadata"]["uid"] = str(uuid.uuid4())
@@ -131,7 +122,7 @@ class FakeCluster:
         pod["status"] = {"phase": "Pending"}
         self.pods[name] = pod
         self._report(name)
-        return Created(created=True, status=201)
+        return CreateOutcome(created=True, status=201)
 
     async def stop_pod(self, name: str, marks: Mapping[str, Mapping[str, str]]) -> bool:
         await asyncio.sleep(0)

@@ -64,9 +64,6 @@ class WorkQueue(Generic[K]):
         """``key`` succeeded: its next failure starts the backoff afresh."""
         self._failures.pop(key, None)
 
-    def failures(self, key: K) -> int:
-        return self._failures.get(key, 0)
-
     async def get(self) -> K:
         """The next key; the caller processes it and then calls ``done``."""
         while not self._queue:
@@ -86,9 +83,6 @@ class WorkQueue(Generic[K]):
     def idle(self) -> bool:
         """Nothing queued and nothing being processed (keys waiting for their backoff do not count)."""
         return not self._queue and not self._processing
-
-    def __len__(self) -> int:
-        return len(self._queue) + len(self._processing)
 
     def close(self) -> None:
         for handle in self._later.values():
