@@ -20,7 +20,14 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from model_services_orchestrator.http_endpoints import MetricsSnapshot, serve_http
-from model_services_orchestrator.k8s_api import KubernetesGateway, PodWatcher, WatchEvent, WatchListed, build_api_client
+from model_services_orchestrator.k8s_api import (
+    KubernetesGateway,
+    PodWatcher,
+    WatchEvent,
+    WatchListed,
+    WatchListing,
+    build_api_client,
+)
 from model_services_orchestrator.logs import SecretRedactor, get_logger
 from model_services_orchestrator.messages import codec
 from model_services_orchestrator.mqtt_session import LoginRefusedError, MqttSession, MqttSettings
@@ -116,13 +123,15 @@ class Daemon:
 
     # -- the watch, from its thread
 
-    def _from_watch_thread(self, item: WatchListed | list[WatchEvent]) -> None:
+    def _from_watch_thread(self, item: WatchListing | WatchListed | list[WatchEvent]) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._watched, item)
 
-    def _watched(self, item: WatchListed | list[WatchEvent]) -> None:
-        if isinstance(item, WatchListed):
+    def _watched(self, item: WatchListing | WatchListed | list[WatchEvent]) -> None:
+        if isinstance(item, WatchListing):
+            self.runtime.listing_started()
+        elif isinstance(item, WatchListed):
             self.runtime.pods_listed(item.pods)
         else:
             self.runtime.pods_changed(PodChange(event.pod, gone=event.type == "DELETED")

@@ -55,6 +55,7 @@ __all__ = [
     "PodWatcher",
     "WatchEvent",
     "WatchListed",
+    "WatchListing",
     "build_api_client",
 ]
 
@@ -291,6 +292,10 @@ class KubernetesGateway:
         await self._call("delete pods", lambda: self._raw(
             "DELETE", path, query=[("labelSelector", label_selector)], want_answer=False))
 
+    async def list_pods(self, label_selector: str) -> list[dict[str, Any]]:
+        """The pods the selector matches, as the API's JSON."""
+        return await self.list_objects("pods", label_selector)
+
     async def read_log_tail(self, name: str, lines: int) -> str:
         """The last ``lines`` lines of the pod's log (``NotFound`` when the pod is gone)."""
         def read() -> str:
@@ -365,6 +370,11 @@ def _line_batches(response: Any) -> Iterator[list[bytes]]:
 
 
 @dataclass(frozen=True, slots=True)
+class WatchListing:
+    """A full list is about to be requested: a pod known before this is in its snapshot, if it exists."""
+
+
+@dataclass(frozen=True, slots=True)
 class WatchListed:
     """A full list of our pods (at start, and after the watch expired), each as ``reduce`` made it."""
 
@@ -386,7 +396,8 @@ class PodWatcher:
     ends or goes silent; lists afresh on ``Gone`` (410, as the answer to the
     watch request or as an ERROR event in its stream). Every failure goes
     through ``kube_errors.translate``. The callback gets a
-    ``WatchListed`` before any event that follows a (re)list, and events in
+    ``WatchListing`` before it requests a (re)list, the ``WatchListed`` before
+    any event that follows it, and events in
     batches (what one read from the stream brought), so that ten thousand pod
     changes do not cost ten thousand wake-ups of the event loop.
     """
@@ -396,7 +407,7 @@ class PodWatcher:
         *,
         gateway: KubernetesGateway,
         label_selector: str,
-        deliver: Callable[[WatchListed | list[WatchEvent]], None],
+        deliver: Callable[[WatchListing | WatchListed | list[WatchEvent]], None],
         reduce: Callable[[dict[str, Any]], Any],
         watch_timeout_seconds: int,
         silence_seconds: float,
@@ -461,6 +472,7 @@ class PodWatcher:
         self._stop.wait(delay)
 
     def _list(self) -> None:
+        self._deliver(WatchListing())
         response: Any = self._gateway.core.list_namespaced_pod(
             namespace=self._gateway.namespace,
             label_selector=self._selector,

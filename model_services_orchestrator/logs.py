@@ -10,8 +10,11 @@ it occurs, so no code path can leak one by accident.
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 import logging
+import re
 import sys
 import threading
 import urllib.parse
@@ -27,25 +30,66 @@ REDACTED = "***"
 # Shorter values would blank ordinary words and digits everywhere; they are blanked only where an env
 # var of theirs is written out with its name (``NAME=value``, ``"NAME": "value"``, ``'NAME': 'value'``).
 _MIN_SECRET_LENGTH = 3
+# The encodings of a shorter value (its base64 above all: a few letters and digits) turn up in ordinary text
+# by chance, so only secrets this long get them, and no piece of base64 shorter than this is looked for.
+_MIN_ENCODED_LENGTH = 8
 # Secrets come in layers (one per registration); past this many, the layers are merged into one, so
 # a redaction runs at most this many matchers whatever the number of secrets.
 _MAX_LAYERS = 8
 
 _Owner = str | None
 
+# Go's encoding/json escapes these on top of what JSON needs, so that its output is safe inside HTML and JS.
+_GO_JSON_ESCAPES = str.maketrans({char: f"\\u{ord(char):04x}" for char in "<>&\u2028\u2029"})
+# Go's html.EscapeString and markupsafe (Jinja2) write quotes as numeric references.
+_NUMERIC_HTML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "'": "&#39;", '"': "&#34;"})
+# Some encoders write %2f where urllib writes %2F.
+_PERCENT_HEX = re.compile("%[0-9A-F]{2}")
+_URL_SAFE_BASE64 = str.maketrans("+/", "-_")
+
 
 def secret_forms(value: str) -> set[str]:
-    """``value`` as it may stand in text: itself, JSON-escaped, as a Python repr, URL-encoded."""
+    """``value`` as it may stand in text: itself, JSON-escaped, as a Python repr, URL-encoded; and, when it is
+    long enough, base64-encoded, as a bytes repr, as Go writes it in JSON, with lowercase %-hex, HTML-escaped."""
+    as_json = json.dumps(value, ensure_ascii=False)[1:-1]
+    url_encoded = {urllib.parse.quote(value, safe=""), urllib.parse.quote(value), urllib.parse.quote_plus(value)}
     forms = {
         value,
+        as_json,
         json.dumps(value)[1:-1],
-        json.dumps(value, ensure_ascii=False)[1:-1],
         repr(value)[1:-1],
-        urllib.parse.quote(value, safe=""),
-        urllib.parse.quote(value),
-        urllib.parse.quote_plus(value),
+        *url_encoded,
     }
+    if len(value) >= _MIN_ENCODED_LENGTH:
+        forms |= {
+            repr(value.encode())[2:-1],
+            as_json.translate(_GO_JSON_ESCAPES),
+            *(_PERCENT_HEX.sub(lambda escape: escape.group().lower(), form) for form in url_encoded),
+            html.escape(value),
+            html.escape(value, quote=False),
+            value.translate(_NUMERIC_HTML_ESCAPES),
+            *_base64_forms(value.encode()),
+        }
     return {form for form in forms if form}
+
+
+def _base64_forms(secret: bytes) -> set[str]:
+    """The base64 of ``secret`` alone, and the part of it that stays the same inside any longer blob.
+
+    Inside a blob (``user:password`` for HTTP Basic auth) the secret starts at one of three offsets within a
+    3-byte group, and its first and last characters there also hold bits of its neighbours. For each offset,
+    the characters made of the secret's bits only are looked for: what is left around the blank holds a few
+    bits of it at either end, never a whole byte.
+    """
+    alone = base64.b64encode(secret).decode()
+    found = {alone, alone.rstrip("=")}
+    for offset in range(3):
+        encoded = base64.b64encode(bytes(offset) + secret).decode()
+        first = (offset * 8 + 5) // 6  # the first character with no bit of what comes before
+        end = (offset + len(secret)) * 8 // 6  # past the last character with no bit of what comes after
+        if end - first >= _MIN_ENCODED_LENGTH:
+            found.add(encoded[first:end])
+    return found | {form.translate(_URL_SAFE_BASE64) for form in found}
 
 
 def _replacements(name: str, value: str) -> dict[str, str]:

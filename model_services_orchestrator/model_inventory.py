@@ -44,11 +44,13 @@ __all__ = [
     "Event",
     "FailureReport",
     "Inventory",
+    "ListStarted",
     "MessageKind",
     "Model",
     "ModelSpec",
     "Outgoing",
     "Phase",
+    "PodCreateFailed",
     "PodCreateRejected",
     "PodCreated",
     "PodGone",
@@ -189,6 +191,9 @@ class Model:
     spec: ModelSpec | None
     phase: Phase = Phase.PENDING
     has_pod: bool = False  # the API server has (or had) its pod
+    # Not recorded: how many lists of pods had been started when ``has_pod`` was learnt. Only a pod known
+    # before a list began can be in that list's snapshot, so only such a pod is gone when it is missing.
+    pod_known_at_list: int = 0
     ready: bool = False  # ReadyForProcessing received
     container: ContainerState | None = None  # as last seen by the watch
     waiting_reason: str = ""
@@ -237,11 +242,15 @@ class Simulation:
 
 @dataclass(frozen=True, slots=True)
 class DeployRequested:
+    """A DeployModels; ``refused``: why it cannot run (some of its ids cannot be answered), and its other
+    models, those listed, are answered FAILED -1 at once."""
+
     simulator_id: str
     simulation_id: str
     keep_logs_hours: float
     models: tuple[ModelSpec, ...]
     now: float
+    refused: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +258,16 @@ class PodCreated:
     simulation_id: str
     model_id: str
     now: float
+
+
+@dataclass(frozen=True, slots=True)
+class PodCreateFailed:
+    """A create failed in a way that may pass (an API server restarting answers 403 until its caches fill):
+    retried until the model's start deadline, whose -2 then gives this reason."""
+
+    simulation_id: str
+    model_id: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,8 +311,14 @@ class PodGone:
 
 
 @dataclass(frozen=True, slots=True)
+class ListStarted:
+    """A full list of our pods is about to be requested: its snapshot holds every pod known by now."""
+
+
+@dataclass(frozen=True, slots=True)
 class PodListed:
-    """A full list of our pods: pods of simulations nobody knows are adopted, a created pod missing is gone."""
+    """A full list of our pods: pods of simulations nobody knows are adopted, a pod known before the list
+    was requested (``ListStarted``) and missing from it is gone."""
 
     observations: tuple[PodObservation, ...]
     now: float
@@ -329,11 +354,13 @@ class Tick:
 Event = (
     DeployRequested
     | PodCreated
+    | PodCreateFailed
     | PodCreateRejected
     | PodStopped
     | ReadyReceived
     | PodSeen
     | PodGone
+    | ListStarted
     | PodListed
     | Delivered
     | SimulationCleanedUp
@@ -350,8 +377,9 @@ class Inventory:
 
     def __init__(
         self, *, start_timeout_seconds: float, min_cleanup_delay_seconds: float, stop_grace_seconds: float = 30.0,
-        max_keep_logs_hours: float = 168.0,
+        max_keep_logs_hours: float = 168.0, so: str = "",
     ) -> None:
+        self._so = so  # in the hash of a unique pod name: another SO in the namespace may run equal ids
         self.simulations: dict[str, Simulation] = {}
         # Deadlines as (time, sequence, simulation, model or None for the cleanup); entries that no
         # longer hold are dropped when they come up, so setting a deadline never scans anything.
@@ -362,6 +390,7 @@ class Inventory:
         self._min_cleanup_delay = min_cleanup_delay_seconds
         self.max_keep_logs_hours = max_keep_logs_hours
         self._touched: set[str] = set()
+        self._lists_started = 0
 
     # -- queries
 
@@ -455,7 +484,7 @@ class Inventory:
         The record was saved: what it decided and the broker did not confirm is
         released again, in the order it was decided in.
         """
-        simulation.keep_logs_hours = min(simulation.keep_logs_hours, self.max_keep_logs_hours)
+        simulation.keep_logs_hours = self._keep_logs_hours(simulation.keep_logs_hours)
         simulation.saved_version = simulation.version
         simulation.ready_count = sum(1 for model in simulation.models.values() if model.ready)
         simulation.terminated_count = sum(1 for model in simulation.models.values() if model.termination)
@@ -479,13 +508,15 @@ class Inventory:
 
     # -- events
 
-    def handle(self, event: Event) -> set[str]:
+    def handle(self, event: Event) -> set[str]:  # noqa: PLR0912 (one arm per kind of event, nothing more)
         """Apply one event; the ids of the simulations that changed (to be synced)."""
         match event:
             case DeployRequested():
                 self._deploy(event)
             case PodCreated():
                 self._pod_created(event)
+            case PodCreateFailed():
+                self._create_failed(event)
             case PodCreateRejected():
                 self._create_rejected(event)
             case PodStopped():
@@ -496,6 +527,8 @@ class Inventory:
                 self._pod_seen(event.observation, event.now)
             case PodGone():
                 self._pod_gone(event.simulation_id, event.model_id, event.now)
+            case ListStarted():
+                self._lists_started += 1
             case PodListed():
                 self._pod_listed(event)
             case Delivered():
@@ -529,12 +562,10 @@ class Inventory:
         if existing is not None:
             self._deploy_again(existing, event)
             return
-        keep = event.keep_logs_hours if not math.isnan(event.keep_logs_hours) else 0.0
         simulation = Simulation(
             simulator_id=event.simulator_id,
             simulation_id=event.simulation_id,
-            # Never forever: inf or 1e308 would keep pods and records, and the daemon's memory of them.
-            keep_logs_hours=min(max(keep, 0.0), self.max_keep_logs_hours),
+            keep_logs_hours=self._keep_logs_hours(event.keep_logs_hours),
         )
         names: set[str] = set()
         for spec in event.models:
@@ -542,7 +573,7 @@ class Inventory:
                 continue  # listed twice: one pod, one answer
             name = pod_name(event.simulator_id, event.simulation_id, spec.model_id)
             if name in names:  # ids that differ only in case or in where their hyphens are
-                name = unique_pod_name(event.simulator_id, event.simulation_id, spec.model_id)
+                name = unique_pod_name(event.simulator_id, event.simulation_id, spec.model_id, self._so)
             names.add(name)
             model = simulation.models[spec.model_id] = Model(model_id=spec.model_id, pod_name=name, spec=spec)
             simulation.to_create[spec.model_id] = None
@@ -550,6 +581,9 @@ class Inventory:
         self.simulations[event.simulation_id] = simulation
         self._changed(simulation)
         simulation.changed.update(simulation.models)
+        if event.refused:
+            for model in simulation.models.values():
+                self._refuse(simulation, model, f"simulation refused: {event.refused}", event.now)
 
     def _deploy_again(self, simulation: Simulation, event: DeployRequested) -> None:
         """The one check for a repeated DeployModels: models already known are answered once, as they
@@ -557,14 +591,24 @@ class Inventory:
         for spec in event.models:
             if spec.model_id in simulation.models:
                 continue
-            name = unique_pod_name(simulation.simulator_id, simulation.simulation_id, spec.model_id)
-            # Ready in the sense that it holds up nothing: it will never send ReadyForProcessing.
-            model = simulation.models[spec.model_id] = Model(model_id=spec.model_id, pod_name=name, spec=None,
-                                                             ready=True)
-            simulation.ready_count += 1
-            self._terminate(simulation, model, Termination(
-                EXIT_CREATE_REJECTED, "simulation already deployed: a second DeployModels cannot add models"),
-                event.now)
+            name = unique_pod_name(simulation.simulator_id, simulation.simulation_id, spec.model_id, self._so)
+            model = simulation.models[spec.model_id] = Model(model_id=spec.model_id, pod_name=name, spec=None)
+            self._refuse(simulation, model, "simulation already deployed: a second DeployModels cannot add models",
+                         event.now)
+
+    def _refuse(self, simulation: Simulation, model: Model, reason: str, now: float) -> None:
+        """Answer a model that will never have a pod: FAILED -1, at once."""
+        simulation.to_create.pop(model.model_id, None)
+        model.spec = None
+        # Ready in the sense that it holds up nothing: it will never send ReadyForProcessing.
+        model.ready = True
+        simulation.ready_count += 1
+        self._terminate(simulation, model, Termination(EXIT_CREATE_REJECTED, reason), now)
+
+    def _keep_logs_hours(self, requested: float) -> float:
+        """The one clamp of keepLogsHours: never negative or NaN (0), never forever (inf or 1e308 would keep
+        pods and records, and the daemon's memory of them)."""
+        return 0.0 if math.isnan(requested) else min(max(requested, 0.0), self.max_keep_logs_hours)
 
     def _set_start_deadline(self, simulation_id: str, model: Model, since: float) -> None:
         model.start_deadline = since + self._start_timeout
@@ -598,6 +642,7 @@ class Inventory:
         if model.has_pod:
             return
         model.has_pod = True
+        model.pod_known_at_list = self._lists_started
         if model.phase is Phase.PENDING:
             # Saved with the next save, or once the simulation's creates are done: a pod the record does
             # not know yet is found by a restarted daemon's create (409, and ours) or its listing.
@@ -609,12 +654,17 @@ class Inventory:
         else:
             self._changed(simulation, model.model_id)
 
+    def _create_failed(self, event: PodCreateFailed) -> None:
+        model = self.model(event.simulation_id, event.model_id)
+        if model is not None and model.phase is Phase.PENDING:
+            model.waiting_reason, model.waiting_message = "pod not created", event.reason
+
     def _create_rejected(self, event: PodCreateRejected) -> None:
         simulation = self.simulations.get(event.simulation_id)
         model = simulation.models.get(event.model_id) if simulation else None
         if simulation is None or model is None or model.phase is not Phase.PENDING:
             return
-        unique = unique_pod_name(simulation.simulator_id, simulation.simulation_id, model.model_id)
+        unique = unique_pod_name(simulation.simulator_id, simulation.simulation_id, model.model_id, self._so)
         if event.name_taken and model.pod_name != unique:
             # Another model's pod, or someone else's: never ours to take over. Try the name of these exact ids.
             model.pod_name = unique
@@ -646,7 +696,7 @@ class Inventory:
     def _pod_seen(self, seen: PodObservation, now: float) -> None:
         simulation = self.simulations.get(seen.simulation_id)
         model = simulation.models.get(seen.model_id) if simulation else None
-        if simulation is None or model is None or not _is_pod_of(model, seen):
+        if simulation is None or model is None or not _is_pod_of(model, seen, self._so):
             return
         self._pod_exists(simulation, model)
         model.container = seen.state
@@ -702,8 +752,11 @@ class Inventory:
             self._pod_seen(seen, event.now)
         for simulation in list(self.simulations.values()):
             for model in list(simulation.models.values()):
-                if model.has_pod and model.phase in (Phase.CREATED, Phase.STOPPING) and (
-                        simulation.simulation_id, model.model_id) not in listed:
+                # A pod learnt of after the list was requested may be younger than its snapshot: the watch
+                # that resumes from the list's resourceVersion shows its changes, a deletion included.
+                if (model.has_pod and model.pod_known_at_list < self._lists_started
+                        and model.phase in (Phase.CREATED, Phase.STOPPING)
+                        and (simulation.simulation_id, model.model_id) not in listed):
                     self._pod_gone(simulation.simulation_id, model.model_id, event.now)
         for simulation in list(self.simulations.values()):
             for model in list(simulation.models.values()):
@@ -725,7 +778,7 @@ class Inventory:
                 simulation = self.simulations[seen.simulation_id] = Simulation(
                     simulator_id=seen.simulator_id,
                     simulation_id=seen.simulation_id,
-                    keep_logs_hours=min(seen.keep_logs_hours, self.max_keep_logs_hours),
+                    keep_logs_hours=self._keep_logs_hours(seen.keep_logs_hours),
                     models_ready=Delivery.DELIVERED,
                 )
             if seen.model_id in simulation.models:
@@ -834,14 +887,16 @@ class Inventory:
                         model.model_id, model.termination.exit_code, model.termination.reason)
 
 
-def _is_pod_of(model: Model, seen: PodObservation) -> bool:
+def _is_pod_of(model: Model, seen: PodObservation, so: str) -> bool:
     """Whether the pod seen is the model's; its name is then the model's pod name from now on.
 
-    The pod carries the model's exact ids (from our annotations) and one of the two names it may have
-    been created with: after a restart the record does not say which. Any other pod is a stranger.
+    The pod carries the model's exact ids (from our annotations) and one of the names it may have been
+    created with: after a restart the record does not say which (the unique name without the SO is an
+    earlier version's). Any other pod is a stranger.
     """
     if model.pod_name != seen.pod_name:
         names = (pod_name(seen.simulator_id, seen.simulation_id, seen.model_id),
+                 unique_pod_name(seen.simulator_id, seen.simulation_id, seen.model_id, so),
                  unique_pod_name(seen.simulator_id, seen.simulation_id, seen.model_id))
         if seen.pod_name not in names:
             return False

@@ -20,10 +20,12 @@ __all__ = [
     "ANNOTATION_MODEL_ID",
     "ANNOTATION_SIMULATION_ID",
     "ANNOTATION_SIMULATOR_ID",
+    "ANNOTATION_SO",
     "LABEL_KEEP_LOGS_HOURS",
     "LABEL_MANAGED_BY",
     "LABEL_MODEL_ID",
     "LABEL_SIMULATION_ID",
+    "LABEL_SIMULATION_KEY",
     "LABEL_SIMULATOR_ID",
     "LABEL_SO",
     "MANAGED_BY",
@@ -32,6 +34,7 @@ __all__ = [
     "dns_label",
     "label_value",
     "merge_env",
+    "of_simulation",
     "owned_pods_selector",
     "ownership_marks",
     "ownership_tests",
@@ -40,6 +43,9 @@ __all__ = [
     "secret_env_names",
     "secret_key",
     "short_hash",
+    "simulation_candidates_selector",
+    "simulation_key",
+    "simulation_marks",
     "simulation_pods_selector",
     "unique_pod_name",
 ]
@@ -54,6 +60,10 @@ MANAGED_BY = "model-services-orchestrator"
 ANNOTATION_SIMULATOR_ID = "dots.mso/simulator-id"
 ANNOTATION_SIMULATION_ID = "dots.mso/simulation-id"
 ANNOTATION_MODEL_ID = "dots.mso/model-id"
+ANNOTATION_SO = "dots.mso/so"
+# A hash of the SO and the exact simulation id: the label value ``simulation_id`` may stand in for
+# several ids (``a b`` becomes ``a_b-<hash>``, itself a valid id), this one for no other simulation.
+LABEL_SIMULATION_KEY = "dots.mso/simulation-key"
 
 _MAX_LABEL = 63
 _HASH_LENGTH = 8
@@ -91,11 +101,16 @@ def pod_name(simulator_id: str, simulation_id: str, model_id: str) -> str:
     return dns_label(simulator_id, simulation_id, model_id)
 
 
-def unique_pod_name(simulator_id: str, simulation_id: str, model_id: str) -> str:
-    """A pod name of these exact ids that no other ids share: readable head, hash of the exact ids."""
+def unique_pod_name(simulator_id: str, simulation_id: str, model_id: str, so: str = "") -> str:
+    """A pod name of these exact ids that no other ids share: readable head, hash of the exact ids.
+
+    With ``so``, the SO is among them: two SOs sharing a namespace may run equal ids. Without it, the
+    name an earlier version gave (still recognised as a model's pod).
+    """
     plain = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", pod_name(simulator_id, simulation_id, model_id)))
     head = plain[: _MAX_LABEL - _HASH_LENGTH - 2].strip("-")
-    suffix = short_hash(simulator_id, simulation_id, model_id)
+    suffix = short_hash(so, simulator_id, simulation_id, model_id) if so else short_hash(
+        simulator_id, simulation_id, model_id)
     return f"{head}-u{suffix}" if head else f"m-u{suffix}"
 
 
@@ -122,9 +137,27 @@ def owned_pods_selector(so: str) -> str:
     return f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_SO}={label_value(so)}"
 
 
+def simulation_key(so: str, simulation_id: str) -> str:
+    """The value of ``LABEL_SIMULATION_KEY``: 160 bits of a hash of the exact ids, so no two share it."""
+    return "k" + hashlib.sha256(f"{so}/{simulation_id}".encode()).hexdigest()[:40]
+
+
 def simulation_pods_selector(so: str, simulation_id: str) -> str:
-    """The label selector of the pods of one simulation."""
+    """The label selector of the pods (and record objects) of exactly one simulation."""
+    return f"{owned_pods_selector(so)},{LABEL_SIMULATION_KEY}={simulation_key(so, simulation_id)}"
+
+
+def simulation_candidates_selector(so: str, simulation_id: str) -> str:
+    """Every object that may be one simulation's, those made before ``LABEL_SIMULATION_KEY`` included, and
+    those of others whose ids share its ``simulation_id`` label: to be checked with ``of_simulation``."""
     return f"{owned_pods_selector(so)},{LABEL_SIMULATION_ID}={label_value(simulation_id)}"
+
+
+def of_simulation(body: Mapping[str, Any], so: str, simulation_id: str) -> bool:
+    """Whether an object carries the exact ids of this SO's simulation (the SO only where it says one)."""
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    return (annotations.get(ANNOTATION_SIMULATION_ID) == simulation_id
+            and annotations.get(ANNOTATION_SO, so) == so)
 
 
 def ownership_marks(so: str, simulator_id: str, simulation_id: str, model_id: str) -> dict[str, dict[str, str]]:
@@ -141,6 +174,12 @@ def owns(pod: Mapping[str, Any], marks: Mapping[str, Mapping[str, str]]) -> bool
     metadata = pod.get("metadata") or {}
     return all((metadata.get(field) or {}).get(key) == value
                for field, values in marks.items() for key, value in values.items())
+
+
+def simulation_marks(so: str, simulation_id: str) -> dict[str, dict[str, str]]:
+    """The labels and annotations every pod of this daemon's simulation carries, whichever version made it."""
+    return {"labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_SO: label_value(so)},
+            "annotations": {ANNOTATION_SIMULATION_ID: simulation_id}}
 
 
 def ownership_tests(marks: Mapping[str, Mapping[str, str]]) -> list[dict[str, str]]:
@@ -281,11 +320,13 @@ def build_pod(
                 LABEL_KEEP_LOGS_HOURS: _keep_logs_label(keep_logs_hours),
                 LABEL_MANAGED_BY: MANAGED_BY,
                 LABEL_SO: label_value(settings.so),
+                LABEL_SIMULATION_KEY: simulation_key(settings.so, simulation_id),
             },
             "annotations": {
                 ANNOTATION_SIMULATOR_ID: simulator_id,
                 ANNOTATION_SIMULATION_ID: simulation_id,
                 ANNOTATION_MODEL_ID: model_id,
+                ANNOTATION_SO: settings.so,
             },
         },
         "spec": spec,

@@ -32,6 +32,7 @@ from model_services_orchestrator.simulation_records import (
     pack_secret_values,
     part_index,
     part_name,
+    record_annotations,
     record_labels,
     record_name,
     records_selector,
@@ -119,7 +120,8 @@ class RecordStore:
 
     def _body(self, kind: str, name: str, simulation_id: str, owner_uid: str | None,
               data: dict[str, str]) -> dict[str, Any]:
-        metadata: dict[str, Any] = {"name": name, "labels": record_labels(self._so, simulation_id)}
+        metadata: dict[str, Any] = {"name": name, "labels": record_labels(self._so, simulation_id),
+                                    "annotations": record_annotations(self._so, simulation_id)}
         if owner_uid is not None:
             # Gone with the head when someone deletes it, even while the daemon is down.
             metadata["ownerReferences"] = [{"apiVersion": "v1", "kind": "ConfigMap",
@@ -161,13 +163,28 @@ class RecordStore:
     # -- deleting
 
     async def delete(self, simulation_id: str) -> None:
-        """Delete the record: the head first, so what a crash leaves behind is owned by nothing and collected."""
-        await self._api.delete_object("configmaps", record_name(self._so, simulation_id))
+        """Delete the record: the head first, so what a crash leaves behind is owned by nothing and collected.
+
+        Only objects of this exact simulation: those whose annotations name it, or (written before the
+        annotations were) the head and what it owns. Others' objects may share the label selected by.
+        """
+        head = record_name(self._so, simulation_id)
         selector = simulation_records_selector(self._so, simulation_id)
-        for item in await self._api.list_objects("configmaps", selector):
-            await self._api.delete_object("configmaps", item["metadata"]["name"])
-        for item in await self._api.list_objects("secrets", selector):
-            await self._api.delete_object("secrets", item["metadata"]["name"])
+        listed = {kind: await self._api.list_objects(kind, selector) for kind in ("configmaps", "secrets")}
+        head_uids = {item["metadata"]["uid"] for item in listed["configmaps"] if item["metadata"]["name"] == head}
+        expected = record_annotations(self._so, simulation_id)
+
+        def ours(item: dict[str, Any]) -> bool:
+            metadata = item["metadata"]
+            if annotations := metadata.get("annotations"):
+                return all(annotations.get(key) == value for key, value in expected.items())
+            return metadata["name"] == head or bool(head_uids & set(owner_uids(item)))
+
+        await self._api.delete_object("configmaps", head)
+        for kind, items in listed.items():
+            for item in items:
+                if item["metadata"]["name"] != head and ours(item):
+                    await self._api.delete_object(kind, item["metadata"]["name"])
         self.forget(simulation_id)
 
     # -- reading

@@ -38,16 +38,21 @@ from typing import Any, Protocol
 
 from model_services_orchestrator import model_inventory as inv
 from model_services_orchestrator.http_endpoints import LatencyHistogram
-from model_services_orchestrator.kube_errors import TRANSIENT, KubeError
+from model_services_orchestrator.kube_errors import TRANSIENT, Forbidden, KubeError
 from model_services_orchestrator.logs import SecretRedactor, get_logger
 from model_services_orchestrator.messages import codec
 from model_services_orchestrator.model_health import ModelHealth
 from model_services_orchestrator.pod_observation import ContainerState, PodObservation
 from model_services_orchestrator.pod_specs import (
+    LABEL_SIMULATION_KEY,
     PodSettings,
     build_pod,
+    of_simulation,
     ownership_marks,
     secret_env_names,
+    simulation_candidates_selector,
+    simulation_key,
+    simulation_marks,
     simulation_pods_selector,
 )
 from model_services_orchestrator.record_store import RecordStore
@@ -57,6 +62,10 @@ from model_services_orchestrator.work_queue import WorkQueue
 __all__ = ["CreateResult", "PodApi", "PodChange", "Publisher", "Runtime", "RuntimeSettings"]
 
 _log = get_logger(__name__)
+
+# Refusals of a create that pass by themselves: kube-apiserver answers 403 for a few seconds after it
+# restarts (its RBAC caches are empty). Retried with backoff until the model's start deadline (-2).
+_PASSING_CREATE_REFUSALS = frozenset({403})
 
 
 class CreateResult(Protocol):
@@ -85,6 +94,8 @@ class PodApi(Protocol):
     async def delete_own_pod(self, name: str, marks: Mapping[str, Mapping[str, str]]) -> bool: ...
 
     async def delete_pods(self, label_selector: str) -> None: ...
+
+    async def list_pods(self, label_selector: str) -> list[dict[str, Any]]: ...
 
     async def read_log_tail(self, name: str, lines: int) -> str: ...
 
@@ -144,6 +155,7 @@ class Runtime:
             min_cleanup_delay_seconds=settings.min_cleanup_delay_seconds,
             stop_grace_seconds=settings.model_stop_grace_seconds,
             max_keep_logs_hours=settings.max_keep_logs_hours,
+            so=settings.so,
         )
         self.queue: WorkQueue[str] = WorkQueue(base_delay=settings.retry_base_seconds,
                                                max_delay=settings.retry_max_seconds)
@@ -194,6 +206,10 @@ class Runtime:
         self.redactor.add_env(((name, value) for spec in request.models for name, value in spec.env
                                if self.is_secret(name)), owner=request.simulation_id)
         known = self.inventory.simulations.get(request.simulation_id)
+        if known is None and request.refused:
+            _log.warning("DeployModels refused", simulation_id=request.simulation_id, reason=request.refused[:500],
+                         answer="FAILED -1 for each model that can be answered")
+            return
         if known is None:
             _log.info("deploying models", simulation_id=request.simulation_id, simulator_id=request.simulator_id,
                       models=len(request.models), keep_logs_hours=request.keep_logs_hours)
@@ -205,6 +221,10 @@ class Runtime:
         added = [spec.model_id for spec in request.models if spec.model_id not in known.models]
         _log.warning("repeated DeployModels", simulation_id=request.simulation_id,
                      models_added=len(added), answer="FAILED -1 for each model it adds" if added else "none")
+
+    def listing_started(self) -> None:
+        """A full list of our pods is about to be requested, from the watch."""
+        self.apply([inv.ListStarted()])
 
     def pods_listed(self, observations: Iterable[PodObservation | None]) -> None:
         """A full list of our pods, from the watch."""
@@ -409,9 +429,17 @@ class Runtime:
             secret_for=secret_for,
         )
         started = time.monotonic()
-        result = await self.pods.create_pod(body, ownership_marks(
-            self.settings.so, create.simulator_id, create.simulation_id, spec.model_id))
+        try:
+            result = await self.pods.create_pod(body, ownership_marks(
+                self.settings.so, create.simulator_id, create.simulation_id, spec.model_id))
+        except KubeError as exc:
+            self.apply([inv.PodCreateFailed(create.simulation_id, spec.model_id, str(exc)[:500])])
+            raise
         now = self.clock()
+        if not result.created and result.status in _PASSING_CREATE_REFUSALS:
+            self.apply([inv.PodCreateFailed(create.simulation_id, spec.model_id,
+                                            f"{result.status} {result.reason}"[:500])])
+            raise Forbidden(result.reason, what="create pod")
         if result.created:
             self.pods_created += 1
             self.create_latency.observe(time.monotonic() - started)
@@ -425,11 +453,33 @@ class Runtime:
     async def _clean_up(self, simulation_id: str) -> None:
         simulation = self.inventory.simulations[simulation_id]
         _log.info("deleting finished simulation", simulation_id=simulation_id)
-        await self.pods.delete_pods(simulation_pods_selector(self.settings.so, simulation_id))
+        await self._delete_pods(simulation_id)
         await self.records.delete(simulation_id)
         self.apply([inv.SimulationCleanedUp(simulation.simulation_id)])
         # Its models' logs are no longer read: their secrets need not be remembered.
         self.redactor.forget(simulation_id)
+
+    async def _delete_pods(self, simulation_id: str) -> None:
+        """Delete the simulation's pods, and no other simulation's.
+
+        The candidates (by the ``simulation_id`` label, which other ids may share) are told apart by their
+        annotations. Ours that carry the simulation's key label go in one delete-collection by that label,
+        unless some other pod carries it too (made by hand to look like ours): then, like the pods of an
+        earlier version without the key, each goes on its own, if its annotations still say it is ours.
+        """
+        so = self.settings.so
+        key = simulation_key(so, simulation_id)
+        candidates = await self.pods.list_pods(simulation_candidates_selector(so, simulation_id))
+        ours = [pod for pod in candidates if of_simulation(pod, so, simulation_id)]
+        keyed = [pod for pod in candidates if _labels(pod).get(LABEL_SIMULATION_KEY) == key]
+        if any(not of_simulation(pod, so, simulation_id) for pod in keyed):
+            one_by_one = ours
+        else:
+            one_by_one = [pod for pod in ours if _labels(pod).get(LABEL_SIMULATION_KEY) != key]
+            if keyed:
+                await self.pods.delete_pods(simulation_pods_selector(so, simulation_id))
+        marks = simulation_marks(so, simulation_id)
+        await asyncio.gather(*(self.pods.delete_own_pod(pod["metadata"]["name"], marks) for pod in one_by_one))
 
     # -- shutting down
 
@@ -490,3 +540,7 @@ def _model_state(model: inv.Model) -> str:
         return "running"
     return "pending"
 
+
+def _labels(body: Mapping[str, Any]) -> Mapping[str, str]:
+    labels: Mapping[str, str] = (body.get("metadata") or {}).get("labels") or {}
+    return labels

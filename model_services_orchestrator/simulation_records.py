@@ -31,8 +31,11 @@ from typing import Any
 
 from model_services_orchestrator.model_inventory import Delivery, Model, ModelSpec, Phase, Simulation, Termination
 from model_services_orchestrator.pod_specs import (
+    ANNOTATION_SIMULATION_ID,
+    ANNOTATION_SO,
     LABEL_MANAGED_BY,
     LABEL_SIMULATION_ID,
+    LABEL_SIMULATION_KEY,
     LABEL_SO,
     MANAGED_BY,
     dns_label,
@@ -40,6 +43,8 @@ from model_services_orchestrator.pod_specs import (
     pod_name,
     secret_key,
     short_hash,
+    simulation_candidates_selector,
+    simulation_key,
 )
 
 __all__ = [
@@ -57,6 +62,7 @@ __all__ = [
     "pack_secret_values",
     "part_index",
     "part_name",
+    "record_annotations",
     "record_labels",
     "record_name",
     "records_selector",
@@ -141,7 +147,13 @@ def record_labels(so: str, simulation_id: str) -> dict[str, str]:
         LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_SO: label_value(so),
         LABEL_SIMULATION_ID: label_value(simulation_id),
+        LABEL_SIMULATION_KEY: simulation_key(so, simulation_id),
     }
+
+
+def record_annotations(so: str, simulation_id: str) -> dict[str, str]:
+    """The exact ids, which the labels may only stand in for: what the record's deletion checks."""
+    return {ANNOTATION_SO: so, ANNOTATION_SIMULATION_ID: simulation_id}
 
 
 def records_selector(so: str) -> str:
@@ -149,8 +161,9 @@ def records_selector(so: str) -> str:
 
 
 def simulation_records_selector(so: str, simulation_id: str) -> str:
-    """Every ConfigMap and Secret of one simulation: head, parts, specs."""
-    return f"{records_selector(so)},{LABEL_SIMULATION_ID}={label_value(simulation_id)}"
+    """Every ConfigMap and Secret that may be one simulation's (head, parts, specs), and those of others
+    whose ids share its ``simulation_id`` label: to be told apart by their annotations and owners."""
+    return simulation_candidates_selector(so, simulation_id)
 
 
 def _entry(model: Model) -> str:

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from model_services_orchestrator.k8s_api import CreateOutcome
-from model_services_orchestrator.kube_errors import Invalid, KubeError, NotFound
+from model_services_orchestrator.kube_errors import TRANSIENT, Invalid, KubeError, NotFound
 from model_services_orchestrator.logs import SecretRedactor
 from model_services_orchestrator.messages.lifecycle_pb2 import ModelHasTerminated
 from model_services_orchestrator.pod_observation import observe_pod
-from model_services_orchestrator.pod_specs import PodSettings, owns, secret_env_names
+from model_services_orchestrator.pod_specs import PodSettings, owned_pods_selector, owns, secret_env_names
 from model_services_orchestrator.record_store import RecordStore
 from model_services_orchestrator.runtime import PodChange, Runtime, RuntimeSettings
 
@@ -78,14 +78,20 @@ class FakeCluster:
 
     # -- the watch
 
+    def _watched(self, pod: Mapping[str, Any]) -> bool:
+        """Whether the watcher's watch (by its SO's label selector) shows the pod."""
+        return self.watcher is not None and _matches(pod, owned_pods_selector(self.watcher.settings.so))
+
     def _report(self, name: str, gone: bool = False) -> None:
-        if self.watcher is not None and (seen := observe_pod(self.pods.get(name) or {})) is not None:
+        pod = self.pods.get(name) or {}
+        if self.watcher is not None and self._watched(pod) and (seen := observe_pod(pod)) is not None:
             self.watcher.pods_changed([PodChange(seen, gone=gone)])
 
-    def list_pods(self) -> None:
+    def relist(self) -> None:
         """A full list of the pods, as the watch gives one after a (re)start or 410."""
         if self.watcher is not None:
-            self.watcher.pods_listed(observe_pod(pod) for pod in self.pods.values())
+            self.watcher.listing_started()
+            self.watcher.pods_listed(observe_pod(pod) for pod in self.pods.values() if self._watched(pod))
 
     def set_container(self, name: str, state: str, *, exit_code: int | None = None, reason: str = "",
                       message: str = "") -> None:
@@ -109,7 +115,12 @@ class FakeCluster:
 
     async def create_pod(self, body: dict[str, Any], marks: Mapping[str, Mapping[str, str]]) -> CreateOutcome:
         await asyncio.sleep(0)
-        self._call("create_pod")
+        try:
+            self._call("create_pod")
+        except TRANSIENT:
+            raise
+        except KubeError as error:  # as the gateway answers: a refusal is an outcome, not an error
+            return CreateOutcome(created=False, status=error.status, reason=error.message or error.reason)
         name = body["metadata"]["name"]
         if (existing := self.pods.get(name)) is not None:
             if owns(existing, marks):
@@ -149,6 +160,11 @@ class FakeCluster:
         for name in [name for name, pod in self.pods.items() if _matches(pod, label_selector)]:
             self._report(name, gone=True)
             self.pods.pop(name, None)
+
+    async def list_pods(self, label_selector: str) -> list[dict[str, Any]]:
+        await asyncio.sleep(0)
+        self._call("list_pods")
+        return [copy.deepcopy(pod) for pod in self.pods.values() if _matches(pod, label_selector)]
 
     async def read_log_tail(self, name: str, lines: int) -> str:
         await asyncio.sleep(0)
@@ -272,7 +288,7 @@ async def running(cluster: FakeCluster, broker: FakeBroker, **settings: Any) -> 
     runtime = Runtime(settings=options, pods=cluster, records=records, publisher=broker, redactor=SecretRedactor())
     cluster.watcher = runtime
     await runtime.restore()
-    cluster.list_pods()
+    cluster.relist()
     task = asyncio.create_task(runtime.run(), name="runtime under test")
     try:
         yield runtime

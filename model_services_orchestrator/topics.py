@@ -6,16 +6,50 @@ protocol's topic layout (PROTOCOL.md section 2) lives in one place.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 
 __all__ = [
+    "MAX_TOPIC_BYTES",
     "IncomingKind",
     "IncomingTopic",
     "OutgoingTopics",
+    "level_problem",
     "parse_incoming",
     "subscriptions",
+    "topic_problem",
 ]
+
+MAX_TOPIC_BYTES = 65535  # a UTF-8 string of MQTT (3.1.1 section 1.5.3) has a two-byte length
+# What a broker may refuse in a topic (MQTT 3.1.1 section 1.5.3, which Mosquitto enforces by
+# disconnecting the client): U+0000, the C0 and C1 controls and DEL, surrogates, and the noncharacters
+# (U+FDD0..U+FDEF and the last two code points of every plane).
+_REFUSED_RANGES = [(0x00, 0x1F), (0x7F, 0x9F), (0xD800, 0xDFFF), (0xFDD0, 0xFDEF),
+                   *((plane * 0x10000 + 0xFFFE, plane * 0x10000 + 0xFFFF) for plane in range(17))]
+_REFUSED_CHARACTERS = re.compile(
+    "[" + "".join(f"{re.escape(chr(low))}-{re.escape(chr(high))}" for low, high in _REFUSED_RANGES) + "]")
+_WILDCARDS = ("+", "#")
+
+
+def topic_problem(topic: str) -> str | None:
+    """Why a broker would refuse ``topic`` as the name of a published message; ``None`` if it would not."""
+    if not topic:
+        return "empty"
+    if any(wildcard in topic for wildcard in _WILDCARDS):
+        return "holds a wildcard (+ or #)"
+    if (found := _REFUSED_CHARACTERS.search(topic)) is not None:
+        return f"holds U+{ord(found.group()):04X}, which MQTT forbids in a topic"
+    if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
+        return f"is longer than {MAX_TOPIC_BYTES} bytes"
+    return None
+
+
+def level_problem(value: str) -> str | None:
+    """Why ``value`` (a simulation or model id) cannot be one level of a topic; ``None`` if it can."""
+    if "/" in value:
+        return "holds '/'"
+    return topic_problem(value)
 
 
 class IncomingKind(Enum):

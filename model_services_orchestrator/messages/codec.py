@@ -39,7 +39,13 @@ from model_services_orchestrator.model_inventory import (
     ModelSpec,
     ReadyReceived,
 )
-from model_services_orchestrator.topics import IncomingKind, parse_incoming
+from model_services_orchestrator.topics import (
+    IncomingKind,
+    OutgoingTopics,
+    level_problem,
+    parse_incoming,
+    topic_problem,
+)
 
 __all__ = [
     "DecodeError",
@@ -55,9 +61,6 @@ __all__ = [
     "encode_pong",
     "encode_unhealthy_model",
 ]
-
-_TOPIC_UNSAFE = ("/", "+", "#")
-
 
 class DecodeError(ValueError):
     """A message we cannot act on; the text says why."""
@@ -81,29 +84,44 @@ class ModelPong:
 Inbound = DeployRequested | ReadyReceived | EndRequested | HealthPing | ModelPong
 
 
-def _parse_deploy(simulation_id: str, payload: bytes, now: float) -> DeployRequested:
+def _id_problem(topics: OutgoingTopics, simulation_id: str, model_id: str) -> str | None:
+    """Why a model id cannot be answered: its ModelHasTerminated (the longest topic of a model) would be
+    refused by the broker, which then disconnects the daemon and every simulation with it."""
+    if not model_id:
+        return "is empty"
+    return level_problem(model_id) or topic_problem(topics.model_has_terminated(simulation_id, model_id))
+
+
+def _parse_deploy(simulation_id: str, payload: bytes, so: str, now: float) -> DeployRequested:
     message = DeployModels()
     message.ParseFromString(payload)
     if not message.modelConfigurations:
         raise DecodeError("DeployModels names no models")
+    if (problem := level_problem(simulation_id)) is not None:
+        raise DecodeError(f"simulation id {simulation_id[:100]!r} cannot be part of an MQTT topic: it {problem}")
+    topics = OutgoingTopics(so)
     models = []
+    unusable: list[str] = []
     # Thousands of models mostly share their env vars (broker, database, passwords): keep one copy of each.
     shared: dict[tuple[str, str], tuple[str, str]] = {}
     for configuration in message.modelConfigurations:
         model_id = configuration.modelID
-        if not model_id:
-            raise DecodeError("DeployModels has a model with an empty id")
-        if any(char in model_id for char in _TOPIC_UNSAFE):
-            raise DecodeError(f"model id {model_id!r} cannot be part of an MQTT topic")
+        if (problem := _id_problem(topics, simulation_id, model_id)) is not None:
+            unusable.append(f"model id {model_id[:100]!r} {problem}")
+            continue
         env = tuple(shared.setdefault(pair, pair) for pair in (
             (variable.name, variable.value) for variable in configuration.environmentVariables))
         models.append(ModelSpec(model_id=model_id, image=configuration.imageUrl, env=env))
+    if unusable and not models:
+        raise DecodeError(f"DeployModels names no model that can be answered: {'; '.join(unusable[:3])}")
     return DeployRequested(
         simulator_id=message.simulatorId,
         simulation_id=simulation_id,
         keep_logs_hours=message.keepLogsHours,
         models=tuple(models),
         now=now,
+        refused=f"{len(unusable)} model id(s) cannot be MQTT topic levels: {'; '.join(unusable[:3])}"
+        if unusable else "",
     )
 
 
@@ -117,7 +135,7 @@ def decode(topic: str, payload: bytes, *, so: str, max_payload_bytes: int, now: 
     try:
         match parsed.kind:
             case IncomingKind.DEPLOY_MODELS:
-                return _parse_deploy(parsed.simulation_id, payload, now)
+                return _parse_deploy(parsed.simulation_id, payload, so, now)
             case IncomingKind.READY_FOR_PROCESSING:
                 # The payload is not relied upon (PROTOCOL.md section 2): models send it empty.
                 return ReadyReceived(parsed.simulation_id, parsed.model_id, now)

@@ -23,7 +23,7 @@ Said = tuple[str, str, int]
 
 def make_inventory(**overrides: float) -> inv.Inventory:
     options = {"start_timeout_seconds": START_TIMEOUT, "min_cleanup_delay_seconds": 5.0, **overrides}
-    return inv.Inventory(**options)
+    return inv.Inventory(**options)  # type: ignore[arg-type]  # the keyword arguments that are floats
 
 
 def deploy(inventory: inv.Inventory, *model_ids: str, keep_logs_hours: float = 0.0,
@@ -292,8 +292,75 @@ def test_a_pod_removed_by_someone_else_fails_with_minus_three(how: str) -> None:
     elif how == "deletion_timestamp":
         inventory.handle(inv.PodSeen(seen("a", ContainerState.RUNNING, deleting=True), T0 + 1))
     else:
+        inventory.handle(inv.ListStarted())
         inventory.handle(inv.PodListed((seen("b", ContainerState.RUNNING),), T0 + 1))
     assert settle(inventory) == [("ModelHasTerminated", "a", inv.EXIT_POD_LOST)]
+
+
+@pytest.mark.parametrize("learnt_by", ["created", "watched"])
+def test_a_pod_learnt_of_after_a_list_was_requested_is_not_gone_for_missing_from_it(learnt_by: str) -> None:
+    """A list is a snapshot from when it was requested: a pod made after that is not in it, and runs."""
+    inventory = make_inventory()
+    deploy(inventory, "a", "b")
+    settle(inventory)
+    inventory.handle(inv.PodCreated(SIM, "a", T0))
+    inventory.handle(inv.ListStarted())
+    if learnt_by == "created":
+        inventory.handle(inv.PodCreated(SIM, "b", T0))
+    else:
+        inventory.handle(inv.PodSeen(seen("b", ContainerState.WAITING), T0))
+    inventory.handle(inv.PodListed((seen("a", ContainerState.RUNNING),), T0 + 1))
+    assert settle(inventory) == []
+    # The next list, requested once the pod was known, may say it is gone.
+    inventory.handle(inv.ListStarted())
+    inventory.handle(inv.PodListed((seen("a", ContainerState.RUNNING),), T0 + 2))
+    assert settle(inventory) == [("ModelHasTerminated", "b", inv.EXIT_POD_LOST)]
+
+
+def test_a_list_without_its_start_takes_no_pod_for_gone() -> None:
+    inventory = make_inventory()
+    deploy(inventory, "a")
+    running(inventory, "a")
+    inventory.handle(inv.PodListed((), T0 + 1))
+    assert settle(inventory) == []
+
+
+def test_a_create_refused_for_a_while_fails_at_its_deadline_with_the_reason() -> None:
+    inventory = make_inventory()
+    deploy(inventory, "a")
+    settle(inventory)
+    inventory.handle(inv.PodCreateFailed(SIM, "a", "403 Forbidden: pods is forbidden"))
+    assert settle(inventory) == [] and creates(inventory) == ["a"], "retried, not answered"
+    inventory.handle(inv.Tick(T0 + START_TIMEOUT))
+    assert settle(inventory) == [("ModelHasTerminated", "a", inv.EXIT_START_TIMEOUT),
+                                 ("AllModelsHaveTerminated", "", 0)]
+    reasons = [report.reason for report in inventory.take_reports(SIM)]
+    assert reasons == ["container did not start: pod not created: 403 Forbidden: pods is forbidden"]
+
+
+def test_an_adopted_pod_labelled_nan_is_still_cleaned_up() -> None:
+    inventory = make_inventory()
+    nan = PodObservation(pod_name=pod_name(SIMULATOR, SIM, "a"), simulator_id=SIMULATOR, simulation_id=SIM,
+                         model_id="a", keep_logs_hours=float("nan"), state=ContainerState.RUNNING, created_at=T0)
+    inventory.handle(inv.PodListed((nan,), T0))
+    assert inventory.simulations[SIM].keep_logs_hours == 0.0
+    ended(inventory, "a", 0)
+    assert inventory.cleanup_due(SIM, T0 + 10)
+
+
+def test_a_deploy_with_an_id_that_cannot_be_answered_answers_the_others_minus_one() -> None:
+    inventory = make_inventory()
+    specs = (inv.ModelSpec("a", "image:1"),)
+    inventory.handle(inv.DeployRequested(SIMULATOR, SIM, 0.0, specs, T0, refused="model id 'b\\x00' holds U+0000"))
+    assert settle(inventory) == [("ModelHasTerminated", "a", inv.EXIT_CREATE_REJECTED),
+                                 ("AllModelsHaveTerminated", "", 0)]
+    assert creates(inventory) == []
+    inventory.handle(inv.ReadyReceived(SIM, "a", T0))
+    assert settle(inventory) == [], "never a ModelsReady"
+
+
+def test_unique_pod_names_of_two_sos_differ() -> None:
+    assert unique_pod_name(SIMULATOR, SIM, "a", "so-a") != unique_pod_name(SIMULATOR, SIM, "a", "so-b")
 
 
 def test_a_listing_leaves_a_model_whose_pod_is_still_to_be_made_to_its_create() -> None:

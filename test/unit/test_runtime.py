@@ -7,13 +7,16 @@ one replaced (kills at unlucky moments, API faults), and holds it impossible.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from collections.abc import Awaitable, Callable
+from functools import partial
 
-from model_services_orchestrator.kube_errors import ServerError, Unreachable
+from model_services_orchestrator.kube_errors import Forbidden, ServerError, Unreachable
 from model_services_orchestrator.logs import SecretRedactor
 from model_services_orchestrator.messages import DeployModels, EnvironmentVariable, ModelConfiguration
 from model_services_orchestrator.model_inventory import Delivery, Phase
-from model_services_orchestrator.pod_specs import secret_env_names
+from model_services_orchestrator.pod_specs import PodSettings, label_value, secret_env_names
 from model_services_orchestrator.record_store import RecordStore
 from model_services_orchestrator.runtime import Runtime
 from model_services_orchestrator.testing import FakeBroker, FakeCluster, running, wait_until
@@ -112,7 +115,9 @@ def test_a_secret_that_fails_to_save_is_saved_by_the_next_attempt_before_any_pod
             deploy(runtime, "sim", "m1", env=[("DB_PASSWORD", "hunter22")])
             await pods_created(cluster, 1)
             secrets = [body for (kind, _), body in cluster.objects.items() if kind == "secrets"]
-            assert any("hunter22" not in str(secret) and secret["data"] for secret in secrets)
+            held = [base64.b64decode(value) for secret in secrets for value in secret["data"].values()]
+            assert b"hunter22" in held, "a Secret holds the value itself, saved before the pod"
+            assert "hunter22" not in json.dumps(cluster.pods[pod_of(cluster, "m1")]), "the pod only refers to it"
             env = cluster.pods[pod_of(cluster, "m1")]["spec"]["containers"][0]["env"]
             reference = env[0]["valueFrom"]["secretKeyRef"]
             assert ("secrets", reference["name"]) in cluster.objects
@@ -264,4 +269,68 @@ def test_a_restart_waits_out_an_api_server_that_is_not_answering_yet() -> None:
         cluster.fail("list_objects", ServerError("starting", status=503), times=4)
         async with running(cluster, FakeBroker()) as restarted:
             assert "sim" in restarted.inventory.simulations
+    scenario(body)
+
+
+def test_creates_refused_403_for_a_while_are_retried_and_no_model_fails() -> None:
+    """kube-apiserver answers 403 for a few seconds after it restarts (its RBAC caches are empty)."""
+    async def body() -> None:
+        cluster, broker = FakeCluster(), FakeBroker()
+        cluster.fail("create_pod", Forbidden('pods is forbidden: User "mso" cannot create resource "pods"',
+                                             status=403), times=12)
+        async with running(cluster, broker, model_start_timeout_seconds=30.0) as runtime:
+            deploy(runtime, "sim", "m1", "m2", "m3")
+            await pods_created(cluster, 3)
+        assert broker.terminations("sim") == []
+    scenario(body)
+
+
+def test_creates_refused_403_until_the_start_deadline_fail_minus_two_with_the_reason() -> None:
+    async def body() -> None:
+        cluster, broker = FakeCluster(), FakeBroker()
+        cluster.fail("create_pod", Forbidden("pods is forbidden", status=403), times=None)
+        async with running(cluster, broker, model_start_timeout_seconds=0.3) as runtime:
+            deploy(runtime, "sim", "m1")
+            await wait_until(lambda: "AllModelsHaveTerminated" in broker.kinds("sim"), what="the end")
+        assert broker.terminations("sim") == [("m1", -2)]
+        error = next(payload for topic, payload in broker.published if topic.endswith("/m1/ErrorOccurred"))
+        assert b"pod not created: 403" in error and b"pods is forbidden" in error
+    scenario(body)
+
+
+def test_the_cleanup_of_a_simulation_leaves_the_pods_of_one_whose_label_value_is_the_same() -> None:
+    """``a b`` is labelled ``a_b-<hash>``, itself a valid id that another simulation may have."""
+    async def body() -> None:
+        cluster, broker = FakeCluster(), FakeBroker()
+        other = label_value("a b")
+        async with running(cluster, broker) as runtime:
+            deploy(runtime, other, "m1", "m2")
+            deploy(runtime, "a b", "m3")
+            await pods_created(cluster, 3)
+            cluster.set_container(pod_of(cluster, "m3"), "terminated", exit_code=0)
+            await wait_until(lambda: "a b" not in runtime.inventory.simulations, what="a b cleaned up")
+            assert sorted(pod["metadata"]["annotations"]["dots.mso/model-id"] for pod in cluster.pods.values()) == [
+                "m1", "m2"]
+            assert await recorded(cluster, other) != {}, "the other simulation's record is whole"
+            assert broker.terminations(other) == []
+    scenario(body)
+
+
+def pods_of_so(cluster: FakeCluster, so: str, count: int) -> bool:
+    labels = [pod["metadata"]["labels"] for pod in cluster.pods.values()]
+    return sum(bool(pod_labels["dots.mso/simulator-name"] == so) for pod_labels in labels) == count
+
+
+def test_two_sos_in_one_namespace_run_equal_ids() -> None:
+    async def body() -> None:
+        cluster = FakeCluster()
+        brokers = {"so-a": FakeBroker(), "so-b": FakeBroker()}
+        for so, broker in brokers.items():
+            async with running(cluster, broker, so=so, pod_settings=PodSettings(so=so)) as runtime:
+                message = DeployModels(simulatorId="so01", modelConfigurations=[
+                    ModelConfiguration(modelID=model, imageUrl=IMAGE) for model in ("M1", "m1")])
+                runtime.receive(f"/lifecycle/{so}/mso/sim/DeployModels", message.SerializeToString())
+                await wait_until(partial(pods_of_so, cluster, so, 2), what=f"{so}'s pods")
+        assert len(cluster.pods) == 4
+        assert [broker.terminations("sim") for broker in brokers.values()] == [[], []]
     scenario(body)

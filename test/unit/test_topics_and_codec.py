@@ -98,14 +98,32 @@ def test_health_ping_carries_active_simulations() -> None:
 @pytest.mark.parametrize(("topic", "payload", "why"), [
     ("/lifecycle/dots-so/mso/s/DeployModels", b"\xff\xff\xff", "malformed"),
     ("/lifecycle/dots-so/mso/s/DeployModels", DeployModels(simulatorId="x").SerializeToString(), "no models"),
-    ("/lifecycle/dots-so/mso/s/DeployModels", deploy_payload(""), "empty id"),
-    ("/lifecycle/dots-so/mso/s/DeployModels", deploy_payload("a/b"), "MQTT topic"),
+    ("/lifecycle/dots-so/mso/s/DeployModels", deploy_payload(""), "no model that can be answered.*is empty"),
+    ("/lifecycle/dots-so/mso/s/DeployModels", deploy_payload("a/b"), "no model that can be answered.*holds '/'"),
+    ("/lifecycle/dots-so/mso/s\x85/DeployModels", deploy_payload("a"), "simulation id .* U\\+0085"),
     ("/lifecycle/dots-so/mso/s/DeployModels", b"x" * (1024 * 1024 + 1), "over the limit"),
     ("/lifecycle/dots-so/mso/s/Nope", b"", "not a topic"),
 ])
 def test_bad_messages_raise_a_decode_error_that_says_why(topic: str, payload: bytes, why: str) -> None:
     with pytest.raises(codec.DecodeError, match=why):
         decode(topic, payload)
+
+
+@pytest.mark.parametrize(("bad", "why"), [
+    ("b\x00", "U+0000"), ("b\x1b[31m", "U+001B"), ("b\x7f", "U+007F"), ("b\x9f", "U+009F"),
+    ("b\ufdd0", "U+FDD0"), ("b\uffff", "U+FFFF"), ("b\U0010fffe", "U+10FFFE"), ("b+", "wildcard"),
+    ("b#", "wildcard"), ("b" * 70_000, "longer than 65535 bytes"),
+])
+def test_a_deploy_with_an_id_no_topic_may_carry_is_refused_and_its_other_models_listed(bad: str, why: str) -> None:
+    decoded = decode("/lifecycle/dots-so/mso/s/DeployModels", deploy_payload("a", bad, "c"))
+    assert isinstance(decoded, DeployRequested)
+    assert [spec.model_id for spec in decoded.models] == ["a", "c"]
+    assert why in decoded.refused
+
+
+def test_ids_any_topic_may_carry_are_accepted() -> None:
+    decoded = decode("/lifecycle/dots-so/mso/s/DeployModels", deploy_payload("é 日本 ~!", "a b", "A_b-c.d"))
+    assert isinstance(decoded, DeployRequested) and decoded.refused == "" and len(decoded.models) == 3
 
 
 @given(st.binary(max_size=2048), st.sampled_from([
