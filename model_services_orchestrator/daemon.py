@@ -75,6 +75,7 @@ class Daemon:
             ),
             # Through a method: the runtime, built next, publishes through this session.
             on_message=self._received,
+            on_connected=self._connected,
         )
         self.runtime = Runtime(
             settings=RuntimeSettings(
@@ -94,6 +95,8 @@ class Daemon:
                 model_start_timeout_seconds=settings.model_start_timeout_seconds,
                 min_cleanup_delay_seconds=settings.min_cleanup_delay_seconds,
                 model_stop_grace_seconds=settings.model_stop_grace_seconds,
+                model_finish_timeout_seconds=settings.model_finish_timeout_seconds,
+                ready_settle_seconds=settings.ready_settle_seconds,
                 max_keep_logs_hours=settings.max_keep_logs_hours,
                 failed_log_tail_lines=settings.failed_log_tail_lines,
                 report_failures_as_error_occurred=settings.report_failures_as_error_occurred,
@@ -120,6 +123,14 @@ class Daemon:
 
     def _received(self, topic: str, payload: bytes) -> None:
         self.runtime.receive(topic, payload)
+
+    def _connected(self, session_present: bool) -> None:
+        if not session_present and self.runtime.inventory.simulations:
+            _log.warning("the broker came back without our session: what was sent to us while away is lost",
+                         simulations=len(self.runtime.inventory.simulations),
+                         broker_settings="persistence true, queue_qos0_messages true",
+                         see="docs/operations.md#the-dots-broker")
+        self.runtime.connected()
 
     # -- the watch, from its thread
 
@@ -164,6 +175,7 @@ class Daemon:
             active_simulations=len(runtime.inventory.simulations),
             models_by_state=runtime.models_by_state(),
             pods_created=runtime.pods_created,
+            models_restarted=runtime.models_restarted,
             pod_create_latency_buckets=runtime.create_latency.cumulative(),
             pod_create_latency_sum=runtime.create_latency.total,
             api_errors=dict(self.gateway.api_errors),
@@ -196,8 +208,8 @@ class Daemon:
                 tasks.add(stopping)
                 if self.settings.http_port:
                     tasks.add(group.create_task(serve_http(
-                        port=self.settings.http_port, ready_reasons=self.ready_reasons, snapshot=self.metrics),
-                        name="http"))
+                        host=self.settings.http_host, port=self.settings.http_port, ready_reasons=self.ready_reasons,
+                        snapshot=self.metrics), name="http"))
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 if stopping not in done:
                     for task in done:

@@ -55,6 +55,7 @@ class MetricsSnapshot:
     active_simulations: int
     models_by_state: Mapping[str, int]
     pods_created: int
+    models_restarted: int
     pod_create_latency_buckets: list[tuple[str, float]]
     pod_create_latency_sum: float
     api_errors: Mapping[int, int]
@@ -79,6 +80,9 @@ class OrchestratorCollector(Collector):
             models.add_metric([state], count)
         yield models
         yield CounterMetricFamily("mso_pods_created", "Pods created (or found already there).", value=s.pods_created)
+        yield CounterMetricFamily("mso_models_restarted",
+                                  "Models whose pod was made again: their ReadyForProcessing was lost while away.",
+                                  value=s.models_restarted)
         yield HistogramMetricFamily("mso_pod_create_seconds", "Time from asking to create a pod to the API's answer.",
                                     buckets=s.pod_create_latency_buckets, sum_value=s.pod_create_latency_sum)
         errors = CounterMetricFamily("mso_kubernetes_api_errors", "Failed Kubernetes API calls by HTTP status "
@@ -108,8 +112,7 @@ def _response(status: str, body: bytes, content_type: str = "text/plain; charset
 
 
 async def serve_http(
-    *, port: int, ready_reasons: Callable[[], list[str]], snapshot: Callable[[], MetricsSnapshot],
-    host: str = "0.0.0.0",  # noqa: S104 (probes come from the kubelet, on the pod's address)
+    *, host: str, port: int, ready_reasons: Callable[[], list[str]], snapshot: Callable[[], MetricsSnapshot],
 ) -> None:
     """Serve the probes and metrics until cancelled."""
     registry = CollectorRegistry(auto_describe=False)

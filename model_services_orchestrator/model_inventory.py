@@ -29,14 +29,16 @@ from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 
 from model_services_orchestrator.pod_observation import ContainerState, PodObservation
-from model_services_orchestrator.pod_specs import pod_name, unique_pod_name
+from model_services_orchestrator.pod_specs import pod_name, restarted_pod_name, unique_pod_name
 
 __all__ = [
     "EXIT_CREATE_REJECTED",
     "EXIT_ENDED_EARLY",
     "EXIT_POD_LOST",
     "EXIT_START_TIMEOUT",
+    "Connected",
     "CreatePod",
+    "DeletePod",
     "Delivered",
     "Delivery",
     "DeployRequested",
@@ -53,6 +55,7 @@ __all__ = [
     "PodCreateFailed",
     "PodCreateRejected",
     "PodCreated",
+    "PodDeleted",
     "PodGone",
     "PodListed",
     "PodSeen",
@@ -61,6 +64,7 @@ __all__ = [
     "Simulation",
     "SimulationCleanedUp",
     "StopPod",
+    "StopReason",
     "Termination",
     "Tick",
 ]
@@ -118,6 +122,15 @@ class Phase(Enum):
     ENDED = "ended"  # its termination is decided and nothing is left to do to its pod
 
 
+class StopReason(IntEnum):
+    """Why the daemon is to stop a model at its ``stop_at`` (recorded, so a restart keeps the deadline)."""
+
+    NONE = 0
+    ENDED_EARLY = 1  # the SO's simulation-wide SimulationDone
+    UNHEARD = 2  # the SO's SimulationDone to a model whose ReadyForProcessing was not seen: it did not hear it
+    FINISH_TIMEOUT = 3  # still running MODEL_FINISH_TIMEOUT_SECONDS after its SimulationDone
+
+
 class Delivery(IntEnum):
     """How far a lifecycle message got. Recorded: a restarted daemon resends what is not DELIVERED."""
 
@@ -169,6 +182,16 @@ class CreatePod:
 
 
 @dataclass(frozen=True, slots=True)
+class DeletePod:
+    """Delete a pod this model no longer uses (it was restarted under another name), if it is still ours."""
+
+    simulator_id: str
+    simulation_id: str
+    model_id: str
+    pod_name: str
+
+
+@dataclass(frozen=True, slots=True)
 class StopPod:
     """Stop a model's container and keep its pod, so its logs stay readable until the cleanup.
 
@@ -200,7 +223,12 @@ class Model:
     waiting_message: str = ""
     refused_pulls: int = 0  # ErrImagePull answers saying the image does not exist or may not be pulled
     start_deadline: float | None = None  # not running by then: -2
-    stop_at: float | None = None  # the simulation ended early: the end of the model's grace period
+    stop_at: float | None = None  # the daemon stops the model then, for ``stop_reason``
+    stop_reason: StopReason = StopReason.NONE
+    # Not recorded: when to restart the model if its ReadyForProcessing, lost while the daemon was away
+    # from the broker, has not come again by then (set on each connection).
+    ready_check_at: float | None = None
+    restarted: bool = False  # its pod was deleted and made again under ``restarted_pod_name``; once only
     termination: Termination | None = None  # decided
     reported: bool = False  # its ModelHasTerminated was delivered
 
@@ -216,6 +244,9 @@ class Simulation:
     models_ready: Delivery = Delivery.NONE
     all_terminated: Delivery = Delivery.NONE
     finished_at: float | None = None  # when its last termination was decided
+    # The SO sent SimulationDone (to a model, or to the simulation): it ended the simulation, and a
+    # ModelsReady now would crash today's SO. Never sent after this.
+    ended_by_so: bool = False
     # Book-keeping, not recorded:
     version: int = 1  # bumped by every change of what the record holds
     saved_version: int = 0  # the version the cluster's record holds (0: none yet)
@@ -226,6 +257,8 @@ class Simulation:
     outgoing: deque[Outgoing] = field(default_factory=deque)  # decided, not yet released, in order
     to_create: dict[str, None] = field(default_factory=dict)  # models in PENDING with a spec, in order
     to_stop: dict[str, None] = field(default_factory=dict)  # models in STOPPING
+    to_delete: dict[str, str] = field(default_factory=dict)  # a restarted model's earlier pod, by model
+    restarts: list[str] = field(default_factory=list)  # models restarted since last taken (to be logged)
     reports: list[FailureReport] = field(default_factory=list)
     ready_count: int = 0
     terminated_count: int = 0
@@ -279,6 +312,22 @@ class PodCreateRejected:
     reason: str
     now: float
     name_taken: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PodDeleted:
+    """A restarted model's earlier pod was deleted (or found gone, or not ours)."""
+
+    simulation_id: str
+    model_id: str
+    pod_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The daemon (re)connected to the broker: ReadyForProcessing sent while it was away may be lost."""
+
+    now: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +406,8 @@ Event = (
     | PodCreateFailed
     | PodCreateRejected
     | PodStopped
+    | PodDeleted
+    | Connected
     | ReadyReceived
     | PodSeen
     | PodGone
@@ -377,8 +428,11 @@ class Inventory:
 
     def __init__(
         self, *, start_timeout_seconds: float, min_cleanup_delay_seconds: float, stop_grace_seconds: float = 30.0,
-        max_keep_logs_hours: float = 168.0, so: str = "",
+        max_keep_logs_hours: float = 168.0, so: str = "", finish_timeout_seconds: float = 3600.0,
+        ready_settle_seconds: float = 10.0,
     ) -> None:
+        self._finish_timeout = finish_timeout_seconds
+        self._ready_settle = ready_settle_seconds
         self._so = so  # in the hash of a unique pod name: another SO in the namespace may run equal ids
         self.simulations: dict[str, Simulation] = {}
         # Deadlines as (time, sequence, simulation, model or None for the cleanup); entries that no
@@ -432,7 +486,9 @@ class Inventory:
             return []
         released: list[Outgoing] = []
         while simulation.outgoing and simulation.outgoing[0].version <= simulation.saved_version:
-            released.append(simulation.outgoing.popleft())
+            message = simulation.outgoing.popleft()
+            if not (message.kind is MessageKind.MODELS_READY and simulation.ended_by_so):
+                released.append(message)
         return released
 
     def pods_to_create(self, simulation_id: str, limit: int) -> list[CreatePod]:
@@ -441,7 +497,9 @@ class Inventory:
         if simulation is None or simulation.saved_version == 0:
             return []
         creates: list[CreatePod] = []
-        for model_id in itertools.islice(simulation.to_create, limit):
+        # A model the daemon is to stop anyway gets no pod now: it would never hear the SO.
+        wanted = (model_id for model_id in simulation.to_create if simulation.models[model_id].stop_at is None)
+        for model_id in itertools.islice(wanted, limit):
             model = simulation.models[model_id]
             assert model.spec is not None
             creates.append(CreatePod(simulation.simulator_id, simulation.simulation_id, simulation.keep_logs_hours,
@@ -459,6 +517,21 @@ class Inventory:
             stops.append(StopPod(simulation.simulator_id, simulation.simulation_id, model_id, model.pod_name,
                                  delete=model.waiting_reason == "Unschedulable"))
         return stops
+
+    def pods_to_delete(self, simulation_id: str) -> list[DeletePod]:
+        simulation = self.simulations.get(simulation_id)
+        if simulation is None:
+            return []
+        return [DeletePod(simulation.simulator_id, simulation_id, model_id, name)
+                for model_id, name in simulation.to_delete.items()]
+
+    def take_restarts(self, simulation_id: str) -> list[str]:
+        """The models restarted since the last call, for the log and the metrics."""
+        simulation = self.simulations.get(simulation_id)
+        if simulation is None:
+            return []
+        restarts, simulation.restarts = simulation.restarts, []
+        return restarts
 
     def take_reports(self, simulation_id: str) -> list[FailureReport]:
         simulation = self.simulations.get(simulation_id)
@@ -490,9 +563,11 @@ class Inventory:
         simulation.terminated_count = sum(1 for model in simulation.models.values() if model.termination)
         sid = simulation.simulation_id
         self.simulations[sid] = simulation
-        if simulation.models_ready is Delivery.DECIDED:
+        if simulation.models_ready is Delivery.DECIDED and not simulation.ended_by_so:
             simulation.outgoing.append(Outgoing(sid, MessageKind.MODELS_READY, simulation.version))
         for model in simulation.models.values():
+            if model.stop_at is not None and model.termination is None:
+                self._timer(model.stop_at, sid, model.model_id)
             if model.phase is Phase.PENDING:
                 if model.spec is not None:
                     simulation.to_create[model.model_id] = None
@@ -521,12 +596,16 @@ class Inventory:
                 self._create_rejected(event)
             case PodStopped():
                 self._pod_stopped(event)
+            case PodDeleted():
+                self._pod_deleted(event)
+            case Connected():
+                self._connected(event.now)
             case ReadyReceived():
                 self._ready(event)
             case PodSeen():
                 self._pod_seen(event.observation, event.now)
             case PodGone():
-                self._pod_gone(event.simulation_id, event.model_id, event.now)
+                self._pod_gone(event.simulation_id, event.model_id, event.pod_name, event.now)
             case ListStarted():
                 self._lists_started += 1
             case PodListed():
@@ -687,21 +766,29 @@ class Inventory:
         model.ready = True
         simulation.ready_count += 1
         self._changed(simulation, model.model_id)
-        if simulation.models_ready is Delivery.NONE and simulation.ready_count == len(simulation.models):
+        if (simulation.models_ready is Delivery.NONE and not simulation.ended_by_so
+                and simulation.ready_count == len(simulation.models)):
             simulation.models_ready = Delivery.DECIDED
             simulation.version += 1
             simulation.outgoing.append(Outgoing(simulation.simulation_id, MessageKind.MODELS_READY,
                                                 simulation.version))
 
-    def _pod_seen(self, seen: PodObservation, now: float) -> None:
+    def _pod_seen(self, seen: PodObservation, now: float) -> bool:
+        """Take in what a pod of a known model shows; whether it is the model's pod."""
         simulation = self.simulations.get(seen.simulation_id)
         model = simulation.models.get(seen.model_id) if simulation else None
-        if simulation is None or model is None or not _is_pod_of(model, seen, self._so):
-            return
+        if simulation is None or model is None:
+            return False
+        if not _is_pod_of(model, seen, self._so):
+            if model.restarted and not seen.deleting and seen.pod_name in _first_names(seen, self._so):
+                # The pod it had before its restart, still there (the daemon was killed before deleting it).
+                simulation.to_delete[model.model_id] = seen.pod_name
+                self._touched.add(simulation.simulation_id)
+            return False
         self._pod_exists(simulation, model)
         model.container = seen.state
         if model.termination is not None:
-            return
+            return True
         match seen.state:
             case ContainerState.TERMINATED:
                 code = seen.exit_code if seen.exit_code is not None else EXIT_POD_LOST
@@ -718,6 +805,7 @@ class Inventory:
                 model.waiting_message = ""
             case ContainerState.WAITING:
                 self._waiting(simulation, model, seen, now)
+        return True
 
     def _waiting(self, simulation: Simulation, model: Model, seen: PodObservation, now: float) -> None:
         if _pull_refused(seen.reason, seen.message) and model.waiting_reason != seen.reason:
@@ -730,11 +818,15 @@ class Inventory:
         if seen.reason in _HOPELESS_WAITING_REASONS or model.refused_pulls >= _REFUSED_PULLS_TO_FAIL:
             self._fail_start(simulation, model, now)
 
-    def _pod_gone(self, simulation_id: str, model_id: str, now: float) -> None:
+    def _pod_gone(self, simulation_id: str, model_id: str, name: str, now: float) -> None:
         simulation = self.simulations.get(simulation_id)
         model = simulation.models.get(model_id) if simulation else None
         if simulation is None or model is None:
             return
+        if model.restarted and name != model.pod_name:
+            if simulation.to_delete.get(model_id) == name:
+                del simulation.to_delete[model_id]
+            return  # its pod from before the restart
         model.container = None
         if model.phase is Phase.STOPPING:
             self._move(simulation, model, Phase.ENDED)  # nothing left to stop
@@ -748,8 +840,8 @@ class Inventory:
                      and not seen.deleting])
         listed: set[tuple[str, str]] = set()
         for seen in event.observations:
-            listed.add((seen.simulation_id, seen.model_id))
-            self._pod_seen(seen, event.now)
+            if self._pod_seen(seen, event.now):
+                listed.add((seen.simulation_id, seen.model_id))
         for simulation in list(self.simulations.values()):
             for model in list(simulation.models.values()):
                 # A pod learnt of after the list was requested may be younger than its snapshot: the watch
@@ -757,7 +849,7 @@ class Inventory:
                 if (model.has_pod and model.pod_known_at_list < self._lists_started
                         and model.phase in (Phase.CREATED, Phase.STOPPING)
                         and (simulation.simulation_id, model.model_id) not in listed):
-                    self._pod_gone(simulation.simulation_id, model.model_id, event.now)
+                    self._pod_gone(simulation.simulation_id, model.model_id, model.pod_name, event.now)
         for simulation in list(self.simulations.values()):
             for model in list(simulation.models.values()):
                 if model.phase is Phase.PENDING and model.spec is None:
@@ -809,14 +901,62 @@ class Inventory:
 
     def _end_requested(self, event: EndRequested) -> None:
         simulation = self.simulations.get(event.simulation_id)
-        if simulation is None or event.model_id is not None:
-            # The SO's per-model SimulationDone is the normal end: the model writes its results and
-            # exits on its own, which may take minutes. Only the simulation-wide request ends early.
+        if simulation is None:
             return
-        for model in simulation.models.values():
-            if model.termination is None and model.stop_at is None:
-                model.stop_at = event.now + self._stop_grace
-                self._timer(model.stop_at, simulation.simulation_id, model.model_id)
+        if not simulation.ended_by_so:
+            simulation.ended_by_so = True
+            self._changed(simulation)
+        if event.model_id is None:
+            for each in simulation.models.values():
+                self._stop_later(simulation, each, event.now + self._stop_grace, StopReason.ENDED_EARLY)
+            return
+        if (model := simulation.models.get(event.model_id)) is None:
+            return
+        if model.ready:
+            # The normal end: the model writes its results and exits on its own, which may take minutes.
+            self._stop_later(simulation, model, event.now + self._finish_timeout, StopReason.FINISH_TIMEOUT)
+        else:
+            # It subscribes just before it announces itself, and the SO's SimulationDone is QoS 0 and not
+            # retained: a model not yet heard from cannot have heard it, and would run for ever.
+            self._stop_later(simulation, model, event.now + self._stop_grace, StopReason.UNHEARD)
+
+    def _stop_later(self, simulation: Simulation, model: Model, at: float, reason: StopReason) -> None:
+        """Stop the model at ``at`` unless it ends before, or an earlier stop is already set."""
+        if model.termination is not None or (model.stop_at is not None and model.stop_at <= at):
+            return
+        model.stop_at, model.stop_reason = at, reason
+        self._timer(at, simulation.simulation_id, model.model_id)
+        self._changed(simulation, model.model_id)
+
+    def _connected(self, now: float) -> None:
+        for simulation in self.simulations.values():
+            if simulation.models_ready is not Delivery.NONE or simulation.ended_by_so:
+                continue
+            for model in simulation.models.values():
+                if _may_restart(model):
+                    model.ready_check_at = now + self._ready_settle
+                    self._timer(model.ready_check_at, simulation.simulation_id, model.model_id)
+
+    def _restart_unheard(self, simulation: Simulation, model: Model, now: float) -> None:
+        """Its ReadyForProcessing, sent while the daemon was away, is lost: a new pod announces it again."""
+        if simulation.models_ready is not Delivery.NONE or simulation.ended_by_so or not _may_restart(model):
+            return
+        simulation.to_delete[model.model_id] = model.pod_name
+        model.restarted = True
+        model.pod_name = restarted_pod_name(simulation.simulator_id, simulation.simulation_id, model.model_id,
+                                            self._so)
+        model.has_pod = False
+        model.container = None
+        self._move(simulation, model, Phase.PENDING)
+        simulation.to_create[model.model_id] = None
+        self._set_start_deadline(simulation.simulation_id, model, now)
+        simulation.restarts.append(model.model_id)
+        self._changed(simulation, model.model_id)
+
+    def _pod_deleted(self, event: PodDeleted) -> None:
+        simulation = self.simulations.get(event.simulation_id)
+        if simulation is not None and simulation.to_delete.get(event.model_id) == event.pod_name:
+            del simulation.to_delete[event.model_id]
 
     def _fail_start(self, simulation: Simulation, model: Model, now: float) -> None:
         reason = model.waiting_reason or ("pod not created" if model.phase is Phase.PENDING else "not started")
@@ -836,9 +976,13 @@ class Inventory:
                 self._touched.add(simulation_id)  # the cleanup is due
                 continue
             model = simulation.models[model_id]
-            if model.stop_at is not None and now >= model.stop_at:
-                self._terminate(simulation, model, Termination(
-                    EXIT_ENDED_EARLY, "simulation ended early; still running after the grace period"), now, stop=True)
+            at = timer[0]
+            if at == model.stop_at:
+                self._terminate(simulation, model, Termination(EXIT_ENDED_EARLY, self._stop_text(model)), now,
+                                stop=True)
+            elif at == model.ready_check_at:
+                model.ready_check_at = None
+                self._restart_unheard(simulation, model, now)
             else:
                 self._fail_start(simulation, model, now)
 
@@ -855,7 +999,18 @@ class Inventory:
         model = simulation.models.get(model_id)
         if model is None or model.termination is not None:
             return False
-        return at in (model.stop_at, model.start_deadline)
+        return at in (model.stop_at, model.start_deadline, model.ready_check_at)
+
+    def _stop_text(self, model: Model) -> str:
+        match model.stop_reason:
+            case StopReason.UNHEARD:
+                return ("ended by the SO before it announced itself, so it never heard SimulationDone; "
+                        "still running after the grace period")
+            case StopReason.FINISH_TIMEOUT:
+                return (f"still running {self._finish_timeout:g} s after the SO's SimulationDone "
+                        "(MODEL_FINISH_TIMEOUT_SECONDS)")
+            case _:
+                return "simulation ended early; still running after the grace period"
 
     def _terminate(self, simulation: Simulation, model: Model, termination: Termination, now: float, *,
                    ran: bool = False, stop: bool = False, report: bool = True) -> None:
@@ -887,6 +1042,20 @@ class Inventory:
                         model.model_id, model.termination.exit_code, model.termination.reason)
 
 
+def _may_restart(model: Model) -> bool:
+    """Running, unheard, restartable: its pod can be made again, and never was."""
+    return (not model.ready and model.termination is None and not model.restarted and model.spec is not None
+            and model.phase is Phase.CREATED and model.container is ContainerState.RUNNING
+            and model.stop_at is None)
+
+
+def _first_names(seen: PodObservation, so: str) -> tuple[str, ...]:
+    """The names a model's pod may have before any restart (the last: an earlier version's unique name)."""
+    return (pod_name(seen.simulator_id, seen.simulation_id, seen.model_id),
+            unique_pod_name(seen.simulator_id, seen.simulation_id, seen.model_id, so),
+            unique_pod_name(seen.simulator_id, seen.simulation_id, seen.model_id))
+
+
 def _is_pod_of(model: Model, seen: PodObservation, so: str) -> bool:
     """Whether the pod seen is the model's; its name is then the model's pod name from now on.
 
@@ -895,10 +1064,7 @@ def _is_pod_of(model: Model, seen: PodObservation, so: str) -> bool:
     earlier version's). Any other pod is a stranger.
     """
     if model.pod_name != seen.pod_name:
-        names = (pod_name(seen.simulator_id, seen.simulation_id, seen.model_id),
-                 unique_pod_name(seen.simulator_id, seen.simulation_id, seen.model_id, so),
-                 unique_pod_name(seen.simulator_id, seen.simulation_id, seen.model_id))
-        if seen.pod_name not in names:
+        if model.restarted or seen.pod_name not in _first_names(seen, so):
             return False
         model.pod_name = seen.pod_name
     return True

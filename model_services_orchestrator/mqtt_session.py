@@ -102,13 +102,18 @@ def _check_topic(topic: str) -> None:
 class MqttSession:
     """Keeps a session with the broker up, hands every received message to ``on_message``, publishes in order."""
 
-    def __init__(self, *, settings: MqttSettings, on_message: Callable[[str, bytes], None]) -> None:
+    def __init__(self, *, settings: MqttSettings, on_message: Callable[[str, bytes], None],
+                 on_connected: Callable[[bool], None] | None = None) -> None:
+        """``on_connected(session_present)``: called (in the loop) each time the session is connected and
+        subscribed; ``session_present`` says whether the broker still had our session."""
         if settings.publish_qos not in (0, 1, 2):
             raise ValueError(f"publish_qos must be 0, 1 or 2, not {settings.publish_qos}")
         if settings.max_inflight < 1:
             raise ValueError(f"max_inflight must be at least 1, not {settings.max_inflight}")
         self._settings = settings
         self._on_message = on_message
+        self._on_connected = on_connected
+        self._session_present = False
         self.reconnects = 0
         self.sent_by_type: dict[str, int] = {}
         self._connected = False
@@ -298,6 +303,7 @@ class MqttSession:
             self._refusal = reason
             return
         self.reconnects += 1
+        self._session_present = bool(flags.session_present)
         settings = self._settings
         _log.info("mqtt connected", host=settings.host, port=settings.port, client_id=settings.client_id,
                   session_present=flags.session_present)
@@ -325,6 +331,11 @@ class MqttSession:
         self._connected = True
         self._established = True
         self._schedule_pump()
+        if self._on_connected is not None:
+            try:
+                self._on_connected(self._session_present)
+            except Exception:  # noqa: BLE001 (logged: an exception through paho would break its read state)
+                _log.exception("mqtt connection callback failed")
 
     def _handle_disconnect(
         self, _client: paho.Client, _userdata: Any, _flags: DisconnectFlags, reason: ReasonCode,

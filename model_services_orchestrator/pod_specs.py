@@ -40,6 +40,7 @@ __all__ = [
     "ownership_tests",
     "owns",
     "pod_name",
+    "restarted_pod_name",
     "secret_env_names",
     "secret_key",
     "short_hash",
@@ -112,6 +113,15 @@ def unique_pod_name(simulator_id: str, simulation_id: str, model_id: str, so: st
     suffix = short_hash(so, simulator_id, simulation_id, model_id) if so else short_hash(
         simulator_id, simulation_id, model_id)
     return f"{head}-u{suffix}" if head else f"m-u{suffix}"
+
+
+def restarted_pod_name(simulator_id: str, simulation_id: str, model_id: str, so: str) -> str:
+    """The name of a model's pod made again after its first one was deleted (once per model): free at
+    once, while the first pod may still be terminating under its own name."""
+    plain = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", pod_name(simulator_id, simulation_id, model_id)))
+    head = plain[: _MAX_LABEL - _HASH_LENGTH - 2].strip("-")
+    suffix = short_hash("restarted", so, simulator_id, simulation_id, model_id)
+    return f"{head}-r{suffix}" if head else f"m-r{suffix}"
 
 
 def label_value(value: str) -> str:

@@ -170,7 +170,8 @@ class RecordStore:
         """
         head = record_name(self._so, simulation_id)
         selector = simulation_records_selector(self._so, simulation_id)
-        listed = {kind: await self._api.list_objects(kind, selector) for kind in ("configmaps", "secrets")}
+        listed = {"configmaps": await self._api.list_objects("configmaps", selector),
+                  "secrets": await self._api.list_objects("secrets", selector)}
         head_uids = {item["metadata"]["uid"] for item in listed["configmaps"] if item["metadata"]["name"] == head}
         expected = record_annotations(self._so, simulation_id)
 
@@ -181,10 +182,12 @@ class RecordStore:
             return metadata["name"] == head or bool(head_uids & set(owner_uids(item)))
 
         await self._api.delete_object("configmaps", head)
-        for kind, items in listed.items():
-            for item in items:
-                if item["metadata"]["name"] != head and ours(item):
-                    await self._api.delete_object(kind, item["metadata"]["name"])
+        for item in listed["configmaps"]:
+            if item["metadata"]["name"] != head and ours(item):
+                await self._api.delete_object("configmaps", item["metadata"]["name"])
+        for item in listed["secrets"]:
+            if ours(item):
+                await self._api.delete_object("secrets", item["metadata"]["name"])
         self.forget(simulation_id)
 
     # -- reading
@@ -223,7 +226,7 @@ class RecordStore:
         try:
             specs = decode_specs(specs_parts[index] for index in itertools.takewhile(
                 specs_parts.__contains__, itertools.count()))
-            simulation = decode_record(head["data"], parts.get, specs)
+            simulation = decode_record(head["data"], parts.get, specs, self._so)
             labels = head["metadata"].get("labels") or {}
             if labels.get(LABEL_SIMULATION_ID) != label_value(simulation.simulation_id):
                 raise RecordError(f"labelled for another simulation than {simulation.simulation_id!r}")

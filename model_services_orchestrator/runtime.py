@@ -127,6 +127,8 @@ class RuntimeSettings:
     model_start_timeout_seconds: float = 300.0
     min_cleanup_delay_seconds: float = 5.0
     model_stop_grace_seconds: float = 30.0
+    model_finish_timeout_seconds: float = 3600.0
+    ready_settle_seconds: float = 10.0
     max_keep_logs_hours: float = 168.0
     failed_log_tail_lines: int = 30
     report_failures_as_error_occurred: bool = True
@@ -156,6 +158,8 @@ class Runtime:
             stop_grace_seconds=settings.model_stop_grace_seconds,
             max_keep_logs_hours=settings.max_keep_logs_hours,
             so=settings.so,
+            finish_timeout_seconds=settings.model_finish_timeout_seconds,
+            ready_settle_seconds=settings.ready_settle_seconds,
         )
         self.queue: WorkQueue[str] = WorkQueue(base_delay=settings.retry_base_seconds,
                                                max_delay=settings.retry_max_seconds)
@@ -168,6 +172,7 @@ class Runtime:
         # What the metrics report.
         self.messages_received: dict[str, int] = {}
         self.pods_created = 0
+        self.models_restarted = 0
         self.create_latency = LatencyHistogram()
 
     # -- inputs (in the event loop)
@@ -221,6 +226,10 @@ class Runtime:
         added = [spec.model_id for spec in request.models if spec.model_id not in known.models]
         _log.warning("repeated DeployModels", simulation_id=request.simulation_id,
                      models_added=len(added), answer="FAILED -1 for each model it adds" if added else "none")
+
+    def connected(self) -> None:
+        """The MQTT session is (re)connected and subscribed: readies sent meanwhile may be lost."""
+        self.apply([inv.Connected(self.clock())])
 
     def listing_started(self) -> None:
         """A full list of our pods is about to be requested, from the watch."""
@@ -342,8 +351,15 @@ class Runtime:
                 self._publish(message)
             if reports := inventory.take_reports(simulation_id):
                 await asyncio.gather(*(self._report(report) for report in reports))
+            for model_id in inventory.take_restarts(simulation_id):
+                self.models_restarted += 1
+                _log.warning("model restarted: its ReadyForProcessing was not heard since the broker connection",
+                             simulation_id=simulation_id, model_id=model_id,
+                             settle_seconds=self.settings.ready_settle_seconds)
             if not self._stopping and (stops := inventory.pods_to_stop(simulation_id)):
                 await asyncio.gather(*(self._stop(stop) for stop in stops))
+            if not self._stopping and (deletes := inventory.pods_to_delete(simulation_id)):
+                await asyncio.gather(*(self._delete(delete) for delete in deletes))
         finally:
             outcomes = await creating if creating is not None else []
         if failures := [outcome for outcome in outcomes if isinstance(outcome, BaseException)]:
@@ -374,8 +390,10 @@ class Runtime:
                 _log.info("models ready", simulation_id=message.simulation_id)
                 topic, payload = self.topics.models_ready(message.simulation_id), codec.encode_models_ready()
             case inv.MessageKind.MODEL_HAS_TERMINATED:
-                _log.info("model terminated", simulation_id=message.simulation_id, model_id=message.model_id,
-                          exit_code=message.exit_code, reason=message.reason)
+                # -4: the daemon cut the model short; the reason says why.
+                log = _log.warning if message.exit_code == inv.EXIT_ENDED_EARLY else _log.info
+                log("model terminated", simulation_id=message.simulation_id, model_id=message.model_id,
+                    exit_code=message.exit_code, reason=message.reason)
                 topic = self.topics.model_has_terminated(message.simulation_id, message.model_id)
                 payload = codec.encode_model_has_terminated(message.exit_code)
             case inv.MessageKind.ALL_MODELS_HAVE_TERMINATED:
@@ -413,6 +431,11 @@ class Runtime:
             _log.warning("pod not stopped: gone, or not this model's", simulation_id=stop.simulation_id,
                          model_id=stop.model_id, pod=stop.pod_name)
         self.apply([inv.PodStopped(stop.simulation_id, stop.model_id)])
+
+    async def _delete(self, delete: inv.DeletePod) -> None:
+        marks = ownership_marks(self.settings.so, delete.simulator_id, delete.simulation_id, delete.model_id)
+        await self.pods.delete_own_pod(delete.pod_name, marks)
+        self.apply([inv.PodDeleted(delete.simulation_id, delete.model_id, delete.pod_name)])
 
     async def _create(self, create: inv.CreatePod, secret_for: Callable[[str], str]) -> None:
         spec = create.spec

@@ -89,9 +89,12 @@ class Settings(BaseSettings):
     model_run_as_non_root: bool = False
     model_start_timeout_seconds: float = Field(default=300.0, gt=0)
     model_stop_grace_seconds: float = Field(default=30.0, ge=0)
+    model_finish_timeout_seconds: float = Field(default=3600.0, gt=0, allow_inf_nan=False)
+    ready_settle_seconds: float = Field(default=10.0, gt=0, allow_inf_nan=False)
     model_healthcheck_interval_seconds: float = Field(default=0.0, ge=0)
     report_failures_as_error_occurred: bool = True
     http_port: int = Field(default=8080, ge=0, lt=65536)
+    http_host: str = "0.0.0.0"  # noqa: S104 (probes come from the kubelet, on the pod's address)
 
     pod_create_concurrency: int = Field(default=32, gt=0, le=512)
     min_cleanup_delay_seconds: float = Field(default=5.0, ge=0)

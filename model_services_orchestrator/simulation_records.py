@@ -29,7 +29,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from model_services_orchestrator.model_inventory import Delivery, Model, ModelSpec, Phase, Simulation, Termination
+from model_services_orchestrator.model_inventory import (
+    Delivery,
+    Model,
+    ModelSpec,
+    Phase,
+    Simulation,
+    StopReason,
+    Termination,
+)
 from model_services_orchestrator.pod_specs import (
     ANNOTATION_SIMULATION_ID,
     ANNOTATION_SO,
@@ -41,6 +49,7 @@ from model_services_orchestrator.pod_specs import (
     dns_label,
     label_value,
     pod_name,
+    restarted_pod_name,
     secret_key,
     short_hash,
     simulation_candidates_selector,
@@ -79,13 +88,14 @@ _CREATED = 1
 _READY = 2
 _REPORTED = 4
 _STOPPING = 8
+_RESTARTED = 16
 # A part's JSON stays below this (the API's limit is 1 MiB per object, data and metadata).
 PART_BYTES = 768 * 1024
 # Specs are packed by their JSON size before compression; base64 adds a third in the worst case.
 SPECS_PART_BYTES = 560 * 1024
 # What a termination's reason may add to an entry: 64 characters, each escaped to at most 6.
 _REASON_CHARS = 64
-_ENTRY_OVERHEAD = len('[,3,[-2147483648,""]]') + 6 * _REASON_CHARS
+_ENTRY_OVERHEAD = len('[,31,[-2147483648,""],[-1.0000000000000002e+100,3]]') + 6 * _REASON_CHARS
 
 
 # The readable head of a record's name: 63 less the hash and room for ``.p<k>``... of a part.
@@ -168,10 +178,14 @@ def simulation_records_selector(so: str, simulation_id: str) -> str:
 
 def _entry(model: Model) -> str:
     flags = ((_CREATED if model.has_pod else 0) | (_READY if model.ready else 0)
-             | (_REPORTED if model.reported else 0) | (_STOPPING if model.phase is Phase.STOPPING else 0))
+             | (_REPORTED if model.reported else 0) | (_STOPPING if model.phase is Phase.STOPPING else 0)
+             | (_RESTARTED if model.restarted else 0))
     termination = (None if model.termination is None
                    else [model.termination.exit_code, model.termination.reason[:_REASON_CHARS]])
-    return json.dumps([model.model_id, flags, termination], separators=(",", ":"))
+    entry: list[Any] = [model.model_id, flags, termination]
+    if model.stop_at is not None and model.termination is None:
+        entry.append([model.stop_at, int(model.stop_reason)])  # a deadline a restart must keep
+    return json.dumps(entry, separators=(",", ":"))
 
 
 def _largest_entry(model_id: str) -> int:
@@ -188,6 +202,7 @@ def _head(simulation: Simulation, parts: int) -> dict[str, str]:
         "modelsReady": int(simulation.models_ready),
         "allTerminated": int(simulation.all_terminated),
         "finishedAt": simulation.finished_at,
+        "endedBySo": simulation.ended_by_so,
         "parts": parts,
     }, separators=(",", ":"))}
 
@@ -287,7 +302,7 @@ def encode_record(simulation: Simulation, part_bytes: int = PART_BYTES) -> Recor
 
 
 def decode_record(head: dict[str, str], part: Callable[[int], dict[str, str] | None],
-                  specs: dict[str, ModelSpec] | None = None) -> Simulation:
+                  specs: dict[str, ModelSpec] | None = None, so: str = "") -> Simulation:
     """The ``Simulation`` a head and its parts describe; ``part(k)`` gives the data of part k, or None.
 
     ``specs`` come from the specs Secrets, where they still exist.
@@ -310,29 +325,36 @@ def decode_record(head: dict[str, str], part: Callable[[int], dict[str, str] | N
             models_ready=ready,
             all_terminated=ended,
             finished_at=None if body["finishedAt"] is None else float(body["finishedAt"]),
+            ended_by_so=bool(body.get("endedBySo", False)),
         )
         for index in range(int(body["parts"])):
             data = part(index)
             if data is None:
                 raise RecordError(f"part {index} of {body['parts']} is missing")
-            for model_id, flags, termination in json.loads(data[PART_KEY]):
-                simulation.models[str(model_id)] = _model(simulation, str(model_id), int(flags), termination,
-                                                          (specs or {}).get(str(model_id)), legacy=version == 2)
+            for model_id, flags, termination, *stop in json.loads(data[PART_KEY]):
+                model = simulation.models[str(model_id)] = _model(
+                    simulation, str(model_id), int(flags), termination, (specs or {}).get(str(model_id)),
+                    legacy=version == 2, so=so)
+                if stop:
+                    model.stop_at, model.stop_reason = float(stop[0][0]), StopReason(int(stop[0][1]))
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordError(f"unreadable simulation record: {exc}") from exc
     return simulation
 
 
 def _model(simulation: Simulation, model_id: str, flags: int, termination: Any, spec: ModelSpec | None, *,
-           legacy: bool) -> Model:
+           legacy: bool, so: str) -> Model:
     ended = None if termination is None else Termination(int(termination[0]), str(termination[1]))
     if ended is not None:
         phase = Phase.STOPPING if flags & _STOPPING else Phase.ENDED
     else:
         phase = Phase.CREATED if flags & _CREATED else Phase.PENDING
+    name = (restarted_pod_name(simulation.simulator_id, simulation.simulation_id, model_id, so)
+            if flags & _RESTARTED else pod_name(simulation.simulator_id, simulation.simulation_id, model_id))
     return Model(
         model_id=model_id,
-        pod_name=pod_name(simulation.simulator_id, simulation.simulation_id, model_id),
+        pod_name=name,
+        restarted=bool(flags & _RESTARTED),
         spec=spec,
         phase=phase,
         has_pod=bool(flags & _CREATED),

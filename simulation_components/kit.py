@@ -174,10 +174,15 @@ class SimulatorRecorder:
 
 
 def fake_model_env(broker: LocalMosquitto, simulation_id: str, model_id: str, *, exit_code: int | None = None,
-                   run_seconds: float = 1.0) -> list[tuple[str, str]]:
+                   run_seconds: float = 1.0, start_seconds: float = 0.0, finish_seconds: float = 0.0,
+                   hang: bool = False) -> list[tuple[str, str]]:
+    """The env of a fake model (``simulation_components.fake_model``): it listens to its SimulationDone from
+    just before it announces itself, as DOTS models do."""
     env = [("MQTT_HOST", broker.host), ("MQTT_PORT", str(broker.port)), ("SIMULATOR_ID", "so01"),
            ("SIMULATION_ID", simulation_id), ("MODEL_ID", model_id), ("MQTT_USERNAME", broker.username),
-           ("MQTT_PASSWORD", broker.password), ("FAKE_MODEL_RUN_SECONDS", str(run_seconds))]
+           ("MQTT_PASSWORD", broker.password), ("FAKE_MODEL_RUN_SECONDS", str(run_seconds)),
+           ("FAKE_MODEL_START_SECONDS", str(start_seconds)), ("FAKE_MODEL_FINISH_SECONDS", str(finish_seconds)),
+           ("FAKE_MODEL_HANG", "1" if hang else "0")]
     if exit_code is not None:
         env.append(("EXIT_CODE", str(exit_code)))
     return env

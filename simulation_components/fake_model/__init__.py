@@ -3,14 +3,21 @@
 Why this exists: the orchestrator's job is to start models and report what
 they do, so tests, the demo and benchmarks need a model whose behaviour is
 chosen by its environment: connect to MQTT, send ReadyForProcessing (or fail
-before it), run for a while, exit with a given code. Optionally it answers the
-orchestrator's health pings with progress counters that grow (or stall).
+before it), run for a while, exit with a given code. Like a model made from the
+DOTS template, it subscribes to its SimulationDone just before it announces
+itself, so it never hears one sent earlier, and on hearing it finishes its
+work and exits (or, hung, does not). Optionally it answers the orchestrator's
+health pings with progress counters that grow (or stall).
 
 Environment (as the orchestrator's pods receive it from DeployModels):
 MQTT_HOST, MQTT_PORT (1883), MQTT_USERNAME, MQTT_PASSWORD, SIMULATOR_ID,
 SIMULATION_ID, MODEL_ID, EXIT_CODE (0); ours: FAKE_MODEL_RUN_SECONDS (10),
 FAKE_MODEL_ANSWER_PINGS (1 to answer PingHealthMSOToModel), FAKE_MODEL_STALL
-(1 to keep the pong counters constant).
+(1 to keep the pong counters constant), FAKE_MODEL_START_SECONDS (0: how long
+it takes before it connects), FAKE_MODEL_SO (dots-so: the SO whose
+SimulationDone it listens to), FAKE_MODEL_FINISH_SECONDS (0: how long it
+writes results after SimulationDone), FAKE_MODEL_HANG (1: SimulationDone heard
+and ignored, as by a hung result writer).
 
 Run with ``python -m simulation_components.fake_model``.
 """
@@ -43,6 +50,7 @@ __all__ = [
     "pong_payload",
     "pong_topic",
     "ready_topic",
+    "simulation_done_topic",
 ]
 
 CONNECT_TIMEOUT_SECONDS = 30.0
@@ -65,6 +73,10 @@ class FakeModelSettings:
     run_seconds: float = 10.0
     answer_pings: bool = False
     stall: bool = False
+    start_seconds: float = 0.0
+    so: str = "dots-so"
+    finish_seconds: float = 0.0
+    hang: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> FakeModelSettings:
@@ -83,6 +95,10 @@ class FakeModelSettings:
             run_seconds=float(environ.get("FAKE_MODEL_RUN_SECONDS") or 10.0),
             answer_pings=flag("FAKE_MODEL_ANSWER_PINGS"),
             stall=flag("FAKE_MODEL_STALL"),
+            start_seconds=float(environ.get("FAKE_MODEL_START_SECONDS") or 0.0),
+            so=environ.get("FAKE_MODEL_SO") or "dots-so",
+            finish_seconds=float(environ.get("FAKE_MODEL_FINISH_SECONDS") or 0.0),
+            hang=flag("FAKE_MODEL_HANG"),
         )
 
 
@@ -100,11 +116,19 @@ def describe_settings(settings: FakeModelSettings) -> list[str]:
         f"FAKE_MODEL_RUN_SECONDS={settings.run_seconds}",
         f"FAKE_MODEL_ANSWER_PINGS={int(settings.answer_pings)}",
         f"FAKE_MODEL_STALL={int(settings.stall)}",
+        f"FAKE_MODEL_START_SECONDS={settings.start_seconds}",
+        f"FAKE_MODEL_SO={settings.so}",
+        f"FAKE_MODEL_FINISH_SECONDS={settings.finish_seconds}",
+        f"FAKE_MODEL_HANG={int(settings.hang)}",
     ]
 
 
 def ready_topic(simulation_id: str, model_id: str) -> str:
     return f"/lifecycle/model/mso/{simulation_id}/{model_id}/ReadyForProcessing"
+
+
+def simulation_done_topic(so: str, simulation_id: str, model_id: str) -> str:
+    return f"/lifecycle/{so}/model/{simulation_id}/{model_id}/SimulationDone"
 
 
 def ping_topic(simulation_id: str, model_id: str) -> str:
@@ -135,7 +159,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise _TerminatedError
 
 
-def _connect(settings: FakeModelSettings, started: float) -> mqtt.Client:
+def _connect(settings: FakeModelSettings, started: float, done: threading.Event) -> mqtt.Client:
     client_id = f"fake-model-{settings.model_id}-{uuid.uuid4().hex[:12]}"
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
     if settings.mqtt_username:
@@ -156,7 +180,9 @@ def _connect(settings: FakeModelSettings, started: float) -> mqtt.Client:
         connected.set()
 
     def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if message.topic == ping_topic(settings.simulation_id, settings.model_id):
+        if message.topic == simulation_done_topic(settings.so, settings.simulation_id, settings.model_id):
+            done.set()
+        elif message.topic == ping_topic(settings.simulation_id, settings.model_id):
             payload = pong_payload(seconds_running=time.monotonic() - started, stall=settings.stall)
             client.publish(pong_topic(settings.simulation_id, settings.model_id), payload, qos=0)
 
@@ -171,6 +197,23 @@ def _connect(settings: FakeModelSettings, started: float) -> mqtt.Client:
     return client
 
 
+def _subscribe(client: mqtt.Client, topic: str) -> None:
+    """Subscribe and wait for the broker's acknowledgement."""
+    acknowledged: set[int] = set()
+    arrived = threading.Condition()
+
+    def on_subscribe(_client: mqtt.Client, _userdata: Any, mid: int, *_rest: Any) -> None:
+        with arrived:
+            acknowledged.add(mid)
+            arrived.notify_all()
+
+    client.on_subscribe = on_subscribe
+    with arrived:
+        mid = client.subscribe(topic, qos=0)[1]
+        if not arrived.wait_for(lambda: mid in acknowledged, PUBLISH_TIMEOUT_SECONDS):
+            raise ConnectionError("the broker did not acknowledge the subscription")
+
+
 def _close(client: mqtt.Client) -> None:
     client.disconnect()
     client.loop_stop()
@@ -181,8 +224,12 @@ def run(settings: FakeModelSettings) -> int:
     started = time.monotonic()
     for line in describe_settings(settings):
         _say(line)
+    if settings.start_seconds:
+        _say(f"starting for {settings.start_seconds}s")
+        time.sleep(settings.start_seconds)
+    done = threading.Event()
     try:
-        client = _connect(settings, started)
+        client = _connect(settings, started, done)
     except (OSError, ConnectionError) as error:
         _say(f"MQTT connection failed: {error}")
         return 1
@@ -191,6 +238,8 @@ def run(settings: FakeModelSettings) -> int:
         if settings.exit_code == 1:
             _say("EXIT_CODE=1: exiting with 1 before ReadyForProcessing")
             return 1
+        # As a DOTS model: it listens to the SO only from just before it announces itself.
+        _subscribe(client, simulation_done_topic(settings.so, settings.simulation_id, settings.model_id))
         info = client.publish(
             ready_topic(settings.simulation_id, settings.model_id),
             ReadyForProcessing().SerializeToString(),
@@ -202,7 +251,12 @@ def run(settings: FakeModelSettings) -> int:
             _say("EXIT_CODE=2: exiting with 2 right after ReadyForProcessing")
             return 2
         _say(f"running for {settings.run_seconds}s")
-        time.sleep(settings.run_seconds)
+        if done.wait(settings.run_seconds):
+            _say("SimulationDone heard")
+            if settings.hang:
+                _say("FAKE_MODEL_HANG=1: never finishing")
+                threading.Event().wait()
+            time.sleep(settings.finish_seconds)
         _say(f"done, exiting with {settings.exit_code}")
         return settings.exit_code
     finally:

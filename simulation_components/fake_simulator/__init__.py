@@ -50,6 +50,7 @@ __all__ = [
     "main",
     "model_environment",
     "parse_args",
+    "simulation_done_topics",
     "subscription_topics",
 ]
 
@@ -101,6 +102,13 @@ class Received:
 def subscription_topics(so: str) -> list[str]:
     """Where the SO listens (PROTOCOL.md section 2)."""
     return [f"/lifecycle/mso/{so}/#", f"/lifecycle/model/{so}/#"]
+
+
+def simulation_done_topics(options: SimulatorOptions) -> list[str]:
+    """Where today's SO sends SimulationDone, to each model, to end a simulation: normally, or when it
+    failed (an ErrorOccurred) or was deleted."""
+    return [f"/lifecycle/{options.so}/model/{options.simulation_id}/{model_id_of(index)}/SimulationDone"
+            for index in range(options.models)]
 
 
 def deploy_models_topic(so: str, simulation_id: str) -> str:
@@ -315,6 +323,7 @@ def run(options: SimulatorOptions) -> int:
         client.publish(topic, deploy.SerializeToString(), qos=1).wait_for_publish(CONNECT_TIMEOUT_SECONDS)
         _say(f"DeployModels sent: {options.models} models of simulation {options.simulation_id} on {topic}")
         deadline = time.monotonic() + options.timeout
+        ended = False
         while (remaining := deadline - time.monotonic()) > 0:
             try:
                 message = inbox.get(timeout=remaining)
@@ -328,6 +337,13 @@ def run(options: SimulatorOptions) -> int:
             _say(received.line)
             if received.ends_simulation:
                 return EXIT_DONE
+            if received.kind == "ErrorOccurred" and not ended:
+                # As today's SO: a failed model fails the simulation, ended by SimulationDone to every
+                # model, at QoS 0, whether it listens yet or not.
+                ended = True
+                _say("simulation failed: SimulationDone to each model")
+                for done in simulation_done_topics(options):
+                    client.publish(done, b"", qos=0)
         _say(f"timeout: no AllModelsHaveTerminated within {options.timeout:g}s")
         return EXIT_TIMEOUT
     finally:

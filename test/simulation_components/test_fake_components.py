@@ -255,6 +255,31 @@ def test_fake_model_exit_codes(
     assert_nothing_more(client, f"/lifecycle/model/mso/{simulation_id}/", f"/test/{unique('marker')}")
 
 
+@pytest.mark.parametrize("hang", [False, True])
+def test_fake_model_hears_simulation_done_only_from_its_announcement(
+    broker: LocalMosquitto, client: Client, hang: bool
+) -> None:
+    """As a DOTS model: a SimulationDone sent before it subscribed passes it by; one after ends it (unless hung)."""
+    simulation_id, model_id = unique("sim"), unique("model")
+    done = f"/lifecycle/dots-so/model/{simulation_id}/{model_id}/SimulationDone"
+    client.subscribe(f"/lifecycle/model/mso/{simulation_id}/#")
+    process = run_fake_model(broker, SIMULATION_ID=simulation_id, MODEL_ID=model_id, FAKE_MODEL_RUN_SECONDS="600",
+                             FAKE_MODEL_START_SECONDS="1", FAKE_MODEL_HANG="1" if hang else "0")
+    try:
+        client.publish(done, b"")  # while it starts: never heard
+        assert client.next_message()[0].endswith("/ReadyForProcessing")
+        client.publish(done, b"")
+        if hang:
+            with pytest.raises(subprocess.TimeoutExpired):
+                process.communicate(timeout=2)
+        else:
+            output, _ = process.communicate(timeout=DEADLINE_SECONDS)
+            assert process.returncode == 0 and output.count("SimulationDone heard") == 1, output
+    finally:
+        process.kill()
+        process.communicate()
+
+
 def test_fake_model_exits_143_on_sigterm(broker: LocalMosquitto, client: Client) -> None:
     simulation_id, model_id = unique("sim"), unique("model")
     client.subscribe(f"/lifecycle/model/mso/{simulation_id}/#")
@@ -498,6 +523,28 @@ def test_fake_simulator_deploys_the_quickstart_and_ends_on_all_models_have_termi
     lines = output.splitlines()
     assert lines[-2:] == ["ModelHasTerminated 1-model FAILED 1", "AllModelsHaveTerminated"]
     assert "ModelsReady" not in lines
+
+
+def test_fake_simulator_ends_a_failed_simulation_with_simulation_done_to_each_model(
+    broker: LocalMosquitto, client: Client
+) -> None:
+    simulation_id = unique("sim")
+    client.subscribe(f"/lifecycle/dots-so/mso/{simulation_id}/DeployModels")
+    client.subscribe(f"/lifecycle/dots-so/model/{simulation_id}/+/SimulationDone")
+    process = _run_fake_simulator(broker, "--simulation-id", simulation_id, "--timeout", "60")
+    try:
+        assert client.next_message()[0].endswith("/DeployModels")
+        client.publish(f"/lifecycle/model/dots-so/{simulation_id}/1-model/ErrorOccurred",
+                       ErrorOccurred(error_message="boom").SerializeToString())
+        ended = sorted(client.next_message()[0] for _ in range(4))
+        assert ended == [f"/lifecycle/dots-so/model/{simulation_id}/{index}-model/SimulationDone"
+                         for index in range(4)]
+        client.publish(f"/lifecycle/mso/dots-so/{simulation_id}/AllModelsHaveTerminated",
+                       AllModelsHaveTerminated().SerializeToString())
+        output, _ = process.communicate(timeout=DEADLINE_SECONDS)
+    finally:
+        process.kill()
+    assert process.returncode == 0 and "simulation failed: SimulationDone to each model" in output, output
 
 
 def test_fake_simulator_times_out(broker: LocalMosquitto) -> None:

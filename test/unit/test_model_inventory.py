@@ -457,19 +457,109 @@ def test_ending_early_gives_a_grace_period_then_stops_what_still_runs_with_minus
     assert settle(inventory) == []
 
 
-def test_a_models_own_simulation_done_never_stops_it() -> None:
+def test_a_ready_models_own_simulation_done_lets_it_finish_until_the_finish_timeout() -> None:
     # Today's SO ends every simulation with a SimulationDone per model; the models then write their
     # results, which can take many minutes, and exit 0 (PROTOCOL.md section 4).
-    inventory = make_inventory()
+    inventory = make_inventory(finish_timeout_seconds=3600.0)
     deploy(inventory, "a", "b")
     running(inventory, "a", "b")
-    assert inventory.handle(inv.EndRequested(SIM, "a", T0)) == set()
-    assert inventory.handle(inv.EndRequested(SIM, "b", T0)) == set()
-    assert inventory.next_deadline() is None
+    inventory.handle_all([inv.ReadyReceived(SIM, "a", T0), inv.ReadyReceived(SIM, "b", T0)])
+    settle(inventory)
+    inventory.handle_all([inv.EndRequested(SIM, "a", T0), inv.EndRequested(SIM, "b", T0)])
+    inventory.handle(inv.Tick(T0 + 3599))
+    assert settle(inventory) == [] and inventory.pods_to_stop(SIM) == []
+    assert ended(inventory, "a", 0, T0 + 3000) == [("ModelHasTerminated", "a", 0)]
     inventory.handle(inv.Tick(T0 + 3600))
+    assert settle(inventory) == [("ModelHasTerminated", "b", inv.EXIT_ENDED_EARLY), ("AllModelsHaveTerminated", "", 0)]
+    assert [stop.model_id for stop in inventory.pods_to_stop(SIM)] == ["b"]
+    assert not inventory.pods_to_stop(SIM)[0].delete, "stopped in place: its pod and logs kept"
+    termination = inventory.simulations[SIM].models["b"].termination
+    assert termination is not None and "3600 s after the SO's SimulationDone" in termination.reason
+
+
+def test_a_simulation_done_to_a_model_not_heard_from_stops_it_after_the_grace_and_models_ready_never_comes() -> None:
+    """Today's SO ends a failed or deleted simulation with SimulationDone to each model, often while they start:
+    a model not yet subscribed never hears it."""
+    inventory = make_inventory(stop_grace_seconds=30.0)
+    deploy(inventory, "a", "b", "c")
+    running(inventory, "a", "b")  # c's pod is not created yet
+    inventory.handle(inv.ReadyReceived(SIM, "a", T0))
+    settle(inventory)
+    inventory.handle_all([inv.EndRequested(SIM, model, T0 + 1) for model in ("a", "b", "c")])
+    settle(inventory)
+    assert creates(inventory) == [], "no pod for a model that could never hear the SO"
+    inventory.handle_all([inv.ReadyReceived(SIM, "b", T0 + 2), inv.ReadyReceived(SIM, "c", T0 + 2)])
+    assert settle(inventory) == [], "no ModelsReady after the SO ended the simulation"
+    inventory.handle(inv.Tick(T0 + 31))
+    said = settle(inventory)
+    assert sorted(said[:2]) == [("ModelHasTerminated", "b", -4), ("ModelHasTerminated", "c", -4)]
+    assert [stop.model_id for stop in inventory.pods_to_stop(SIM)] == ["b"]
+    assert ended(inventory, "a", 0, T0 + 40)[0] == ("ModelHasTerminated", "a", 0)
+    assert inventory.simulations[SIM].models_ready is inv.Delivery.NONE
+
+
+def test_models_ready_decided_but_not_yet_released_is_never_sent_after_the_sos_end() -> None:
+    inventory = make_inventory()
+    deploy(inventory, "a")
+    running(inventory, "a")
+    inventory.handle(inv.ReadyReceived(SIM, "a", T0))  # decided, the record not saved yet
+    inventory.handle(inv.EndRequested(SIM, "a", T0))
     assert settle(inventory) == []
-    ended(inventory, "a", 0, T0 + 3601)
-    assert ended(inventory, "b", 0, T0 + 3602)[:1] == [("ModelHasTerminated", "b", 0)]
+
+
+def restartable(inventory: inv.Inventory) -> None:
+    deploy(inventory, "a", "b")
+    running(inventory, "a", "b")
+    inventory.handle(inv.ReadyReceived(SIM, "a", T0))
+    settle(inventory)
+
+
+def test_a_running_model_unheard_since_a_connection_is_restarted_once_under_a_new_name() -> None:
+    inventory = make_inventory(ready_settle_seconds=10.0)
+    restartable(inventory)
+    first = inventory.simulations[SIM].models["b"].pod_name
+    inventory.handle(inv.Connected(T0 + 5))
+    inventory.handle(inv.Tick(T0 + 14))
+    assert inventory.pods_to_delete(SIM) == []
+    inventory.handle(inv.Tick(T0 + 15))
+    assert settle(inventory) == []
+    assert [(delete.model_id, delete.pod_name) for delete in inventory.pods_to_delete(SIM)] == [("b", first)]
+    [create] = inventory.pods_to_create(SIM, 10)
+    assert create.spec.model_id == "b" and create.pod_name != first
+    assert inventory.take_restarts(SIM) == ["b"]
+    # The old pod going is no -3; the new one runs and announces itself.
+    inventory.handle(inv.PodGone(SIM, "b", first, T0 + 16))
+    inventory.handle(inv.PodDeleted(SIM, "b", first))
+    assert settle(inventory) == [] and inventory.pods_to_delete(SIM) == []
+    inventory.handle(inv.PodCreated(SIM, "b", T0 + 16))
+    inventory.handle(inv.PodSeen(PodObservation(
+        pod_name=create.pod_name, simulator_id=SIMULATOR, simulation_id=SIM, model_id="b", keep_logs_hours=0.0,
+        state=ContainerState.RUNNING), T0 + 17))
+    # Once only: a second connection does not restart it again.
+    inventory.handle(inv.Connected(T0 + 20))
+    inventory.handle(inv.Tick(T0 + 40))
+    assert inventory.pods_to_create(SIM, 10) == []
+    inventory.handle(inv.ReadyReceived(SIM, "b", T0 + 41))
+    assert settle(inventory) == [("ModelsReady", "", 0)]
+
+
+def test_a_ready_that_arrives_within_the_settle_time_restarts_nothing() -> None:
+    inventory = make_inventory(ready_settle_seconds=10.0)
+    restartable(inventory)
+    inventory.handle(inv.Connected(T0 + 5))
+    inventory.handle(inv.ReadyReceived(SIM, "b", T0 + 6))
+    inventory.handle(inv.Tick(T0 + 60))
+    assert inventory.pods_to_delete(SIM) == [] and inventory.pods_to_create(SIM, 10) == []
+
+
+def test_nothing_is_restarted_after_models_ready_or_the_sos_end() -> None:
+    for end in (inv.EndRequested(SIM, "a", T0 + 1), inv.EndRequested(SIM, None, T0 + 1)):
+        inventory = make_inventory(ready_settle_seconds=10.0)
+        restartable(inventory)
+        inventory.handle(end)
+        inventory.handle(inv.Connected(T0 + 5))
+        inventory.handle(inv.Tick(T0 + 20))
+        assert inventory.pods_to_delete(SIM) == []
 
 
 # ---------------------------------------------------------------- cleanup

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from model_services_orchestrator import model_inventory as inv
 from model_services_orchestrator.logs import SecretRedactor, configure_logging, get_logger
-from model_services_orchestrator.pod_specs import pod_name
+from model_services_orchestrator.pod_specs import pod_name, restarted_pod_name
 from model_services_orchestrator.settings import Settings
 from model_services_orchestrator.simulation_records import (
     PART_KEY,
@@ -49,6 +49,19 @@ def test_a_record_reads_back_as_the_same_simulation() -> None:
     assert back.models["a"].spec == specs["a"] and back.models["b"].spec == specs["b"]
     assert back.models["b"].pod_name == simulation.models["b"].pod_name
     assert back.ready_count == 0 and back.terminated_count == 0, "restore() recounts, not decoding"
+
+
+def test_the_sos_end_a_restart_and_a_stop_deadline_read_back() -> None:
+    simulation = inv.Simulation(simulator_id="so", simulation_id="s", keep_logs_hours=0, ended_by_so=True)
+    simulation.models["a"] = inv.Model("a", restarted_pod_name("so", "s", "a", "dots-so"), spec=None,
+                                       phase=inv.Phase.CREATED, has_pod=True, restarted=True,
+                                       stop_at=1234.5, stop_reason=inv.StopReason.FINISH_TIMEOUT)
+    written = encode_record(simulation)
+    back = decode_record(written.head, written.parts.get, so="dots-so")
+    assert back.ended_by_so
+    model = back.models["a"]
+    assert model.restarted and model.pod_name == simulation.models["a"].pod_name
+    assert (model.stop_at, model.stop_reason) == (1234.5, inv.StopReason.FINISH_TIMEOUT)
 
 
 def _large_simulation(models: int) -> tuple[inv.Simulation, list[inv.ModelSpec]]:
