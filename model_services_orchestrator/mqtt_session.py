@@ -45,6 +45,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.reasoncodes import ReasonCode
 
 from model_services_orchestrator.logs import get_logger
+from model_services_orchestrator.topics import topic_problem
 
 if TYPE_CHECKING:
     from paho.mqtt.client import ConnectFlags, DisconnectFlags, MQTTMessage, SocketLike
@@ -94,9 +95,10 @@ def is_login_refused(reason: ReasonCode | int) -> bool:
 
 
 def _check_topic(topic: str) -> None:
-    # Checked when a message is decided, not when it is handed to paho later (where paho would raise it).
-    if not topic or "+" in topic or "#" in topic:
-        raise ValueError(f"cannot publish to {topic!r}: a topic name is non-empty and has no wildcard")
+    # Checked when a message is decided, not when it is handed over later: a topic the broker refuses
+    # would make it disconnect us, and paho would resend it, and be disconnected, on every reconnection.
+    if (problem := topic_problem(topic)) is not None:
+        raise ValueError(f"cannot publish to {topic[:300]!r}: it {problem}")
 
 
 class MqttSession:
