@@ -30,6 +30,7 @@ from model_services_orchestrator.k8s_api import (
 )
 from model_services_orchestrator.logs import SecretRedactor, get_logger
 from model_services_orchestrator.messages import codec
+from model_services_orchestrator.mqtt_outbox import MqttOutbox
 from model_services_orchestrator.mqtt_session import LoginRefusedError, MqttSession, MqttSettings
 from model_services_orchestrator.pod_observation import observe_pod
 from model_services_orchestrator.pod_specs import PodSettings, owned_pods_selector, secret_env_names
@@ -61,18 +62,22 @@ class Daemon:
             # A sync that fails is tried again by the runtime: the gateway only smooths over blips.
             max_attempts=3,
         )
+        mqtt_settings = MqttSettings(
+            host=settings.mqtt_host,
+            port=settings.mqtt_port,
+            username=settings.mqtt_username,
+            password=settings.mqtt_password.get_secret_value(),
+            client_id=settings.effective_mqtt_client_id,
+            keepalive=settings.mqtt_keepalive_seconds,
+            subscriptions=tuple(subscriptions(so)),
+            publish_qos=settings.mqtt_publish_qos,
+            max_inflight=settings.mqtt_max_inflight_messages,
+        )
+        # The lifecycle messages: their own session, under the packet ids their records hold.
+        self.outbox = MqttOutbox(settings=mqtt_settings)
         self.mqtt = MqttSession(
-            settings=MqttSettings(
-                host=settings.mqtt_host,
-                port=settings.mqtt_port,
-                username=settings.mqtt_username,
-                password=settings.mqtt_password.get_secret_value(),
-                client_id=settings.effective_mqtt_client_id,
-                keepalive=settings.mqtt_keepalive_seconds,
-                subscriptions=tuple(subscriptions(so)),
-                publish_qos=settings.mqtt_publish_qos,
-                max_inflight=settings.mqtt_max_inflight_messages,
-            ),
+            # Subscriptions, and what is best effort (ErrorOccurred, UnhealthyModel) or volatile (pongs, pings).
+            settings=mqtt_settings,
             # Through a method: the runtime, built next, publishes through this session.
             on_message=self._received,
             on_connected=self._connected,
@@ -107,6 +112,7 @@ class Daemon:
             records=RecordStore(api=self.gateway, so=so,
                                 is_secret=secret_env_names(settings.secret_env_name_pattern)),
             publisher=self.mqtt,
+            outbox=self.outbox,
             redactor=redactor,
         )
         self.runtime.on_ping(self._answer_ping)
@@ -121,8 +127,8 @@ class Daemon:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
 
-    def _received(self, topic: str, payload: bytes) -> None:
-        self.runtime.receive(topic, payload)
+    def _received(self, topic: str, payload: bytes, ack: Callable[[], None]) -> None:
+        self.runtime.receive(topic, payload, ack)
 
     def _connected(self, session_present: bool) -> None:
         if not session_present and self.runtime.inventory.simulations:
@@ -159,6 +165,8 @@ class Daemon:
             reasons.append("the pod watch is not in sync")
         if not self.mqtt.connected:
             reasons.append("the MQTT broker session is not established")
+        if not self.outbox.connected:
+            reasons.append("the MQTT session of the lifecycle messages is not established")
         return reasons
 
     def _answer_ping(self, ping: codec.HealthPing) -> None:
@@ -179,9 +187,9 @@ class Daemon:
             pod_create_latency_buckets=runtime.create_latency.cumulative(),
             pod_create_latency_sum=runtime.create_latency.total,
             api_errors=dict(self.gateway.api_errors),
-            mqtt_reconnects=self.mqtt.reconnects,
+            mqtt_reconnects=self.mqtt.reconnects + self.outbox.reconnects,
             messages_received=dict(runtime.messages_received),
-            messages_sent=dict(self.mqtt.sent_by_type),
+            messages_sent=_added(self.mqtt.sent_by_type, self.outbox.sent_by_type),
             watch_restarts=self.watcher.restarts,
             watch_relists=self.watcher.relists,
         )
@@ -203,6 +211,7 @@ class Daemon:
                     group.create_task(_in_daemon_thread(self.watcher.run, "pod-watch"), name="pod-watch"),
                     group.create_task(self.runtime.run(), name="runtime"),
                     group.create_task(self.mqtt.run(), name="mqtt"),
+                    group.create_task(self.outbox.run(), name="mqtt-outbox"),
                 }
                 stopping = group.create_task(self._stopping.wait(), name="stop-signal")
                 tasks.add(stopping)
@@ -234,10 +243,20 @@ class Daemon:
         # if it is already on its way to us (a window of a few milliseconds; docs/guarantees.md).
         self.mqtt.stop_receiving()
         await self.runtime.drain(max(0.1, deadline - loop.time() - 1.5))
+        if self.outbox.connected:
+            await self.outbox.flush(max(0.0, deadline - loop.time() - 0.7))
         if self.mqtt.connected:
             await self.mqtt.flush(max(0.0, deadline - loop.time() - 0.5))
         # Confirmations that came in meanwhile are saved, so the next daemon does not publish them again.
         await self.runtime.drain(max(0.1, deadline - loop.time()))
+
+
+def _added(*counts: dict[str, int]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for each in counts:
+        for key, value in each.items():
+            total[key] = total.get(key, 0) + value
+    return total
 
 
 async def _in_daemon_thread(body: Callable[[], None], name: str) -> None:

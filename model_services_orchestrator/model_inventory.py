@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 
+from model_services_orchestrator.packet_ids import PacketIds
 from model_services_orchestrator.pod_observation import ContainerState, PodObservation
 from model_services_orchestrator.pod_specs import pod_name, restarted_pod_name, unique_pod_name
 
@@ -61,6 +62,7 @@ __all__ = [
     "PodSeen",
     "PodStopped",
     "ReadyReceived",
+    "Received",
     "Simulation",
     "SimulationCleanedUp",
     "StopPod",
@@ -137,6 +139,7 @@ class Delivery(IntEnum):
     NONE = 0
     DECIDED = 1  # in the state; goes out once the record holding it is saved
     DELIVERED = 2  # the broker confirmed it (PUBCOMP at QoS 2)
+    RECEIVED = 3  # the broker has it (PUBREC): once the record says so, only its PUBREL may go
 
 
 class MessageKind(Enum):
@@ -155,6 +158,8 @@ class Outgoing:
     model_id: str = ""
     exit_code: int = 0
     reason: str = ""
+    packet_id: int = 0  # its MQTT packet id, recorded with the decision
+    received: bool = False  # the record says the broker received it (PUBREC): only its PUBREL is left
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +236,8 @@ class Model:
     restarted: bool = False  # its pod was deleted and made again under ``restarted_pod_name``; once only
     termination: Termination | None = None  # decided
     reported: bool = False  # its ModelHasTerminated was delivered
+    packet_id: int = 0  # of its ModelHasTerminated
+    received: bool = False  # the broker received its ModelHasTerminated (PUBREC), not yet completed
 
 
 @dataclass(slots=True)
@@ -243,6 +250,8 @@ class Simulation:
     models: dict[str, Model] = field(default_factory=dict)
     models_ready: Delivery = Delivery.NONE
     all_terminated: Delivery = Delivery.NONE
+    models_ready_id: int = 0  # packet ids of the two simulation-wide messages
+    all_terminated_id: int = 0
     finished_at: float | None = None  # when its last termination was decided
     # The SO sent SimulationDone (to a model, or to the simulation): it ended the simulation, and a
     # ModelsReady now would crash today's SO. Never sent after this.
@@ -259,6 +268,10 @@ class Simulation:
     to_stop: dict[str, None] = field(default_factory=dict)  # models in STOPPING
     to_delete: dict[str, str] = field(default_factory=dict)  # a restarted model's earlier pod, by model
     restarts: list[str] = field(default_factory=list)  # models restarted since last taken (to be logged)
+    # Receipts (PUBREC) by the version that records them: their PUBREL goes once that version is saved.
+    receipts: deque[tuple[int, int]] = field(default_factory=deque)
+    # Packet ids of delivered messages, free once the version that records the delivery is saved.
+    to_free: list[tuple[int, int]] = field(default_factory=list)
     reports: list[FailureReport] = field(default_factory=list)
     ready_count: int = 0
     terminated_count: int = 0
@@ -381,6 +394,13 @@ class Delivered:
 
 
 @dataclass(frozen=True, slots=True)
+class Received:
+    """The broker received a lifecycle message (PUBREC at QoS 2): recorded before its PUBREL may go."""
+
+    message: Outgoing
+
+
+@dataclass(frozen=True, slots=True)
 class SimulationCleanedUp:
     simulation_id: str
 
@@ -414,6 +434,7 @@ Event = (
     | ListStarted
     | PodListed
     | Delivered
+    | Received
     | SimulationCleanedUp
     | EndRequested
     | Tick
@@ -445,6 +466,7 @@ class Inventory:
         self.max_keep_logs_hours = max_keep_logs_hours
         self._touched: set[str] = set()
         self._lists_started = 0
+        self.packet_ids = PacketIds()
 
     # -- queries
 
@@ -478,6 +500,25 @@ class Inventory:
         """The cluster's record now holds ``version``: what it decided may be published."""
         if (simulation := self.simulations.get(simulation_id)) is not None:
             simulation.saved_version = max(simulation.saved_version, version)
+            if simulation.to_free:
+                # The record says these were delivered: the broker holds them no more.
+                held = []
+                for at, packet_id in simulation.to_free:
+                    if at <= simulation.saved_version:
+                        self.packet_ids.free(packet_id)
+                    else:
+                        held.append((at, packet_id))
+                simulation.to_free = held
+
+    def releases(self, simulation_id: str) -> list[int]:
+        """Packet ids whose receipt the saved record holds: their PUBREL may go, once each."""
+        simulation = self.simulations.get(simulation_id)
+        if simulation is None:
+            return []
+        released = []
+        while simulation.receipts and simulation.receipts[0][0] <= simulation.saved_version:
+            released.append(simulation.receipts.popleft()[1])
+        return released
 
     def releasable(self, simulation_id: str) -> list[Outgoing]:
         """Decided messages whose decision the saved record holds, in order; each is handed out once."""
@@ -563,8 +604,13 @@ class Inventory:
         simulation.terminated_count = sum(1 for model in simulation.models.values() if model.termination)
         sid = simulation.simulation_id
         self.simulations[sid] = simulation
-        if simulation.models_ready is Delivery.DECIDED and not simulation.ended_by_so:
-            simulation.outgoing.append(Outgoing(sid, MessageKind.MODELS_READY, simulation.version))
+        complete = bool(simulation.models)
+        if (simulation.models_ready is Delivery.NONE and not simulation.ended_by_so and complete
+                and simulation.ready_count == len(simulation.models)):
+            # Killed between the last ready's save and the decision's: decided now, saved before it goes out.
+            simulation.models_ready = Delivery.DECIDED
+            self._changed(simulation)
+        self._hold_packet_ids(simulation)
         for model in simulation.models.values():
             if model.stop_at is not None and model.termination is None:
                 self._timer(model.stop_at, sid, model.model_id)
@@ -574,12 +620,54 @@ class Inventory:
                 self._set_start_deadline(sid, model, now)
             elif model.phase is Phase.STOPPING:
                 simulation.to_stop[model.model_id] = None
-            if model.termination is not None and not model.reported:
-                simulation.outgoing.append(self._termination_message(simulation, model))
-        if simulation.all_terminated is Delivery.DECIDED:
-            simulation.outgoing.append(Outgoing(sid, MessageKind.ALL_MODELS_HAVE_TERMINATED, simulation.version))
+        if (simulation.all_terminated is Delivery.NONE and complete
+                and simulation.terminated_count == len(simulation.models)):
+            # Every model's end is recorded, the simulation's is not: decided now, as the last termination's was.
+            simulation.all_terminated = Delivery.DECIDED
+            simulation.all_terminated_id = self.packet_ids.take()
+            simulation.finished_at = now
+            self._changed(simulation)
+        self._queue_undelivered(simulation)
         if (at := simulation.cleanup_at(self._min_cleanup_delay)) is not None:
             self._timer(at, sid, None)
+
+    def _hold_packet_ids(self, simulation: Simulation) -> None:
+        """The ids the broker may still hold are taken before any new one is given out."""
+        if simulation.models_ready in _UNDELIVERED:
+            simulation.models_ready_id = self._held(simulation, simulation.models_ready_id)
+        if simulation.all_terminated in _UNDELIVERED:
+            simulation.all_terminated_id = self._held(simulation, simulation.all_terminated_id)
+        for model in simulation.models.values():
+            if model.termination is not None and not model.reported:
+                held = self._held(simulation, model.packet_id)
+                if held != model.packet_id:
+                    model.packet_id = held
+                    simulation.changed.add(model.model_id)
+
+    def _queue_undelivered(self, simulation: Simulation) -> None:
+        """What the record decided and the broker did not confirm, in the order it was decided in."""
+        sid = simulation.simulation_id
+        if simulation.models_ready in _UNDELIVERED and not simulation.ended_by_so:
+            simulation.outgoing.append(Outgoing(
+                sid, MessageKind.MODELS_READY, simulation.version, packet_id=simulation.models_ready_id,
+                received=simulation.models_ready is Delivery.RECEIVED))
+        for model in simulation.models.values():
+            if model.termination is not None and not model.reported:
+                simulation.outgoing.append(self._termination_message(simulation, model))
+        if simulation.all_terminated in _UNDELIVERED:
+            simulation.outgoing.append(Outgoing(
+                sid, MessageKind.ALL_MODELS_HAVE_TERMINATED, simulation.version,
+                packet_id=simulation.all_terminated_id, received=simulation.all_terminated is Delivery.RECEIVED))
+
+    def _held(self, simulation: Simulation, packet_id: int) -> int:
+        """A recorded id of an undelivered message, held; a record without one (an earlier version) gets one."""
+        if packet_id and packet_id not in self.packet_ids:
+            self.packet_ids.hold(packet_id)
+            return packet_id
+        # None recorded, or the same id in two records (impossible unless written by hand): a new one, saved
+        # before its message goes out.
+        self._changed(simulation)
+        return self.packet_ids.take()
 
     # -- events
 
@@ -612,8 +700,10 @@ class Inventory:
                 self._pod_listed(event)
             case Delivered():
                 self._delivered(event.message)
+            case Received():
+                self._received(event.message)
             case SimulationCleanedUp():
-                self.simulations.pop(event.simulation_id, None)
+                self._cleaned_up(event.simulation_id)
             case EndRequested():
                 self._end_requested(event)
             case Tick():
@@ -769,9 +859,10 @@ class Inventory:
         if (simulation.models_ready is Delivery.NONE and not simulation.ended_by_so
                 and simulation.ready_count == len(simulation.models)):
             simulation.models_ready = Delivery.DECIDED
+            simulation.models_ready_id = self.packet_ids.take()
             simulation.version += 1
             simulation.outgoing.append(Outgoing(simulation.simulation_id, MessageKind.MODELS_READY,
-                                                simulation.version))
+                                                simulation.version, packet_id=simulation.models_ready_id))
 
     def _pod_seen(self, seen: PodObservation, now: float) -> bool:
         """Take in what a pod of a known model shows; whether it is the model's pod."""
@@ -880,10 +971,40 @@ class Inventory:
             simulation.ready_count += 1
             self._changed(simulation, seen.model_id)
 
+    def _received(self, message: Outgoing) -> None:
+        simulation = self.simulations.get(message.simulation_id)
+        if simulation is None:
+            return
+        match message.kind:
+            case MessageKind.MODELS_READY if simulation.models_ready is Delivery.DECIDED:
+                simulation.models_ready = Delivery.RECEIVED
+                self._changed(simulation)
+            case MessageKind.ALL_MODELS_HAVE_TERMINATED if simulation.all_terminated is Delivery.DECIDED:
+                simulation.all_terminated = Delivery.RECEIVED
+                self._changed(simulation)
+            case MessageKind.MODEL_HAS_TERMINATED:
+                model = simulation.models.get(message.model_id)
+                if model is not None and not model.reported and not model.received:
+                    model.received = True
+                    self._changed(simulation, model.model_id)
+        # Recorded already (a broker that lost our session received it again): released with the next save.
+        simulation.receipts.append((simulation.version, message.packet_id))
+        self._touched.add(simulation.simulation_id)
+
+    def _cleaned_up(self, simulation_id: str) -> None:
+        simulation = self.simulations.pop(simulation_id, None)
+        if simulation is None:
+            return
+        for packet_id in (simulation.models_ready_id, simulation.all_terminated_id,
+                          *(model.packet_id for model in simulation.models.values())):
+            self.packet_ids.free(packet_id)
+
     def _delivered(self, message: Outgoing) -> None:
         simulation = self.simulations.get(message.simulation_id)
         if simulation is None:
             return
+        if message.packet_id:
+            simulation.to_free.append((simulation.version + 1, message.packet_id))
         match message.kind:
             case MessageKind.MODELS_READY:
                 simulation.models_ready = Delivery.DELIVERED
@@ -896,7 +1017,7 @@ class Inventory:
             case MessageKind.MODEL_HAS_TERMINATED:
                 model = simulation.models.get(message.model_id)
                 if model is not None and not model.reported:
-                    model.reported = True
+                    model.reported, model.received = True, False
                     self._changed(simulation, model.model_id)
 
     def _end_requested(self, event: EndRequested) -> None:
@@ -1018,6 +1139,7 @@ class Inventory:
         if model.termination is not None:
             return
         model.termination = termination
+        model.packet_id = self.packet_ids.take()
         model.start_deadline = None
         simulation.terminated_count += 1
         if stop and model.has_pod:
@@ -1031,15 +1153,20 @@ class Inventory:
                                                     termination.exit_code, termination.reason, read_log=ran))
         if simulation.all_terminated is Delivery.NONE and simulation.terminated_count == len(simulation.models):
             simulation.all_terminated = Delivery.DECIDED
+            simulation.all_terminated_id = self.packet_ids.take()
             simulation.finished_at = now
             simulation.outgoing.append(Outgoing(simulation.simulation_id, MessageKind.ALL_MODELS_HAVE_TERMINATED,
-                                                simulation.version))
+                                                simulation.version, packet_id=simulation.all_terminated_id))
 
     @staticmethod
     def _termination_message(simulation: Simulation, model: Model) -> Outgoing:
         assert model.termination is not None
         return Outgoing(simulation.simulation_id, MessageKind.MODEL_HAS_TERMINATED, simulation.version,
-                        model.model_id, model.termination.exit_code, model.termination.reason)
+                        model.model_id, model.termination.exit_code, model.termination.reason,
+                        packet_id=model.packet_id, received=model.received)
+
+
+_UNDELIVERED = (Delivery.DECIDED, Delivery.RECEIVED)
 
 
 def _may_restart(model: Model) -> bool:

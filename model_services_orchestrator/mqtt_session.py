@@ -23,9 +23,12 @@ recognise such a resent message as one it already has: at QoS 1 a broker
 restart between receiving a message and acknowledging it makes the SO hear it
 twice.
 
-Received messages are acknowledged by us after they are handed on (paho's
-manual acknowledgement), so what arrives after :meth:`MqttSession.stop_receiving`
-is never acknowledged and the broker delivers it again to our next life.
+Received messages are acknowledged when the application says so (paho's
+manual acknowledgement, in the order they arrived, as MQTT 3.1.1 asks): the
+runtime does once the record holds what a message changed. What a kill
+interrupts before that, or what arrives after
+:meth:`MqttSession.stop_receiving`, is never acknowledged and the broker
+delivers it again to our next life.
 """
 
 from __future__ import annotations
@@ -104,9 +107,11 @@ def _check_topic(topic: str) -> None:
 class MqttSession:
     """Keeps a session with the broker up, hands every received message to ``on_message``, publishes in order."""
 
-    def __init__(self, *, settings: MqttSettings, on_message: Callable[[str, bytes], None],
+    def __init__(self, *, settings: MqttSettings, on_message: Callable[[str, bytes, Callable[[], None]], None],
                  on_connected: Callable[[bool], None] | None = None) -> None:
-        """``on_connected(session_present)``: called (in the loop) each time the session is connected and
+        """``on_message(topic, payload, ack)``: ``ack()`` acknowledges the message to the broker (acknowledgements
+        go out in the order the messages came, each once its own ``ack`` and those before were called).
+        ``on_connected(session_present)``: called (in the loop) each time the session is connected and
         subscribed; ``session_present`` says whether the broker still had our session."""
         if settings.publish_qos not in (0, 1, 2):
             raise ValueError(f"publish_qos must be 0, 1 or 2, not {settings.publish_qos}")
@@ -115,6 +120,9 @@ class MqttSession:
         self._settings = settings
         self._on_message = on_message
         self._on_connected = on_connected
+        # Received QoS 1 and 2 messages not yet acknowledged, in order: message id -> its QoS once its ack
+        # was called, 0 before.
+        self._unacknowledged: dict[int, int] = {}
         self._session_present = False
         self.reconnects = 0
         self.sent_by_type: dict[str, int] = {}
@@ -345,6 +353,8 @@ class MqttSession:
     ) -> None:
         self._connected = False
         self._subscribe_mid = None
+        # The broker sends what we did not acknowledge again on the next connection (DUP), by the same ids.
+        self._unacknowledged.clear()
         if self._settings.publish_qos == 0 and self._in_flight:
             # paho drops QoS 0 messages not yet written when the connection goes: at most once.
             _log.warning("mqtt messages lost with the connection", count=len(self._in_flight))
@@ -362,15 +372,32 @@ class MqttSession:
     def _handle_message(self, client: paho.Client, _userdata: Any, message: MQTTMessage) -> None:
         if not self._accepting and message.qos < 2:
             return  # not acknowledged: the broker keeps it for our next session
+        mid, qos = message.mid, message.qos
+        if qos:
+            self._unacknowledged[mid] = 0
+        def acknowledge() -> None:
+            if qos:
+                self._acknowledge(client, mid, qos)
+
         try:
             if self._accepting:
                 payload = message.payload
-                self._on_message(message.topic, payload if isinstance(payload, bytes) else bytes(payload))
+                self._on_message(message.topic, payload if isinstance(payload, bytes) else bytes(payload),
+                                 acknowledge)
+            else:
+                acknowledge()
         except Exception:  # noqa: BLE001 (logged: an exception through paho would break its read state)
             _log.exception("mqtt message handling failed")
-        finally:
-            if message.qos:
-                client.ack(message.mid, message.qos)
+            acknowledge()
+
+    def _acknowledge(self, client: paho.Client, mid: int, qos: int) -> None:
+        if mid not in self._unacknowledged:
+            return  # from an earlier connection: the broker sends it again, acknowledged then
+        self._unacknowledged[mid] = qos
+        # In order: the first ones that are done, up to one that is not.
+        while self._unacknowledged and (first := next(iter(self._unacknowledged.items())))[1]:
+            del self._unacknowledged[first[0]]
+            client.ack(first[0], first[1])
 
     def _handle_publish(
         self, _client: paho.Client, _userdata: Any, mid: int, _reason: ReasonCode, _properties: Properties,

@@ -23,11 +23,13 @@ from model_services_orchestrator.model_inventory import ModelSpec, Simulation
 from model_services_orchestrator.pod_specs import LABEL_SIMULATION_ID, label_value, secret_key
 from model_services_orchestrator.simulation_records import (
     RECORD_KEY,
+    IncompleteRecordError,
     RecordEncoder,
     RecordError,
     decode_record,
     decode_specs,
     encode_specs,
+    incomplete_head,
     owner_uids,
     pack_secret_values,
     part_index,
@@ -111,11 +113,15 @@ class RecordStore:
             # Deleted by someone: written again whole, with the specs and the values it owns.
             write = self._encoder.encode(simulation, everything=True)
             specs = [model.spec for model in simulation.models.values() if model.spec is not None]
+        # The head first (the parts are owned by it), saying it is incomplete until they are all written:
+        # a kill in between leaves a record the next daemon rolls back, never one it cannot read.
+        name = record_name(self._so, simulation_id)
         saved = await self._api.put_object("configmaps", self._body(
-            "ConfigMap", record_name(self._so, simulation_id), simulation_id, None, write.head))
+            "ConfigMap", name, simulation_id, None, incomplete_head(write.head)))
         uid = saved["metadata"]["uid"]
         await self._save_specs(simulation_id, uid, specs)
         await self._write_parts(simulation_id, uid, write.parts)
+        await self._write_config_map(self._body("ConfigMap", name, simulation_id, None, write.head))
         self._uids[simulation_id] = uid
 
     def _body(self, kind: str, name: str, simulation_id: str, owner_uid: str | None,
@@ -192,8 +198,9 @@ class RecordStore:
 
     # -- reading
 
-    async def load(self) -> list[Restored]:
-        """Every readable record of this SO; the unreadable ones are logged and left alone."""
+    async def load(self, *, roll_back: bool = True) -> list[Restored]:
+        """Every readable record of this SO; the unreadable ones are logged and left alone, the incomplete
+        ones rolled back (``roll_back``: the daemon, which alone writes records, not a reader beside it)."""
         selector = records_selector(self._so)
         configmaps = await self._api.list_objects("configmaps", selector)
         secrets = await self._api.list_objects("secrets", selector)
@@ -208,9 +215,27 @@ class RecordStore:
         for configmap in configmaps:
             if RECORD_KEY not in (configmap.get("data") or {}):
                 continue  # a part, read with its head
-            if (found := self._read(configmap, owned.get(configmap["metadata"]["uid"], []))) is not None:
+            try:
+                found = self._read(configmap, owned.get(configmap["metadata"]["uid"], []))
+            except IncompleteRecordError:
+                if not roll_back:
+                    continue
+                # Its first whole write was cut short: no pod was made from it (creates wait for a save that
+                # is through), and its DeployModels, acknowledged only after that save, comes again.
+                _log.warning("incomplete simulation record rolled back", record=configmap["metadata"]["name"])
+                await self._roll_back(configmap, owned.get(configmap["metadata"]["uid"], []))
+                continue
+            if found is not None:
                 restored.append(found)
         return restored
+
+    async def _roll_back(self, head: dict[str, Any], owned: list[tuple[str, dict[str, Any]]]) -> None:
+        await self._api.delete_object("configmaps", head["metadata"]["name"])
+        for kind, item in owned:
+            if kind == "configmaps":
+                await self._api.delete_object("configmaps", item["metadata"]["name"])
+            else:
+                await self._api.delete_object("secrets", item["metadata"]["name"])
 
     def _read(self, head: dict[str, Any], owned: list[tuple[str, dict[str, Any]]]) -> Restored | None:
         name, uid = head["metadata"]["name"], head["metadata"]["uid"]
@@ -230,6 +255,8 @@ class RecordStore:
             labels = head["metadata"].get("labels") or {}
             if labels.get(LABEL_SIMULATION_ID) != label_value(simulation.simulation_id):
                 raise RecordError(f"labelled for another simulation than {simulation.simulation_id!r}")
+        except IncompleteRecordError:
+            raise
         except RecordError as exc:
             _log.error("simulation record unreadable, ignored", record=name, reason=str(exc))
             return None

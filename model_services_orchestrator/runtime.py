@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -59,7 +60,7 @@ from model_services_orchestrator.record_store import RecordStore
 from model_services_orchestrator.topics import OutgoingTopics
 from model_services_orchestrator.work_queue import WorkQueue
 
-__all__ = ["CreateResult", "PodApi", "PodChange", "Publisher", "Runtime", "RuntimeSettings"]
+__all__ = ["CreateResult", "Outbox", "PodApi", "PodChange", "Publisher", "Runtime", "RuntimeSettings"]
 
 _log = get_logger(__name__)
 
@@ -111,6 +112,15 @@ class Publisher(Protocol):
     def publish_volatile(self, topic: str, payload: bytes) -> None: ...
 
 
+class Outbox(Protocol):
+    """The session of the lifecycle messages (``mqtt_outbox``): published under the packet ids the records hold."""
+
+    def send(self, packet_id: int, topic: str, payload: bytes, *, received: bool = False,
+             on_received: Callable[[], None], on_delivered: Callable[[], None]) -> None: ...
+
+    def release(self, packet_id: int) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class PodChange:
     """A pod seen by the watch; ``gone``: it was deleted."""
@@ -144,11 +154,12 @@ class Runtime:
     """The daemon's state and its convergence, for one SO."""
 
     def __init__(self, *, settings: RuntimeSettings, pods: PodApi, records: RecordStore, publisher: Publisher,
-                 redactor: SecretRedactor, clock: Callable[[], float] = time.time) -> None:
+                 outbox: Outbox, redactor: SecretRedactor, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.pods = pods
         self.records = records
         self.publisher = publisher
+        self.outbox = outbox
         self.redactor = redactor
         self.clock = clock
         self.topics = OutgoingTopics(settings.so)
@@ -169,6 +180,8 @@ class Runtime:
         self._waiting_until: float | None = None  # the deadline the timer sleeps until (None: no deadline)
         self._stopping = False
         self._answer_ping: Callable[[codec.HealthPing], None] = lambda _ping: None
+        # Received messages to acknowledge once their simulation's record holds ``version``, in order.
+        self._acks: deque[tuple[str | None, int, Callable[[], None]]] = deque()
         # What the metrics report.
         self.messages_received: dict[str, int] = {}
         self.pods_created = 0
@@ -181,14 +194,16 @@ class Runtime:
         """Who answers the SO's health pings (the daemon, which knows the adapters' health)."""
         self._answer_ping = answer
 
-    def receive(self, topic: str, payload: bytes) -> None:
-        """An MQTT message."""
+    def receive(self, topic: str, payload: bytes, ack: Callable[[], None] = lambda: None) -> None:
+        """An MQTT message; ``ack()`` acknowledges it to the broker, once the record holds what it changed
+        (a kill before that makes the broker deliver it again)."""
         now = self.clock()
         try:
             message = codec.decode(topic, payload, so=self.settings.so,
                                    max_payload_bytes=self.settings.max_payload_bytes, now=now)
         except codec.DecodeError as exc:
             _log.warning("message dropped", topic=topic[:300], reason=str(exc)[:300], size=len(payload))
+            self._acknowledge_when_saved(None, ack)
             return
         kind = topic.rsplit("/", 1)[-1]
         self.messages_received[kind] = self.messages_received.get(kind, 0) + 1
@@ -200,12 +215,30 @@ class Runtime:
                           simulation_id=message.simulation_id, model_id=message.model_id)
             case codec.HealthPing():
                 self._answer_ping(message)
+                self._acknowledge_when_saved(None, ack)
                 return
             case codec.ModelPong():
                 self.model_health.pong(message.simulation_id, message.model_id, bids=message.bids,
                                        allocations=message.allocations, now=now)
+                self._acknowledge_when_saved(None, ack)
                 return
         self.apply([message])
+        self._acknowledge_when_saved(message.simulation_id, ack)
+
+    def _acknowledge_when_saved(self, simulation_id: str | None, ack: Callable[[], None]) -> None:
+        simulation = self.inventory.simulations.get(simulation_id) if simulation_id is not None else None
+        self._acks.append((simulation_id, simulation.version if simulation is not None else 0, ack))
+        self._acknowledge_saved()
+
+    def _acknowledge_saved(self) -> None:
+        """Acknowledge, in order, the messages whose changes the records now hold (or that changed nothing)."""
+        while self._acks:
+            simulation_id, version, ack = self._acks[0]
+            simulation = self.inventory.simulations.get(simulation_id) if simulation_id is not None else None
+            if simulation is not None and simulation.saved_version < version:
+                return
+            self._acks.popleft()
+            ack()
 
     def _deploying(self, request: inv.DeployRequested) -> None:
         self.redactor.add_env(((name, value) for spec in request.models for name, value in spec.env
@@ -345,21 +378,14 @@ class Runtime:
                 # A failed save raises here: the store writes everything on its next attempt.
                 await self.records.save(inventory.simulations[simulation_id], changed)
                 inventory.record_saved(simulation_id, version)
+                self._acknowledge_saved()
+            for packet_id in inventory.releases(simulation_id):
+                self.outbox.release(packet_id)  # the record holds the broker's receipt
             if creating is None:
                 creating = self._start_creates(simulation_id)  # the first save made them possible
             for message in inventory.releasable(simulation_id):
                 self._publish(message)
-            if reports := inventory.take_reports(simulation_id):
-                await asyncio.gather(*(self._report(report) for report in reports))
-            for model_id in inventory.take_restarts(simulation_id):
-                self.models_restarted += 1
-                _log.warning("model restarted: its ReadyForProcessing was not heard since the broker connection",
-                             simulation_id=simulation_id, model_id=model_id,
-                             settle_seconds=self.settings.ready_settle_seconds)
-            if not self._stopping and (stops := inventory.pods_to_stop(simulation_id)):
-                await asyncio.gather(*(self._stop(stop) for stop in stops))
-            if not self._stopping and (deletes := inventory.pods_to_delete(simulation_id)):
-                await asyncio.gather(*(self._delete(delete) for delete in deletes))
+            await self._report_and_stop(simulation_id)
         finally:
             outcomes = await creating if creating is not None else []
         if failures := [outcome for outcome in outcomes if isinstance(outcome, BaseException)]:
@@ -372,6 +398,23 @@ class Runtime:
             await self._clean_up(simulation_id)
             return False
         return len(outcomes) == self.settings.creates_per_sync
+
+    async def _report_and_stop(self, simulation_id: str) -> None:
+        """Steps 3 and 4: tell people about failures and restarts; stop or delete the pods decided on."""
+        inventory = self.inventory
+        if reports := inventory.take_reports(simulation_id):
+            await asyncio.gather(*(self._report(report) for report in reports))
+        for model_id in inventory.take_restarts(simulation_id):
+            self.models_restarted += 1
+            _log.warning("model restarted: its ReadyForProcessing was not heard since the broker connection",
+                         simulation_id=simulation_id, model_id=model_id,
+                         settle_seconds=self.settings.ready_settle_seconds)
+        if self._stopping:
+            return
+        if stops := inventory.pods_to_stop(simulation_id):
+            await asyncio.gather(*(self._stop(stop) for stop in stops))
+        if deletes := inventory.pods_to_delete(simulation_id):
+            await asyncio.gather(*(self._delete(delete) for delete in deletes))
 
     def _start_creates(self, simulation_id: str) -> asyncio.Future[list[BaseException | None]] | None:
         """Start a pass of creates (at most ``creates_per_sync``); ``None`` when there is nothing to create."""
@@ -401,7 +444,11 @@ class Runtime:
                 topic = self.topics.all_models_have_terminated(message.simulation_id)
                 payload = codec.encode_all_models_have_terminated()
 
-        self.publisher.publish(topic, payload, lambda: self.apply([inv.Delivered(message)]))
+        self.outbox.send(message.packet_id, topic, payload, received=message.received,
+                         on_received=lambda: self.apply([inv.Received(message)]),
+                         on_delivered=lambda: self.apply([inv.Delivered(message)]))
+        if message.received:
+            self.outbox.release(message.packet_id)  # the record already holds its receipt
 
     async def _report(self, report: inv.FailureReport) -> None:
         lines: list[str] = []
@@ -479,6 +526,7 @@ class Runtime:
         await self._delete_pods(simulation_id)
         await self.records.delete(simulation_id)
         self.apply([inv.SimulationCleanedUp(simulation.simulation_id)])
+        self._acknowledge_saved()
         # Its models' logs are no longer read: their secrets need not be remembered.
         self.redactor.forget(simulation_id)
 

@@ -60,6 +60,7 @@ __all__ = [
     "PART_KEY",
     "RECORD_KEY",
     "SPECS_KEY",
+    "IncompleteRecordError",
     "RecordEncoder",
     "RecordError",
     "RecordWrite",
@@ -67,6 +68,7 @@ __all__ = [
     "decode_specs",
     "encode_record",
     "encode_specs",
+    "incomplete_head",
     "owner_uids",
     "pack_secret_values",
     "part_index",
@@ -89,13 +91,14 @@ _READY = 2
 _REPORTED = 4
 _STOPPING = 8
 _RESTARTED = 16
+_RECEIVED = 32
 # A part's JSON stays below this (the API's limit is 1 MiB per object, data and metadata).
 PART_BYTES = 768 * 1024
 # Specs are packed by their JSON size before compression; base64 adds a third in the worst case.
 SPECS_PART_BYTES = 560 * 1024
 # What a termination's reason may add to an entry: 64 characters, each escaped to at most 6.
 _REASON_CHARS = 64
-_ENTRY_OVERHEAD = len('[,31,[-2147483648,""],[-1.0000000000000002e+100,3]]') + 6 * _REASON_CHARS
+_ENTRY_OVERHEAD = len('[,63,[-2147483648,"",65535],[-1.0000000000000002e+100,3]]') + 6 * _REASON_CHARS
 
 
 # The readable head of a record's name: 63 less the hash and room for ``.p<k>``... of a part.
@@ -104,6 +107,18 @@ _NAME_HEAD = 44
 
 class RecordError(ValueError):
     """A record in the cluster that this version cannot read."""
+
+
+class IncompleteRecordError(RecordError):
+    """A head written whole for the first time, and the daemon killed before its parts: nothing was done
+    from it (pods are made only once a save is through), so it is rolled back."""
+
+
+def incomplete_head(head: dict[str, str]) -> dict[str, str]:
+    """The head a whole write puts first, to own the parts that follow: it says it is not complete."""
+    body = json.loads(head[RECORD_KEY])
+    body.update(parts=0, complete=False)
+    return {RECORD_KEY: json.dumps(body, separators=(",", ":"))}
 
 
 def record_name(so: str, simulation_id: str) -> str:
@@ -179,9 +194,9 @@ def simulation_records_selector(so: str, simulation_id: str) -> str:
 def _entry(model: Model) -> str:
     flags = ((_CREATED if model.has_pod else 0) | (_READY if model.ready else 0)
              | (_REPORTED if model.reported else 0) | (_STOPPING if model.phase is Phase.STOPPING else 0)
-             | (_RESTARTED if model.restarted else 0))
+             | (_RESTARTED if model.restarted else 0) | (_RECEIVED if model.received else 0))
     termination = (None if model.termination is None
-                   else [model.termination.exit_code, model.termination.reason[:_REASON_CHARS]])
+                   else [model.termination.exit_code, model.termination.reason[:_REASON_CHARS], model.packet_id])
     entry: list[Any] = [model.model_id, flags, termination]
     if model.stop_at is not None and model.termination is None:
         entry.append([model.stop_at, int(model.stop_reason)])  # a deadline a restart must keep
@@ -201,6 +216,8 @@ def _head(simulation: Simulation, parts: int) -> dict[str, str]:
         "keepLogsHours": simulation.keep_logs_hours,
         "modelsReady": int(simulation.models_ready),
         "allTerminated": int(simulation.all_terminated),
+        "modelsReadyId": simulation.models_ready_id,
+        "allTerminatedId": simulation.all_terminated_id,
         "finishedAt": simulation.finished_at,
         "endedBySo": simulation.ended_by_so,
         "parts": parts,
@@ -312,6 +329,8 @@ def decode_record(head: dict[str, str], part: Callable[[int], dict[str, str] | N
         version = body.get("version")
         if version not in (2, _VERSION):
             raise RecordError(f"unknown record version {version!r}")
+        if body.get("complete") is False:
+            raise IncompleteRecordError("written whole for the first time, not finished")
         if version == 2:
             # Sent meant decided and handed out: taken as delivered, as version 2 itself took it.
             ready, ended = (Delivery.DELIVERED if body[key] else Delivery.NONE
@@ -326,6 +345,8 @@ def decode_record(head: dict[str, str], part: Callable[[int], dict[str, str] | N
             all_terminated=ended,
             finished_at=None if body["finishedAt"] is None else float(body["finishedAt"]),
             ended_by_so=bool(body.get("endedBySo", False)),
+            models_ready_id=int(body.get("modelsReadyId", 0)),
+            all_terminated_id=int(body.get("allTerminatedId", 0)),
         )
         for index in range(int(body["parts"])):
             data = part(index)
@@ -337,6 +358,8 @@ def decode_record(head: dict[str, str], part: Callable[[int], dict[str, str] | N
                     legacy=version == 2, so=so)
                 if stop:
                     model.stop_at, model.stop_reason = float(stop[0][0]), StopReason(int(stop[0][1]))
+    except RecordError:
+        raise
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordError(f"unreadable simulation record: {exc}") from exc
     return simulation
@@ -345,6 +368,7 @@ def decode_record(head: dict[str, str], part: Callable[[int], dict[str, str] | N
 def _model(simulation: Simulation, model_id: str, flags: int, termination: Any, spec: ModelSpec | None, *,
            legacy: bool, so: str) -> Model:
     ended = None if termination is None else Termination(int(termination[0]), str(termination[1]))
+    packet_id = int(termination[2]) if termination is not None and len(termination) > 2 else 0
     if ended is not None:
         phase = Phase.STOPPING if flags & _STOPPING else Phase.ENDED
     else:
@@ -355,6 +379,8 @@ def _model(simulation: Simulation, model_id: str, flags: int, termination: Any, 
         model_id=model_id,
         pod_name=name,
         restarted=bool(flags & _RESTARTED),
+        packet_id=packet_id,
+        received=bool(flags & _RECEIVED),
         spec=spec,
         phase=phase,
         has_pod=bool(flags & _CREATED),

@@ -230,12 +230,28 @@ def _matches(body: Mapping[str, Any], label_selector: str) -> bool:
 
 @dataclass
 class FakeBroker:
-    """The MQTT session: records what is published; confirms at once unless ``hold`` is set."""
+    """Both MQTT sessions (``Publisher`` and ``Outbox``): records what is published; receives (PUBREC) a
+    lifecycle message at once unless ``hold`` is set, and completes it (PUBCOMP) once it is released."""
 
     connected: bool = True
     hold: bool = False
     published: list[tuple[str, bytes]] = field(default_factory=list)
     held: list[Callable[[], None]] = field(default_factory=list)
+    packet_ids: list[int] = field(default_factory=list)  # of the lifecycle messages, as sent
+    _completions: dict[int, Callable[[], None]] = field(default_factory=dict)
+
+    def send(self, packet_id: int, topic: str, payload: bytes, *, received: bool = False,
+             on_received: Callable[[], None], on_delivered: Callable[[], None]) -> None:
+        assert packet_id not in self._completions, f"packet id {packet_id} in use twice"
+        self._completions[packet_id] = on_delivered
+        if received:
+            return  # only its PUBREL is left: nothing goes to the SO
+        self.packet_ids.append(packet_id)
+        self.publish(topic, payload, on_received)
+
+    def release(self, packet_id: int) -> None:
+        if (on_delivered := self._completions.pop(packet_id, None)) is not None:
+            asyncio.get_running_loop().call_soon(on_delivered)
 
     def publish(self, topic: str, payload: bytes, on_delivered: Callable[[], None] | None = None) -> None:
         self.published.append((topic, payload))
@@ -285,7 +301,8 @@ async def running(cluster: FakeCluster, broker: FakeBroker, **settings: Any) -> 
     """A runtime restored from ``cluster`` and running; leaving the block kills it (no shutdown)."""
     options = runtime_settings(**settings)
     records = RecordStore(api=cluster, so=options.so, is_secret=secret_env_names(options.secret_env_name_pattern))
-    runtime = Runtime(settings=options, pods=cluster, records=records, publisher=broker, redactor=SecretRedactor())
+    runtime = Runtime(settings=options, pods=cluster, records=records, publisher=broker, outbox=broker,
+                      redactor=SecretRedactor())
     cluster.watcher = runtime
     await runtime.restore()
     cluster.relist()

@@ -180,9 +180,13 @@ def fake_model_env(broker: LocalMosquitto, simulation_id: str, model_id: str, *,
     just before it announces itself, as DOTS models do."""
     env = [("MQTT_HOST", broker.host), ("MQTT_PORT", str(broker.port)), ("SIMULATOR_ID", "so01"),
            ("SIMULATION_ID", simulation_id), ("MODEL_ID", model_id), ("MQTT_USERNAME", broker.username),
-           ("MQTT_PASSWORD", broker.password), ("FAKE_MODEL_RUN_SECONDS", str(run_seconds)),
-           ("FAKE_MODEL_START_SECONDS", str(start_seconds)), ("FAKE_MODEL_FINISH_SECONDS", str(finish_seconds)),
-           ("FAKE_MODEL_HANG", "1" if hang else "0")]
+           ("MQTT_PASSWORD", broker.password), ("FAKE_MODEL_RUN_SECONDS", str(run_seconds))]
+    if start_seconds:
+        env.append(("FAKE_MODEL_START_SECONDS", str(start_seconds)))
+    if finish_seconds:
+        env.append(("FAKE_MODEL_FINISH_SECONDS", str(finish_seconds)))
+    if hang:
+        env.append(("FAKE_MODEL_HANG", "1"))
     if exit_code is not None:
         env.append(("EXIT_CODE", str(exit_code)))
     return env
@@ -312,7 +316,8 @@ def read_records(api: kubernetes.client.CoreV1Api, *, so: str = "dots-so",
                  namespace: str = NAMESPACE) -> dict[str, Simulation]:
     """Every readable record, by simulation id, read as a restarted daemon reads them."""
     store = RecordStore(api=_RecordObjects(api, namespace), so=so, is_secret=lambda _name: False)
-    return {restored.simulation.simulation_id: restored.simulation for restored in asyncio.run(store.load())}
+    return {restored.simulation.simulation_id: restored.simulation
+            for restored in asyncio.run(store.load(roll_back=False))}
 
 
 def ready_in_record(api: kubernetes.client.CoreV1Api, simulation_id: str) -> set[str]:
@@ -332,7 +337,8 @@ def settled_in_record(api: kubernetes.client.CoreV1Api, simulation_id: str) -> b
     simulation = read_records(api).get(simulation_id)
     if simulation is None:
         return True
-    return (simulation.models_ready is not Delivery.DECIDED and simulation.all_terminated is not Delivery.DECIDED
+    undelivered = (Delivery.DECIDED, Delivery.RECEIVED)
+    return (simulation.models_ready not in undelivered and simulation.all_terminated not in undelivered
             and all(model.reported for model in simulation.models.values() if model.termination is not None))
 
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,8 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from model_services_orchestrator import mqtt_packets as packets
+from model_services_orchestrator.mqtt_outbox import MqttOutbox
 from model_services_orchestrator.mqtt_session import LoginRefusedError, MqttSession, MqttSettings
 from simulation_components.local_mosquitto import LocalMosquitto, free_port
 
@@ -126,10 +129,11 @@ def test_messages_come_in_as_bytes_in_order_and_go_out(broker: LocalMosquitto, p
     outside = peers(f"{base}/out/#")
     received: list[tuple[str, bytes]] = []
 
-    def on_message(topic: str, payload: bytes) -> None:
+    def on_message(topic: str, payload: bytes, ack: Callable[[], None]) -> None:
         if payload == b"boom":
             raise RuntimeError("a handler failing must not stop the session")
         received.append((topic, payload))
+        ack()
 
     async def scenario() -> MqttSession:
         session = MqttSession(settings=_settings(broker, subscriptions=(f"{base}/in/#",)), on_message=on_message)
@@ -170,7 +174,7 @@ def test_two_hundred_messages_keep_their_order_within_the_window(
     async def scenario() -> MqttSession:
         nonlocal most_in_flight
         session = MqttSession(settings=_settings(broker, max_inflight=20, publish_qos=qos),
-                              on_message=lambda _t, _p: None)
+                              on_message=lambda _t, _p, ack: ack())
         client = session._client  # noqa: SLF001 (counting what is handed to paho at once)
         handed = 0
         original = client.publish
@@ -208,7 +212,7 @@ def test_a_broker_restart_loses_nothing_and_repeats_nothing(broker: LocalMosquit
     expected = [b"%d" % index for index in range(300)]
 
     async def scenario() -> tuple[MqttSession, int, bool]:
-        session = MqttSession(settings=_settings(broker), on_message=lambda _t, _p: None)
+        session = MqttSession(settings=_settings(broker), on_message=lambda _t, _p, ack: ack())
         at_stop: list[int] = []
 
         def on_delivered(index: int) -> None:
@@ -250,7 +254,7 @@ def test_a_wrong_password_raises_login_refused_at_once(broker: LocalMosquitto) -
     settings = _settings(broker, password="not-the-password")
 
     async def scenario() -> None:
-        session = MqttSession(settings=settings, on_message=lambda _t, _p: None)
+        session = MqttSession(settings=settings, on_message=lambda _t, _p, ack: ack())
         await asyncio.wait_for(session.run(), timeout=5)
 
     started = time.monotonic()
@@ -262,6 +266,46 @@ def test_a_wrong_password_raises_login_refused_at_once(broker: LocalMosquitto) -
     assert "not-the-password" not in str(refused.value)
 
 
+def _keeping(into: list[bytes]) -> Callable[[str, bytes, Callable[[], None]], None]:
+    """A handler that keeps the payloads and acknowledges each at once."""
+    def keep(_topic: str, payload: bytes, ack: Callable[[], None]) -> None:
+        into.append(payload)
+        ack()
+    return keep
+
+
+def test_a_message_not_yet_acknowledged_is_delivered_again_to_the_next_life_and_acks_go_in_order(
+    broker: LocalMosquitto, peers: Callable[..., Peer],
+) -> None:
+    """The runtime acknowledges a message once the record holds what it changed: a kill before that must
+    make the broker deliver it again."""
+    base = _unique("t")
+    settings = _settings(broker, subscriptions=(f"{base}/in/#",))
+    acks: dict[bytes, Callable[[], None]] = {}
+    second_life: list[bytes] = []
+
+    def hold(_topic: str, payload: bytes, ack: Callable[[], None]) -> None:
+        acks[payload] = ack
+
+    async def scenario() -> None:
+        session = MqttSession(settings=settings, on_message=hold)
+        sender = peers()
+        async with _running(session):
+            for payload in (b"first", b"second", b"third"):
+                await asyncio.to_thread(sender.publish, f"{base}/in/Ready", payload)
+            await _wait_until(lambda: len(acks) == 3)
+            acks[b"second"]()  # done, but behind the first: not acknowledged yet
+            acks[b"first"]()  # both go now; the third never
+            await asyncio.sleep(0.3)
+        again = MqttSession(settings=settings, on_message=_keeping(second_life))
+        async with _running(again):
+            await _wait_until(lambda: bool(second_life), timeout=5)
+            await asyncio.sleep(0.3)
+
+    asyncio.run(scenario())
+    assert second_life == [b"third"]
+
+
 def test_messages_after_stop_receiving_stay_at_the_broker_and_cancelling_disconnects_cleanly(
     broker: LocalMosquitto, peers: Callable[..., Peer],
 ) -> None:
@@ -271,7 +315,7 @@ def test_messages_after_stop_receiving_stay_at_the_broker_and_cancelling_disconn
     second_life: list[bytes] = []
 
     async def scenario() -> None:
-        session = MqttSession(settings=settings, on_message=lambda _t, payload: first_life.append(payload))
+        session = MqttSession(settings=settings, on_message=_keeping(first_life))
         sender = peers()
         async with _running(session):
             await asyncio.to_thread(sender.publish, f"{base}/in/Ready", b"before")
@@ -280,7 +324,7 @@ def test_messages_after_stop_receiving_stay_at_the_broker_and_cancelling_disconn
             await asyncio.to_thread(sender.publish, f"{base}/in/Ready", b"after")
             await asyncio.sleep(0.3)
         await _wait_until(lambda: f"Client {settings.client_id} disconnected." in broker.log_text(), timeout=5)
-        again = MqttSession(settings=settings, on_message=lambda _t, payload: second_life.append(payload))
+        again = MqttSession(settings=settings, on_message=_keeping(second_life))
         async with _running(again):
             await _wait_until(lambda: bool(second_life), timeout=5)
             await asyncio.sleep(0.2)
@@ -296,7 +340,7 @@ def test_an_idle_session_sends_keepalive_pings() -> None:
         settings = _settings(verbose, keepalive=1)
 
         async def scenario() -> MqttSession:
-            session = MqttSession(settings=settings, on_message=lambda _t, _p: None)
+            session = MqttSession(settings=settings, on_message=lambda _t, _p, ack: ack())
             async with _running(session):
                 await asyncio.sleep(1.6)
             return session
@@ -311,7 +355,7 @@ def test_with_no_broker_it_retries_until_cancelled(broker: LocalMosquitto) -> No
     settings = _settings(broker, port=free_port())
 
     async def scenario() -> MqttSession:
-        session = MqttSession(settings=settings, on_message=lambda _t, _p: None)
+        session = MqttSession(settings=settings, on_message=lambda _t, _p, ack: ack())
         task = asyncio.create_task(session.run())
         await asyncio.sleep(1.0)  # refused, retried after 0.25-0.5 s, refused again
         assert not task.done()
@@ -324,3 +368,103 @@ def test_with_no_broker_it_retries_until_cancelled(broker: LocalMosquitto) -> No
     session = asyncio.run(scenario())
     assert session.reconnects == 0
     assert not session.connected
+
+
+# ---------------------------------------------------------------- the outbox: packet ids across lives
+
+
+def _an_earlier_life(broker: LocalMosquitto, client_id: str, flights: list[tuple[int, str, bytes, str]]) -> None:
+    """A publisher killed part way: each flight is taken as far as ``sent``, ``received`` (PUBREC read, no
+    PUBREL) or ``completed`` (PUBCOMP read), and the socket is dropped without a DISCONNECT."""
+    with socket.create_connection((broker.host, broker.port), timeout=5) as sock:
+        sock.sendall(packets.connect(client_id=f"{client_id}-out", keepalive=30, username=broker.username,
+                                     password=broker.password))
+        reader = packets.PacketReader()
+
+        def next_packet() -> packets.Packet:
+            while True:
+                if found := reader.feed(b"") or reader.feed(sock.recv(4096)):
+                    return found[0]
+
+        assert packets.connack(next_packet())[1] == 0
+        for packet_id, topic, payload, phase in flights:
+            sock.sendall(packets.publish(topic, payload, qos=2, packet_id=packet_id))
+            if phase == "sent":
+                continue
+            assert next_packet().kind == packets.PUBREC
+            if phase == "completed":
+                sock.sendall(packets.pubrel(packet_id))
+                assert next_packet().kind == packets.PUBCOMP
+
+
+@contextlib.asynccontextmanager
+async def _outbox_running(outbox: MqttOutbox) -> Any:
+    task = asyncio.create_task(outbox.run())
+    try:
+        await _wait_until(lambda: outbox.connected or task.done())
+        if task.done():
+            task.result()
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def test_the_outbox_resumes_an_earlier_lifes_flows_by_their_ids_and_loses_and_repeats_nothing(
+    broker: LocalMosquitto, peers: Callable[..., Peer],
+) -> None:
+    """The earlier life's packet ids are those its record holds. Received (PUBREC) and recorded: only PUBREL.
+    Not received: PUBLISH again, DUP. Completed but not yet recorded as such: only PUBREL. A new message
+    under a free id. With paho's own ids the new message took id 1, which the broker still held: lost."""
+    base = _unique("t")
+    so = peers(f"{base}/#")
+    settings = _settings(broker, publish_qos=2)
+    _an_earlier_life(broker, settings.client_id, [
+        (1, f"{base}/a", b"received", "received"), (2, f"{base}/a", b"completed", "completed"),
+        (3, f"{base}/a", b"sent", "sent")])
+    delivered: list[int] = []
+
+    async def scenario() -> None:
+        outbox = MqttOutbox(settings=settings)
+        async with _outbox_running(outbox):
+            for packet_id, payload, received in ((1, b"received", True), (2, b"completed", True),
+                                                 (3, b"sent", False), (4, b"new", False)):
+                outbox.send(packet_id, f"{base}/a", payload, received=received,
+                            on_received=functools.partial(outbox.release, packet_id),  # saved at once
+                            on_delivered=functools.partial(delivered.append, packet_id))
+                if received:
+                    outbox.release(packet_id)
+            await _wait_until(lambda: len(delivered) == 4)
+            await asyncio.sleep(0.3)
+
+    asyncio.run(scenario())
+    assert sorted(delivered) == [1, 2, 3, 4]
+    assert sorted(so.wait_for(4)) == [b"completed", b"new", b"received", b"sent"]
+    time.sleep(0.3)
+    assert len(so.payloads()) == 4, "none twice"
+
+
+def test_the_outbox_republishes_what_a_broker_that_lost_our_session_had_received() -> None:
+    with LocalMosquitto(password=f"mqtt-{secrets.token_hex(8)}", extra_config=("persistence false",)) as plain:
+        base = _unique("t")
+        settings = _settings(plain, publish_qos=2)
+        _an_earlier_life(plain, settings.client_id, [(9, f"{base}/a", b"held", "received")])
+        plain.stop()
+        plain.start()  # the held message is gone with the session
+        so = Peer(plain, f"{base}/#")
+        delivered: list[int] = []
+
+        async def scenario() -> None:
+            outbox = MqttOutbox(settings=settings)
+            async with _outbox_running(outbox):
+                outbox.send(9, f"{base}/a", b"held", received=True, on_received=lambda: outbox.release(9),
+                            on_delivered=lambda: delivered.append(9))
+                outbox.release(9)
+                await _wait_until(lambda: delivered == [9])
+
+        try:
+            asyncio.run(scenario())
+            assert so.wait_for(1) == [b"held"], "at least once: the broker lost it"
+        finally:
+            so.close()

@@ -682,6 +682,41 @@ def test_a_restored_simulation_publishes_again_what_was_decided_and_not_confirme
     assert settle(restarted) == []
 
 
+def recorded_as(simulation: inv.Simulation, **changes: object) -> inv.Simulation:
+    """The simulation as a record read back after a kill holds it: saved, nothing in flight."""
+    for name, value in changes.items():
+        setattr(simulation, name, value)
+    simulation.outgoing.clear()
+    simulation.version = simulation.saved_version = 1
+    return simulation
+
+
+def test_a_restore_decides_models_ready_when_every_ready_is_recorded_and_it_is_not() -> None:
+    inventory = make_inventory()
+    deploy(inventory, "a", "b")
+    running(inventory, "a", "b")
+    for model in inventory.simulations[SIM].models.values():
+        model.ready = True  # the record holds both readies; the kill came before the decision was saved
+    restarted = make_inventory()
+    restarted.restore(recorded_as(inventory.simulations[SIM], models_ready=inv.Delivery.NONE), T0 + 2)
+    assert restarted.releasable(SIM) == [], "saved before it goes out"
+    assert settle(restarted) == [("ModelsReady", "", 0)]
+    assert settle(restarted) == []
+
+
+def test_a_restore_decides_all_models_have_terminated_and_the_cleanup_follows() -> None:
+    inventory = make_inventory()
+    deploy(inventory, "a", "b")
+    running(inventory, "a", "b")
+    ended(inventory, "a", 0)
+    ended(inventory, "b", 0)
+    restarted = make_inventory()
+    restarted.restore(recorded_as(inventory.simulations[SIM], all_terminated=inv.Delivery.NONE, finished_at=None),
+                      T0 + 100)
+    assert settle(restarted) == [("AllModelsHaveTerminated", "", 0)]
+    assert restarted.cleanup_due(SIM, T0 + 106)
+
+
 def test_created_pods_are_saved_with_the_next_save_or_once_creation_is_done() -> None:
     # A save per pass of creates would take the API server's time from the creates themselves.
     inventory = make_inventory()

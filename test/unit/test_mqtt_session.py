@@ -21,7 +21,7 @@ def _settings(**overrides: object) -> MqttSettings:
 
 
 def _session(**overrides: object) -> MqttSession:
-    return MqttSession(settings=_settings(**overrides), on_message=lambda _topic, _payload: None)
+    return MqttSession(settings=_settings(**overrides), on_message=lambda _topic, _payload, _ack: None)
 
 
 @pytest.mark.parametrize("name", ["Bad user name or password", "Not authorized"])

@@ -103,7 +103,7 @@ def test_a_save_writes_only_the_parts_whose_models_changed() -> None:
     simulation.models[last_id].reported = False
     second = encoder.encode(simulation, {last_id})
     assert list(second.parts) == [len(first.parts) - 1]
-    assert json.loads(second.parts[len(first.parts) - 1][PART_KEY])[-1] == [last_id, 3, [0, "Completed"]]
+    assert json.loads(second.parts[len(first.parts) - 1][PART_KEY])[-1] == [last_id, 3, [0, "Completed", 0]]
     merged = {**first.parts, **second.parts}
     assert decode_record(second.head, merged.get).models[last_id].termination == inv.Termination(0, "Completed")
     assert not encoder.encode(simulation).parts, "nothing changed, no part to write"

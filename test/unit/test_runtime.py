@@ -54,7 +54,7 @@ async def pods_created(cluster: FakeCluster, count: int) -> None:
 async def recorded(cluster: FakeCluster, simulation_id: str) -> dict[str, Phase | bool | Delivery | None]:
     """The simulation as a restarted daemon would read it from the cluster, through the project's decoder."""
     store = RecordStore(api=cluster, so=SO, is_secret=secret_env_names("TOKEN|PASS"))
-    for restored in await store.load():
+    for restored in await store.load(roll_back=False):
         if restored.simulation.simulation_id == simulation_id:
             simulation = restored.simulation
             found: dict[str, Phase | bool | Delivery | None] = {
@@ -333,4 +333,39 @@ def test_two_sos_in_one_namespace_run_equal_ids() -> None:
                 await wait_until(partial(pods_of_so, cluster, so, 2), what=f"{so}'s pods")
         assert len(cluster.pods) == 4
         assert [broker.terminations("sim") for broker in brokers.values()] == [[], []]
+    scenario(body)
+
+
+def test_a_deploy_is_acknowledged_to_the_broker_only_once_its_record_is_saved() -> None:
+    async def body() -> None:
+        cluster, broker = FakeCluster(), FakeBroker()
+        acked: list[str] = []
+        cluster.fail("put_object:configmaps", ServerError("etcd timeout", status=500), times=3)
+        async with running(cluster, broker) as runtime:
+            message = DeployModels(simulatorId="so01", modelConfigurations=[ModelConfiguration(modelID="m1",
+                                                                                               imageUrl=IMAGE)])
+            runtime.receive(f"/lifecycle/{SO}/mso/sim/DeployModels", message.SerializeToString(),
+                            lambda: acked.append("deploy"))
+            runtime.receive(f"/healthcheck/{SO}/mso/i/PingHealthSOToMSO", b"", lambda: acked.append("ping"))
+            await wait_until(lambda: cluster.calls.count("put_object:configmaps") >= 2, what="a failed save")
+            assert acked == [], "not before the record holds it, and in the order they came"
+            await wait_until(lambda: acked == ["deploy", "ping"], what="both acknowledged")
+            assert await recorded(cluster, "sim") != {}
+    scenario(body)
+
+
+def test_a_first_save_cut_short_is_rolled_back_and_the_deploy_delivered_again_runs() -> None:
+    async def body() -> None:
+        cluster, broker = FakeCluster(), FakeBroker()
+        cluster.fail("put_object:secrets", ServerError("etcd timeout", status=500), times=None)
+        async with running(cluster, broker) as runtime:
+            deploy(runtime, "sim", "m1")
+            await wait_until(lambda: cluster.calls.count("put_object:secrets") >= 2, what="the save cut short")
+        cluster.heal()
+        assert [name for kind, name in cluster.objects if kind == "configmaps"], "a head was written"
+        async with running(cluster, broker) as runtime:
+            assert "sim" not in runtime.inventory.simulations
+            assert not cluster.objects, "rolled back, not left unreadable"
+            deploy(runtime, "sim", "m1")  # the broker delivers it again: it was never acknowledged
+            await pods_created(cluster, 1)
     scenario(body)
