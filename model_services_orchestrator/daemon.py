@@ -127,7 +127,7 @@ class Daemon:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
 
-    def _received(self, topic: str, payload: bytes, ack: Callable[[], None]) -> None:
+    def _received(self, topic: str, payload: bytes, ack: Callable[[], None] | None) -> None:
         self.runtime.receive(topic, payload, ack)
 
     def _connected(self, session_present: bool) -> None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import threading
@@ -107,10 +108,12 @@ def _check_topic(topic: str) -> None:
 class MqttSession:
     """Keeps a session with the broker up, hands every received message to ``on_message``, publishes in order."""
 
-    def __init__(self, *, settings: MqttSettings, on_message: Callable[[str, bytes, Callable[[], None]], None],
+    def __init__(self, *, settings: MqttSettings,
+                 on_message: Callable[[str, bytes, Callable[[], None] | None], None],
                  on_connected: Callable[[bool], None] | None = None) -> None:
         """``on_message(topic, payload, ack)``: ``ack()`` acknowledges the message to the broker (acknowledgements
-        go out in the order the messages came, each once its own ``ack`` and those before were called).
+        go out in the order the messages came, each once its own ``ack`` and those before were called); ``ack``
+        is ``None`` for a QoS 0 message, which has no acknowledgement.
         ``on_connected(session_present)``: called (in the loop) each time the session is connected and
         subscribed; ``session_present`` says whether the broker still had our session."""
         if settings.publish_qos not in (0, 1, 2):
@@ -373,22 +376,21 @@ class MqttSession:
         if not self._accepting and message.qos < 2:
             return  # not acknowledged: the broker keeps it for our next session
         mid, qos = message.mid, message.qos
+        acknowledge: Callable[[], None] | None = None
         if qos:
             self._unacknowledged[mid] = 0
-        def acknowledge() -> None:
-            if qos:
-                self._acknowledge(client, mid, qos)
-
+            acknowledge = functools.partial(self._acknowledge, client, mid, qos)
         try:
             if self._accepting:
                 payload = message.payload
                 self._on_message(message.topic, payload if isinstance(payload, bytes) else bytes(payload),
                                  acknowledge)
-            else:
+            elif acknowledge is not None:
                 acknowledge()
         except Exception:  # noqa: BLE001 (logged: an exception through paho would break its read state)
             _log.exception("mqtt message handling failed")
-            acknowledge()
+            if acknowledge is not None:
+                acknowledge()
 
     def _acknowledge(self, client: paho.Client, mid: int, qos: int) -> None:
         if mid not in self._unacknowledged:

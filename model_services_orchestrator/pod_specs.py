@@ -108,20 +108,22 @@ def unique_pod_name(simulator_id: str, simulation_id: str, model_id: str, so: st
     With ``so``, the SO is among them: two SOs sharing a namespace may run equal ids. Without it, the
     name an earlier version gave (still recognised as a model's pod).
     """
-    plain = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", pod_name(simulator_id, simulation_id, model_id)))
-    head = plain[: _MAX_LABEL - _HASH_LENGTH - 2].strip("-")
-    suffix = short_hash(so, simulator_id, simulation_id, model_id) if so else short_hash(
-        simulator_id, simulation_id, model_id)
-    return f"{head}-u{suffix}" if head else f"m-u{suffix}"
+    parts = (so, simulator_id, simulation_id, model_id) if so else (simulator_id, simulation_id, model_id)
+    return _hashed_name(pod_name(simulator_id, simulation_id, model_id), "u", short_hash(*parts))
 
 
 def restarted_pod_name(simulator_id: str, simulation_id: str, model_id: str, so: str) -> str:
     """The name of a model's pod made again after its first one was deleted (once per model): free at
     once, while the first pod may still be terminating under its own name."""
-    plain = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", pod_name(simulator_id, simulation_id, model_id)))
+    return _hashed_name(pod_name(simulator_id, simulation_id, model_id), "r",
+                        short_hash("restarted", so, simulator_id, simulation_id, model_id))
+
+
+def _hashed_name(readable: str, marker: str, suffix: str) -> str:
+    """A DNS label: as much of ``readable`` as fits, then ``-<marker><suffix>``."""
+    plain = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", readable))
     head = plain[: _MAX_LABEL - _HASH_LENGTH - 2].strip("-")
-    suffix = short_hash("restarted", so, simulator_id, simulation_id, model_id)
-    return f"{head}-r{suffix}" if head else f"m-r{suffix}"
+    return f"{head}-{marker}{suffix}" if head else f"m-{marker}{suffix}"
 
 
 def label_value(value: str) -> str:

@@ -194,7 +194,7 @@ class Runtime:
         """Who answers the SO's health pings (the daemon, which knows the adapters' health)."""
         self._answer_ping = answer
 
-    def receive(self, topic: str, payload: bytes, ack: Callable[[], None] = lambda: None) -> None:
+    def receive(self, topic: str, payload: bytes, ack: Callable[[], None] | None = None) -> None:
         """An MQTT message; ``ack()`` acknowledges it to the broker, once the record holds what it changed
         (a kill before that makes the broker deliver it again)."""
         now = self.clock()
@@ -225,7 +225,9 @@ class Runtime:
         self.apply([message])
         self._acknowledge_when_saved(message.simulation_id, ack)
 
-    def _acknowledge_when_saved(self, simulation_id: str | None, ack: Callable[[], None]) -> None:
+    def _acknowledge_when_saved(self, simulation_id: str | None, ack: Callable[[], None] | None) -> None:
+        if ack is None:
+            return  # QoS 0: nothing to acknowledge
         simulation = self.inventory.simulations.get(simulation_id) if simulation_id is not None else None
         self._acks.append((simulation_id, simulation.version if simulation is not None else 0, ack))
         self._acknowledge_saved()

@@ -111,7 +111,7 @@ async def _wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> N
 
 
 @contextlib.asynccontextmanager
-async def _running(session: MqttSession) -> Any:
+async def _running(session: MqttSession | MqttOutbox) -> Any:
     task = asyncio.create_task(session.run())
     try:
         await _wait_until(lambda: session.connected or task.done())
@@ -129,11 +129,12 @@ def test_messages_come_in_as_bytes_in_order_and_go_out(broker: LocalMosquitto, p
     outside = peers(f"{base}/out/#")
     received: list[tuple[str, bytes]] = []
 
-    def on_message(topic: str, payload: bytes, ack: Callable[[], None]) -> None:
+    def on_message(topic: str, payload: bytes, ack: Callable[[], None] | None) -> None:
         if payload == b"boom":
             raise RuntimeError("a handler failing must not stop the session")
         received.append((topic, payload))
-        ack()
+        if ack is not None:
+            ack()
 
     async def scenario() -> MqttSession:
         session = MqttSession(settings=_settings(broker, subscriptions=(f"{base}/in/#",)), on_message=on_message)
@@ -174,7 +175,7 @@ def test_two_hundred_messages_keep_their_order_within_the_window(
     async def scenario() -> MqttSession:
         nonlocal most_in_flight
         session = MqttSession(settings=_settings(broker, max_inflight=20, publish_qos=qos),
-                              on_message=lambda _t, _p, ack: ack())
+                              on_message=_ignoring)
         client = session._client  # noqa: SLF001 (counting what is handed to paho at once)
         handed = 0
         original = client.publish
@@ -212,7 +213,7 @@ def test_a_broker_restart_loses_nothing_and_repeats_nothing(broker: LocalMosquit
     expected = [b"%d" % index for index in range(300)]
 
     async def scenario() -> tuple[MqttSession, int, bool]:
-        session = MqttSession(settings=_settings(broker), on_message=lambda _t, _p, ack: ack())
+        session = MqttSession(settings=_settings(broker), on_message=_ignoring)
         at_stop: list[int] = []
 
         def on_delivered(index: int) -> None:
@@ -254,7 +255,7 @@ def test_a_wrong_password_raises_login_refused_at_once(broker: LocalMosquitto) -
     settings = _settings(broker, password="not-the-password")
 
     async def scenario() -> None:
-        session = MqttSession(settings=settings, on_message=lambda _t, _p, ack: ack())
+        session = MqttSession(settings=settings, on_message=_ignoring)
         await asyncio.wait_for(session.run(), timeout=5)
 
     started = time.monotonic()
@@ -266,12 +267,17 @@ def test_a_wrong_password_raises_login_refused_at_once(broker: LocalMosquitto) -
     assert "not-the-password" not in str(refused.value)
 
 
-def _keeping(into: list[bytes]) -> Callable[[str, bytes, Callable[[], None]], None]:
+def _keeping(into: list[bytes]) -> Callable[[str, bytes, Callable[[], None] | None], None]:
     """A handler that keeps the payloads and acknowledges each at once."""
-    def keep(_topic: str, payload: bytes, ack: Callable[[], None]) -> None:
+    def keep(topic: str, payload: bytes, ack: Callable[[], None] | None) -> None:
         into.append(payload)
-        ack()
+        _ignoring(topic, payload, ack)
     return keep
+
+
+def _ignoring(_topic: str, _payload: bytes, ack: Callable[[], None] | None) -> None:
+    if ack is not None:
+        ack()
 
 
 def test_a_message_not_yet_acknowledged_is_delivered_again_to_the_next_life_and_acks_go_in_order(
@@ -284,7 +290,8 @@ def test_a_message_not_yet_acknowledged_is_delivered_again_to_the_next_life_and_
     acks: dict[bytes, Callable[[], None]] = {}
     second_life: list[bytes] = []
 
-    def hold(_topic: str, payload: bytes, ack: Callable[[], None]) -> None:
+    def hold(_topic: str, payload: bytes, ack: Callable[[], None] | None) -> None:
+        assert ack is not None, "sent at QoS 1"
         acks[payload] = ack
 
     async def scenario() -> None:
@@ -340,7 +347,7 @@ def test_an_idle_session_sends_keepalive_pings() -> None:
         settings = _settings(verbose, keepalive=1)
 
         async def scenario() -> MqttSession:
-            session = MqttSession(settings=settings, on_message=lambda _t, _p, ack: ack())
+            session = MqttSession(settings=settings, on_message=_ignoring)
             async with _running(session):
                 await asyncio.sleep(1.6)
             return session
@@ -355,7 +362,7 @@ def test_with_no_broker_it_retries_until_cancelled(broker: LocalMosquitto) -> No
     settings = _settings(broker, port=free_port())
 
     async def scenario() -> MqttSession:
-        session = MqttSession(settings=settings, on_message=lambda _t, _p, ack: ack())
+        session = MqttSession(settings=settings, on_message=_ignoring)
         task = asyncio.create_task(session.run())
         await asyncio.sleep(1.0)  # refused, retried after 0.25-0.5 s, refused again
         assert not task.done()
@@ -397,20 +404,6 @@ def _an_earlier_life(broker: LocalMosquitto, client_id: str, flights: list[tuple
                 assert next_packet().kind == packets.PUBCOMP
 
 
-@contextlib.asynccontextmanager
-async def _outbox_running(outbox: MqttOutbox) -> Any:
-    task = asyncio.create_task(outbox.run())
-    try:
-        await _wait_until(lambda: outbox.connected or task.done())
-        if task.done():
-            task.result()
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 def test_the_outbox_resumes_an_earlier_lifes_flows_by_their_ids_and_loses_and_repeats_nothing(
     broker: LocalMosquitto, peers: Callable[..., Peer],
 ) -> None:
@@ -427,7 +420,7 @@ def test_the_outbox_resumes_an_earlier_lifes_flows_by_their_ids_and_loses_and_re
 
     async def scenario() -> None:
         outbox = MqttOutbox(settings=settings)
-        async with _outbox_running(outbox):
+        async with _running(outbox):
             for packet_id, payload, received in ((1, b"received", True), (2, b"completed", True),
                                                  (3, b"sent", False), (4, b"new", False)):
                 outbox.send(packet_id, f"{base}/a", payload, received=received,
@@ -457,7 +450,7 @@ def test_the_outbox_republishes_what_a_broker_that_lost_our_session_had_received
 
         async def scenario() -> None:
             outbox = MqttOutbox(settings=settings)
-            async with _outbox_running(outbox):
+            async with _running(outbox):
                 outbox.send(9, f"{base}/a", b"held", received=True, on_received=lambda: outbox.release(9),
                             on_delivered=lambda: delivered.append(9))
                 outbox.release(9)
