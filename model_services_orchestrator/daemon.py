@@ -30,7 +30,7 @@ from model_services_orchestrator.k8s_api import (
 )
 from model_services_orchestrator.logs import SecretRedactor, get_logger
 from model_services_orchestrator.messages import codec
-from model_services_orchestrator.mqtt_outbox import MqttOutbox
+from model_services_orchestrator.mqtt_outbox import MqttOutboxes
 from model_services_orchestrator.mqtt_session import LoginRefusedError, MqttSession, MqttSettings
 from model_services_orchestrator.pod_observation import observe_pod
 from model_services_orchestrator.pod_specs import PodSettings, owned_pods_selector, secret_env_names
@@ -74,7 +74,7 @@ class Daemon:
             max_inflight=settings.mqtt_max_inflight_messages,
         )
         # The lifecycle messages: their own session, under the packet ids their records hold.
-        self.outbox = MqttOutbox(settings=mqtt_settings)
+        self.outbox = MqttOutboxes(settings=mqtt_settings)
         self.mqtt = MqttSession(
             # Subscriptions, and what is best effort (ErrorOccurred, UnhealthyModel) or volatile (pongs, pings).
             settings=mqtt_settings,

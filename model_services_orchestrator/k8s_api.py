@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import socket
 import threading
@@ -63,6 +64,7 @@ _log = get_logger(__name__)
 _T = TypeVar("_T")
 
 _SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+_METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
 class ConfigurationError(RuntimeError):
@@ -156,12 +158,13 @@ class KubernetesGateway:
     # -- plumbing
 
     def _raw(self, method: str, path: str, *, body: Any = None, content_type: str = "application/json",
-             query: list[tuple[str, Any]] | None = None, want_answer: bool = True) -> Any:
+             query: list[tuple[str, Any]] | None = None, want_answer: bool = True,
+             accept: str = "application/json") -> Any:
         params = self.api_client.param_serialize(
             method=method,
             resource_path=path,
             query_params=query or [],
-            header_params={"Accept": "application/json", "Content-Type": content_type},
+            header_params={"Accept": accept, "Content-Type": content_type},
             body=body,
             auth_settings=["BearerToken"],
         )
@@ -293,8 +296,21 @@ class KubernetesGateway:
             "DELETE", path, query=[("labelSelector", label_selector)], want_answer=False))
 
     async def list_pods(self, label_selector: str) -> list[dict[str, Any]]:
-        """The pods the selector matches, as the API's JSON."""
-        return await self.list_objects("pods", label_selector)
+        """The pods the selector matches, their metadata only (``{"metadata": ...}``), a page at a time.
+
+        Ten thousand whole pods are tens of MB of JSON and hundreds of MB of dicts; their metadata, as
+        ``PartialObjectMetadataList``, a tenth of that.
+        """
+        path = f"/api/v1/namespaces/{self.namespace}/pods"
+        found: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            query = [("labelSelector", label_selector), ("limit", 500)] + ([("continue", token)] if token else [])
+            page = await self._call("list pods", functools.partial(
+                self._raw, "GET", path, query=query, accept=_METADATA_ONLY))
+            found.extend({"metadata": item.get("metadata") or {}} for item in page.get("items") or [])
+            if not (token := (page.get("metadata") or {}).get("continue") or ""):
+                return found
 
     async def read_log_tail(self, name: str, lines: int) -> str:
         """The last ``lines`` lines of the pod's log (``NotFound`` when the pod is gone)."""

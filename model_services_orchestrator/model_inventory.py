@@ -20,6 +20,7 @@ confirmed, and never decides anything twice.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import math
@@ -48,6 +49,7 @@ __all__ = [
     "FailureReport",
     "Inventory",
     "ListStarted",
+    "MessageKey",
     "MessageKind",
     "Model",
     "ModelSpec",
@@ -139,7 +141,10 @@ class Delivery(IntEnum):
     NONE = 0
     DECIDED = 1  # in the state; goes out once the record holding it is saved
     DELIVERED = 2  # the broker confirmed it (PUBCOMP at QoS 2)
-    RECEIVED = 3  # the broker has it (PUBREC): once the record says so, only its PUBREL may go
+
+
+# Which message a receipt is of: (simulation, kind, model); a packet id alone may be given out again.
+MessageKey = tuple[str, str, str]
 
 
 class MessageKind(Enum):
@@ -159,7 +164,11 @@ class Outgoing:
     exit_code: int = 0
     reason: str = ""
     packet_id: int = 0  # its MQTT packet id, recorded with the decision
-    received: bool = False  # the record says the broker received it (PUBREC): only its PUBREL is left
+    received: bool = False  # the session record says the broker received it (PUBREC): only its PUBREL is left
+
+    @property
+    def key(self) -> MessageKey:
+        return self.simulation_id, self.kind.value, self.model_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +246,6 @@ class Model:
     termination: Termination | None = None  # decided
     reported: bool = False  # its ModelHasTerminated was delivered
     packet_id: int = 0  # of its ModelHasTerminated
-    received: bool = False  # the broker received its ModelHasTerminated (PUBREC), not yet completed
 
 
 @dataclass(slots=True)
@@ -268,13 +276,13 @@ class Simulation:
     to_stop: dict[str, None] = field(default_factory=dict)  # models in STOPPING
     to_delete: dict[str, str] = field(default_factory=dict)  # a restarted model's earlier pod, by model
     restarts: list[str] = field(default_factory=list)  # models restarted since last taken (to be logged)
-    # Receipts (PUBREC) by the version that records them: their PUBREL goes once that version is saved.
-    receipts: deque[tuple[int, int]] = field(default_factory=deque)
     # Packet ids of delivered messages, free once the version that records the delivery is saved.
     to_free: list[tuple[int, int]] = field(default_factory=list)
+    in_flight: list[Outgoing] = field(default_factory=list)  # a ModelsReady handed out, not yet delivered
     reports: list[FailureReport] = field(default_factory=list)
     ready_count: int = 0
     terminated_count: int = 0
+    reported_count: int = 0  # models whose ModelHasTerminated was delivered
 
     def cleanup_at(self, min_delay_seconds: float) -> float | None:
         """When this simulation's pods are to be deleted; ``None`` while it runs."""
@@ -467,6 +475,11 @@ class Inventory:
         self._touched: set[str] = set()
         self._lists_started = 0
         self.packet_ids = PacketIds()
+        # The broker's receipts (PUBREC) of messages whose delivery the records do not hold yet, kept in the
+        # session record (``receipts``) before their PUBREL may go; ``_unwritten``: not in it yet.
+        self.receipts: dict[int, MessageKey] = {}
+        self._unwritten: set[int] = set()
+        self._restored_receipts: dict[int, MessageKey] = {}
 
     # -- queries
 
@@ -501,24 +514,31 @@ class Inventory:
         if (simulation := self.simulations.get(simulation_id)) is not None:
             simulation.saved_version = max(simulation.saved_version, version)
             if simulation.to_free:
-                # The record says these were delivered: the broker holds them no more.
+                # The record says these were delivered: the broker holds them no more, their receipts can go.
                 held = []
                 for at, packet_id in simulation.to_free:
                     if at <= simulation.saved_version:
-                        self.packet_ids.free(packet_id)
+                        self._forget_packet_id(packet_id)
                     else:
                         held.append((at, packet_id))
                 simulation.to_free = held
 
-    def releases(self, simulation_id: str) -> list[int]:
-        """Packet ids whose receipt the saved record holds: their PUBREL may go, once each."""
-        simulation = self.simulations.get(simulation_id)
-        if simulation is None:
-            return []
-        released = []
-        while simulation.receipts and simulation.receipts[0][0] <= simulation.saved_version:
-            released.append(simulation.receipts.popleft()[1])
-        return released
+    def receipts_to_write(self) -> tuple[dict[int, MessageKey], list[int]]:
+        """The receipts the session record is to hold, and those of them it does not hold yet."""
+        return dict(self.receipts), sorted(self._unwritten)
+
+    def receipts_written(self, packet_ids: Iterable[int]) -> None:
+        """The session record holds these receipts: their PUBREL may go."""
+        self._unwritten.difference_update(packet_ids)
+
+    def restore_receipts(self, receipts: dict[int, MessageKey]) -> None:
+        """The receipts the session record held at start-up; before any ``restore``."""
+        self._restored_receipts = receipts
+
+    def _forget_packet_id(self, packet_id: int) -> None:
+        self.packet_ids.free(packet_id)
+        self.receipts.pop(packet_id, None)
+        self._unwritten.discard(packet_id)
 
     def releasable(self, simulation_id: str) -> list[Outgoing]:
         """Decided messages whose decision the saved record holds, in order; each is handed out once."""
@@ -527,9 +547,20 @@ class Inventory:
             return []
         released: list[Outgoing] = []
         while simulation.outgoing and simulation.outgoing[0].version <= simulation.saved_version:
-            message = simulation.outgoing.popleft()
+            message = simulation.outgoing[0]
+            # Messages may go out on different sessions, which do not keep each other's order: a termination
+            # waits for ModelsReady to be delivered, AllModelsHaveTerminated for every termination.
+            if message.kind is MessageKind.MODEL_HAS_TERMINATED and any(
+                    sent.kind is MessageKind.MODELS_READY for sent in simulation.in_flight):
+                break
+            if (message.kind is MessageKind.ALL_MODELS_HAVE_TERMINATED
+                    and simulation.reported_count < simulation.terminated_count):
+                break
+            simulation.outgoing.popleft()
             if not (message.kind is MessageKind.MODELS_READY and simulation.ended_by_so):
                 released.append(message)
+                if message.kind is MessageKind.MODELS_READY:
+                    simulation.in_flight.append(message)
         return released
 
     def pods_to_create(self, simulation_id: str, limit: int) -> list[CreatePod]:
@@ -602,6 +633,7 @@ class Inventory:
         simulation.saved_version = simulation.version
         simulation.ready_count = sum(1 for model in simulation.models.values() if model.ready)
         simulation.terminated_count = sum(1 for model in simulation.models.values() if model.termination)
+        simulation.reported_count = sum(1 for model in simulation.models.values() if model.reported)
         sid = simulation.simulation_id
         self.simulations[sid] = simulation
         complete = bool(simulation.models)
@@ -633,9 +665,9 @@ class Inventory:
 
     def _hold_packet_ids(self, simulation: Simulation) -> None:
         """The ids the broker may still hold are taken before any new one is given out."""
-        if simulation.models_ready in _UNDELIVERED:
+        if simulation.models_ready is Delivery.DECIDED:
             simulation.models_ready_id = self._held(simulation, simulation.models_ready_id)
-        if simulation.all_terminated in _UNDELIVERED:
+        if simulation.all_terminated is Delivery.DECIDED:
             simulation.all_terminated_id = self._held(simulation, simulation.all_terminated_id)
         for model in simulation.models.values():
             if model.termination is not None and not model.reported:
@@ -647,17 +679,21 @@ class Inventory:
     def _queue_undelivered(self, simulation: Simulation) -> None:
         """What the record decided and the broker did not confirm, in the order it was decided in."""
         sid = simulation.simulation_id
-        if simulation.models_ready in _UNDELIVERED and not simulation.ended_by_so:
-            simulation.outgoing.append(Outgoing(
-                sid, MessageKind.MODELS_READY, simulation.version, packet_id=simulation.models_ready_id,
-                received=simulation.models_ready is Delivery.RECEIVED))
-        for model in simulation.models.values():
-            if model.termination is not None and not model.reported:
-                simulation.outgoing.append(self._termination_message(simulation, model))
-        if simulation.all_terminated in _UNDELIVERED:
-            simulation.outgoing.append(Outgoing(
-                sid, MessageKind.ALL_MODELS_HAVE_TERMINATED, simulation.version,
-                packet_id=simulation.all_terminated_id, received=simulation.all_terminated is Delivery.RECEIVED))
+        messages: list[Outgoing] = []
+        if simulation.models_ready is Delivery.DECIDED and not simulation.ended_by_so:
+            messages.append(Outgoing(sid, MessageKind.MODELS_READY, simulation.version,
+                                     packet_id=simulation.models_ready_id))
+        messages.extend(self._termination_message(simulation, model) for model in simulation.models.values()
+                        if model.termination is not None and not model.reported)
+        if simulation.all_terminated is Delivery.DECIDED:
+            messages.append(Outgoing(sid, MessageKind.ALL_MODELS_HAVE_TERMINATED, simulation.version,
+                                     packet_id=simulation.all_terminated_id))
+        for message in messages:
+            # Received by the broker in an earlier life, as the session record says: only its PUBREL is left.
+            received = self._restored_receipts.get(message.packet_id) == message.key
+            if received:
+                self.receipts[message.packet_id] = message.key
+            simulation.outgoing.append(dataclasses.replace(message, received=received))
 
     def _held(self, simulation: Simulation, packet_id: int) -> int:
         """A recorded id of an undelivered message, held; a record without one (an earlier version) gets one."""
@@ -972,24 +1008,11 @@ class Inventory:
             self._changed(simulation, seen.model_id)
 
     def _received(self, message: Outgoing) -> None:
-        simulation = self.simulations.get(message.simulation_id)
-        if simulation is None:
+        if message.simulation_id not in self.simulations or not message.packet_id:
             return
-        match message.kind:
-            case MessageKind.MODELS_READY if simulation.models_ready is Delivery.DECIDED:
-                simulation.models_ready = Delivery.RECEIVED
-                self._changed(simulation)
-            case MessageKind.ALL_MODELS_HAVE_TERMINATED if simulation.all_terminated is Delivery.DECIDED:
-                simulation.all_terminated = Delivery.RECEIVED
-                self._changed(simulation)
-            case MessageKind.MODEL_HAS_TERMINATED:
-                model = simulation.models.get(message.model_id)
-                if model is not None and not model.reported and not model.received:
-                    model.received = True
-                    self._changed(simulation, model.model_id)
-        # Recorded already (a broker that lost our session received it again): released with the next save.
-        simulation.receipts.append((simulation.version, message.packet_id))
-        self._touched.add(simulation.simulation_id)
+        # Written already (a broker that lost our session received it again): released with the next write.
+        self.receipts[message.packet_id] = message.key
+        self._unwritten.add(message.packet_id)
 
     def _cleaned_up(self, simulation_id: str) -> None:
         simulation = self.simulations.pop(simulation_id, None)
@@ -997,7 +1020,8 @@ class Inventory:
             return
         for packet_id in (simulation.models_ready_id, simulation.all_terminated_id,
                           *(model.packet_id for model in simulation.models.values())):
-            self.packet_ids.free(packet_id)
+            if packet_id:
+                self._forget_packet_id(packet_id)
 
     def _delivered(self, message: Outgoing) -> None:
         simulation = self.simulations.get(message.simulation_id)
@@ -1008,6 +1032,7 @@ class Inventory:
         match message.kind:
             case MessageKind.MODELS_READY:
                 simulation.models_ready = Delivery.DELIVERED
+                simulation.in_flight.clear()
                 self._changed(simulation)
             case MessageKind.ALL_MODELS_HAVE_TERMINATED:
                 simulation.all_terminated = Delivery.DELIVERED
@@ -1017,7 +1042,8 @@ class Inventory:
             case MessageKind.MODEL_HAS_TERMINATED:
                 model = simulation.models.get(message.model_id)
                 if model is not None and not model.reported:
-                    model.reported, model.received = True, False
+                    model.reported = True
+                    simulation.reported_count += 1
                     self._changed(simulation, model.model_id)
 
     def _end_requested(self, event: EndRequested) -> None:
@@ -1163,10 +1189,7 @@ class Inventory:
         assert model.termination is not None
         return Outgoing(simulation.simulation_id, MessageKind.MODEL_HAS_TERMINATED, simulation.version,
                         model.model_id, model.termination.exit_code, model.termination.reason,
-                        packet_id=model.packet_id, received=model.received)
-
-
-_UNDELIVERED = (Delivery.DECIDED, Delivery.RECEIVED)
+                        packet_id=model.packet_id)
 
 
 def _may_restart(model: Model) -> bool:

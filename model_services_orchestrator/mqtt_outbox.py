@@ -35,7 +35,12 @@ from model_services_orchestrator import mqtt_packets as packets
 from model_services_orchestrator.logs import get_logger
 from model_services_orchestrator.mqtt_session import LoginRefusedError, MqttSettings, is_login_refused
 
-__all__ = ["MqttOutbox"]
+__all__ = ["OUTBOX_CONNECTIONS", "MqttOutbox", "MqttOutboxes"]
+
+# Sessions the lifecycle messages are spread over, by packet id: Mosquitto takes at most
+# max_inflight_messages (20) unfinished QoS 2 messages from one client, and each round of them now waits for
+# one write of the session record. Fixed: a restart resumes each message on the session its id names.
+OUTBOX_CONNECTIONS = 4
 
 _log = get_logger(__name__)
 
@@ -59,10 +64,11 @@ class _Flight:
 class MqttOutbox:
     """Publishes lifecycle messages under the packet ids the record gives them, in order, a window at a time."""
 
-    def __init__(self, *, settings: MqttSettings) -> None:
+    def __init__(self, *, settings: MqttSettings, suffix: str = "-out") -> None:
         if settings.publish_qos not in (0, 1, 2):
             raise ValueError(f"publish_qos must be 0, 1 or 2, not {settings.publish_qos}")
         self._settings = settings
+        self._client_id = settings.client_id + suffix
         self._qos = settings.publish_qos
         self._waiting: deque[_Flight] = deque()
         self._on_wire: dict[int, _Flight] = {}  # sent (or to be sent again on the next connection), in order
@@ -141,7 +147,7 @@ class MqttOutbox:
         async with asyncio.timeout(_CONNECT_TIMEOUT):
             reader, writer = await asyncio.open_connection(settings.host, settings.port)
         try:
-            writer.write(packets.connect(client_id=f"{settings.client_id}-out", keepalive=settings.keepalive,
+            writer.write(packets.connect(client_id=self._client_id, keepalive=settings.keepalive,
                                          username=settings.username, password=settings.password))
             parser = packets.PacketReader()
             answers: list[packets.Packet] = []
@@ -163,7 +169,8 @@ class MqttOutbox:
             raise OSError(f"connection refused by the broker (CONNACK {code})")
         self._writer = writer
         self.reconnects += 1
-        _log.info("mqtt outbox connected", session_present=session_present, in_flight=len(self._on_wire))
+        _log.info("mqtt outbox connected", client_id=self._client_id, session_present=session_present,
+                  in_flight=len(self._on_wire))
         self._resume(session_present)
         keepalive = asyncio.create_task(self._keepalive(), name="mqtt-outbox-keepalive")
         try:
@@ -264,3 +271,50 @@ class MqttOutbox:
             _log.exception("mqtt delivery callback failed")
         if not self.pending():
             self._drained.set()
+
+
+class MqttOutboxes:
+    """``OUTBOX_CONNECTIONS`` outboxes (client ids ``<MQTT_CLIENT_ID>-out<k>``), a message on the one its packet
+    id names: each has the broker's in-flight window to itself. Messages on different sessions may overtake
+    each other; the inventory releases a simulation's messages so that none may (``Inventory.releasable``)."""
+
+    def __init__(self, *, settings: MqttSettings, connections: int = OUTBOX_CONNECTIONS) -> None:
+        self.outboxes = [MqttOutbox(settings=settings, suffix=f"-out{index}") for index in range(connections)]
+
+    def _of(self, packet_id: int) -> MqttOutbox:
+        return self.outboxes[packet_id % len(self.outboxes)]
+
+    @property
+    def connected(self) -> bool:
+        return all(outbox.connected for outbox in self.outboxes)
+
+    @property
+    def reconnects(self) -> int:
+        return sum(outbox.reconnects for outbox in self.outboxes)
+
+    @property
+    def sent_by_type(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for outbox in self.outboxes:
+            for kind, count in outbox.sent_by_type.items():
+                total[kind] = total.get(kind, 0) + count
+        return total
+
+    def send(self, packet_id: int, topic: str, payload: bytes, *, received: bool = False,
+             on_received: Callable[[], None], on_delivered: Callable[[], None]) -> None:
+        self._of(packet_id).send(packet_id, topic, payload, received=received, on_received=on_received,
+                                 on_delivered=on_delivered)
+
+    def release(self, packet_id: int) -> None:
+        self._of(packet_id).release(packet_id)
+
+    def pending(self) -> int:
+        return sum(outbox.pending() for outbox in self.outboxes)
+
+    async def flush(self, timeout: float) -> bool:
+        flushed = await asyncio.gather(*(outbox.flush(timeout) for outbox in self.outboxes))
+        return all(flushed)
+
+    async def run(self) -> None:
+        """Every session; the first to fail (a refused login) ends this."""
+        await asyncio.gather(*(outbox.run() for outbox in self.outboxes))

@@ -26,8 +26,10 @@ from model_services_orchestrator.simulation_records import (
     IncompleteRecordError,
     RecordEncoder,
     RecordError,
+    decode_receipts,
     decode_record,
     decode_specs,
+    encode_receipts,
     encode_specs,
     incomplete_head,
     owner_uids,
@@ -38,6 +40,8 @@ from model_services_orchestrator.simulation_records import (
     record_labels,
     record_name,
     records_selector,
+    session_labels,
+    session_record_name,
     simulation_records_selector,
     values_index,
     values_name,
@@ -80,6 +84,8 @@ class RecordStore:
         # on the next save), and which Secret holds each secret env value.
         self._uids: dict[str, str] = {}
         self._secrets: dict[str, dict[str, str]] = {}
+        # The MQTT session's receipts as ``load`` found them (packet id -> the message's key).
+        self.receipts_at_start: dict[int, tuple[str, str, str]] = {}
 
     def secret_for(self, simulation_id: str) -> Callable[[str], str]:
         """Which Secret holds a secret env value of the simulation (for the pods' ``secretKeyRef``)."""
@@ -166,6 +172,19 @@ class RecordStore:
         self._secrets[simulation_id] = {key: values_name(name, index)
                                         for index, data in enumerate(values) for key in data}
 
+    async def save_receipts(self, receipts: dict[int, tuple[str, str, str]]) -> None:
+        """Write the MQTT session's receipts: the broker has these messages and waits for their PUBREL.
+
+        Small and apart from the simulations' records, so a PUBREL never waits behind a large save.
+        """
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "data": encode_receipts(receipts), "metadata": {
+            "name": session_record_name(self._so), "labels": session_labels(self._so)}}
+        await self._write_config_map(body)
+
+    async def delete_receipts(self) -> None:
+        """No message is half delivered any more: the session record goes (it is written again when needed)."""
+        await self._api.delete_object("configmaps", session_record_name(self._so))
+
     # -- deleting
 
     async def delete(self, simulation_id: str) -> None:
@@ -204,6 +223,13 @@ class RecordStore:
         selector = records_selector(self._so)
         configmaps = await self._api.list_objects("configmaps", selector)
         secrets = await self._api.list_objects("secrets", selector)
+        session = session_record_name(self._so)
+        for configmap in configmaps:
+            if configmap["metadata"]["name"] == session:
+                try:
+                    self.receipts_at_start = decode_receipts(configmap.get("data") or {})
+                except RecordError as exc:
+                    _log.error("session record unreadable, ignored", record=session, reason=str(exc))
         # A part belongs to the head that owns it (by uid) and is named after it: never to a head
         # whose name merely resembles its own (simulation ``r-p0`` and part 0 of simulation ``r``).
         owned: dict[str, list[tuple[str, dict[str, Any]]]] = {}

@@ -177,6 +177,9 @@ class Runtime:
         self.model_health = ModelHealth(interval_seconds=settings.model_healthcheck_interval_seconds)
         self.is_secret = secret_env_names(settings.secret_env_name_pattern)
         self._deadlines_changed = asyncio.Event()
+        self._receipts_pending = asyncio.Event()
+        # What the session record holds (the broker's receipts of undelivered messages), as last written.
+        self._session_record: dict[int, inv.MessageKey] = {}
         self._waiting_until: float | None = None  # the deadline the timer sleeps until (None: no deadline)
         self._stopping = False
         self._answer_ping: Callable[[codec.HealthPing], None] = lambda _ping: None
@@ -313,6 +316,9 @@ class Runtime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_seconds)
         now = self.clock()
+        self.inventory.restore_receipts(self.records.receipts_at_start)
+        self._session_record = dict(self.records.receipts_at_start)
+        self._receipts_pending.set()  # receipts of messages delivered meanwhile are dropped
         for restored in loaded:
             simulation = restored.simulation
             self.redactor.add_env(restored.secret_env, owner=simulation.simulation_id)
@@ -327,10 +333,46 @@ class Runtime:
         """Workers and deadlines, until cancelled."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self._deadlines(), name="deadlines")
+            group.create_task(self._write_receipts(), name="receipts")
             for index in range(self.settings.workers):
                 group.create_task(self._work(), name=f"sync-worker-{index}")
             if (interval := self.settings.model_healthcheck_interval_seconds) > 0:
                 group.create_task(self._watch_model_health(interval), name="model-health")
+
+    def _received(self, message: inv.Outgoing) -> None:
+        """The broker's PUBREC: written to the session record, then the PUBREL goes (``_write_receipts``)."""
+        self.apply([inv.Received(message)])
+        self._receipts_pending.set()
+
+    async def _write_receipts(self) -> None:
+        """Keep the session record holding every receipt whose delivery no record holds yet; release each
+        receipt once written. One write for all that came during the last: a PUBREL waits for one small
+        write, never for a simulation's record."""
+        delay = self.settings.retry_base_seconds
+        while True:
+            await self._receipts_pending.wait()
+            self._receipts_pending.clear()
+            receipts, unwritten = self.inventory.receipts_to_write()
+            if receipts == self._session_record:
+                continue
+            try:
+                if receipts:
+                    await self.records.save_receipts(receipts)
+                else:
+                    await self.records.delete_receipts()
+                self._session_record = receipts
+            except KubeError as exc:
+                _log.warning("session record not saved, retrying", error=type(exc).__name__,
+                             detail=str(exc)[:300], retry_in_seconds=round(delay, 2))
+                self._receipts_pending.set()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_seconds)
+                continue
+            delay = self.settings.retry_base_seconds
+            self.inventory.receipts_written(unwritten)
+            for packet_id in unwritten:
+                if packet_id in self.inventory.receipts:
+                    self.outbox.release(packet_id)
 
     async def _deadlines(self) -> None:
         while True:
@@ -381,8 +423,8 @@ class Runtime:
                 await self.records.save(inventory.simulations[simulation_id], changed)
                 inventory.record_saved(simulation_id, version)
                 self._acknowledge_saved()
-            for packet_id in inventory.releases(simulation_id):
-                self.outbox.release(packet_id)  # the record holds the broker's receipt
+                if inventory.receipts != self._session_record:
+                    self._receipts_pending.set()  # deliveries recorded: their receipts go from the session record
             if creating is None:
                 creating = self._start_creates(simulation_id)  # the first save made them possible
             for message in inventory.releasable(simulation_id):
@@ -447,7 +489,7 @@ class Runtime:
                 payload = codec.encode_all_models_have_terminated()
 
         self.outbox.send(message.packet_id, topic, payload, received=message.received,
-                         on_received=lambda: self.apply([inv.Received(message)]),
+                         on_received=lambda: self._received(message),
                          on_delivered=lambda: self.apply([inv.Delivered(message)]))
         if message.received:
             self.outbox.release(message.packet_id)  # the record already holds its receipt

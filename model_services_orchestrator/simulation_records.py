@@ -64,8 +64,10 @@ __all__ = [
     "RecordEncoder",
     "RecordError",
     "RecordWrite",
+    "decode_receipts",
     "decode_record",
     "decode_specs",
+    "encode_receipts",
     "encode_record",
     "encode_specs",
     "incomplete_head",
@@ -77,6 +79,8 @@ __all__ = [
     "record_labels",
     "record_name",
     "records_selector",
+    "session_labels",
+    "session_record_name",
     "simulation_records_selector",
     "values_index",
     "values_name",
@@ -85,13 +89,13 @@ __all__ = [
 RECORD_KEY = "simulation.json"
 PART_KEY = "models.json"
 SPECS_KEY = "models.json.z"
+SESSION_KEY = "receipts.json"
 _VERSION = 3
 _CREATED = 1
 _READY = 2
 _REPORTED = 4
 _STOPPING = 8
 _RESTARTED = 16
-_RECEIVED = 32
 # A part's JSON stays below this (the API's limit is 1 MiB per object, data and metadata).
 PART_BYTES = 768 * 1024
 # Specs are packed by their JSON size before compression; base64 adds a third in the worst case.
@@ -130,6 +134,24 @@ def record_name(so: str, simulation_id: str) -> str:
     readable = dns_label("mso", so, simulation_id)
     head = readable[:_NAME_HEAD].rstrip("-")
     return f"{head}-r{short_hash(so, simulation_id)}"
+
+
+def session_record_name(so: str) -> str:
+    """The ConfigMap of the daemon's MQTT session (the broker's receipts): ``-s<hash>``, no simulation's ``-r``."""
+    return f"{dns_label('mso', so, 'session')[:_NAME_HEAD].rstrip('-')}-s{short_hash(so)}"
+
+
+def encode_receipts(receipts: dict[int, tuple[str, str, str]]) -> dict[str, str]:
+    return {SESSION_KEY: json.dumps(sorted([packet_id, *key] for packet_id, key in receipts.items()),
+                                    separators=(",", ":"))}
+
+
+def decode_receipts(data: dict[str, str]) -> dict[int, tuple[str, str, str]]:
+    try:
+        return {int(packet_id): (str(simulation), str(kind), str(model))
+                for packet_id, simulation, kind, model in json.loads(data[SESSION_KEY])}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RecordError(f"unreadable session record: {exc}") from exc
 
 
 def part_name(record: str, index: int) -> str:
@@ -181,8 +203,13 @@ def record_annotations(so: str, simulation_id: str) -> dict[str, str]:
     return {ANNOTATION_SO: so, ANNOTATION_SIMULATION_ID: simulation_id}
 
 
+def session_labels(so: str) -> dict[str, str]:
+    """The labels of the session record: the daemon's, and no simulation's."""
+    return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_SO: label_value(so)}
+
+
 def records_selector(so: str) -> str:
-    return f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_SO}={label_value(so)}"
+    return ",".join(f"{key}={value}" for key, value in session_labels(so).items())
 
 
 def simulation_records_selector(so: str, simulation_id: str) -> str:
@@ -194,7 +221,7 @@ def simulation_records_selector(so: str, simulation_id: str) -> str:
 def _entry(model: Model) -> str:
     flags = ((_CREATED if model.has_pod else 0) | (_READY if model.ready else 0)
              | (_REPORTED if model.reported else 0) | (_STOPPING if model.phase is Phase.STOPPING else 0)
-             | (_RESTARTED if model.restarted else 0) | (_RECEIVED if model.received else 0))
+             | (_RESTARTED if model.restarted else 0))
     termination = (None if model.termination is None
                    else [model.termination.exit_code, model.termination.reason[:_REASON_CHARS], model.packet_id])
     entry: list[Any] = [model.model_id, flags, termination]
@@ -380,7 +407,6 @@ def _model(simulation: Simulation, model_id: str, flags: int, termination: Any, 
         pod_name=name,
         restarted=bool(flags & _RESTARTED),
         packet_id=packet_id,
-        received=bool(flags & _RECEIVED),
         spec=spec,
         phase=phase,
         has_pod=bool(flags & _CREATED),

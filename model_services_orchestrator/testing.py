@@ -164,7 +164,8 @@ class FakeCluster:
     async def list_pods(self, label_selector: str) -> list[dict[str, Any]]:
         await asyncio.sleep(0)
         self._call("list_pods")
-        return [copy.deepcopy(pod) for pod in self.pods.values() if _matches(pod, label_selector)]
+        return [{"metadata": copy.deepcopy(pod["metadata"])} for pod in self.pods.values()
+                if _matches(pod, label_selector)]
 
     async def read_log_tail(self, name: str, lines: int) -> str:
         await asyncio.sleep(0)

@@ -337,8 +337,7 @@ def settled_in_record(api: kubernetes.client.CoreV1Api, simulation_id: str) -> b
     simulation = read_records(api).get(simulation_id)
     if simulation is None:
         return True
-    undelivered = (Delivery.DECIDED, Delivery.RECEIVED)
-    return (simulation.models_ready not in undelivered and simulation.all_terminated not in undelivered
+    return (simulation.models_ready is not Delivery.DECIDED and simulation.all_terminated is not Delivery.DECIDED
             and all(model.reported for model in simulation.models.values() if model.termination is not None))
 
 

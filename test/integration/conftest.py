@@ -107,9 +107,12 @@ def make_daemon(broker: LocalMosquitto, tmp_path: Path) -> Iterator[DaemonFactor
     started: list[Daemon] = []
 
     def make(kube: ApiEndpoint, *, wait_subscribed: bool = True, **overrides: Any) -> Daemon:
+        # READY_SETTLE_SECONDS: the tests announce models themselves, whenever they choose, so a model unheard
+        # for long after a restart is no lost ready (test_dots_broker.py tests that, with its own setting).
         env = daemon_environment(broker, kube, {
             "KUBERNETES_NAMESPACE": NAMESPACE, "LOG_LEVEL": "DEBUG", "LOG_FORMAT": "json", "HTTP_PORT": 0,
-            "MIN_CLEANUP_DELAY_SECONDS": 0, "KUBERNETES_WATCH_TIMEOUT_SECONDS": 30, **overrides})
+            "MIN_CLEANUP_DELAY_SECONDS": 0, "KUBERNETES_WATCH_TIMEOUT_SECONDS": 30, "READY_SETTLE_SECONDS": 3600,
+            **overrides})
         daemon = Daemon(env=env, log_path=tmp_path / f"daemon-{len(started)}.log").start()
         started.append(daemon)
         if wait_subscribed:

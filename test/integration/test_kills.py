@@ -54,8 +54,9 @@ class Killer:
         self.daemon = self._start()
 
     def _start(self) -> Daemon:
-        # No model is restarted for a lost ready: the test announces every model again itself.
-        return self._make(self._kube, READY_SETTLE_SECONDS=3600, MODEL_START_TIMEOUT_SECONDS=3600)
+        # No model is restarted for a lost ready (the fixture's READY_SETTLE_SECONDS): the test announces every
+        # model again itself.
+        return self._make(self._kube, MODEL_START_TIMEOUT_SECONDS=3600)
 
     def kill_within(self, seconds: float, phase: str) -> None:
         """SIGSTOP at a random instant within ``seconds``, SIGKILL a random moment later, and a new daemon."""

@@ -39,9 +39,13 @@ def settle(inventory: inv.Inventory, simulation_id: str = SIM, *, deliver: bool 
         inventory.record_saved(simulation_id, version)
     released = inventory.releasable(simulation_id)
     if deliver:
-        inventory.handle_all(inv.Delivered(message) for message in released)
-        if inventory.needs_save(simulation_id):  # the confirmations, saved by the next sync
-            inventory.record_saved(simulation_id, inventory.take_changes(simulation_id)[0])
+        batch = released
+        while batch:  # confirmations may release what waited for them (the order across sessions)
+            inventory.handle_all(inv.Delivered(message) for message in batch)
+            if inventory.needs_save(simulation_id):  # the confirmations, saved by the next sync
+                inventory.record_saved(simulation_id, inventory.take_changes(simulation_id)[0])
+            batch = inventory.releasable(simulation_id)
+            released += batch
     return [(message.kind.value, message.model_id, message.exit_code) for message in released]
 
 
@@ -173,7 +177,7 @@ def test_a_decided_message_waits_for_the_broker_and_is_released_once() -> None:
     running(inventory, "a")
     inventory.handle(inv.PodSeen(seen("a", ContainerState.TERMINATED, exit_code=0), T0 + 1))
     first = settle(inventory, deliver=False)
-    assert [kind for kind, _, _ in first] == ["ModelHasTerminated", "AllModelsHaveTerminated"]
+    assert [kind for kind, _, _ in first] == ["ModelHasTerminated"], "the end waits for the terminations"
     assert settle(inventory, deliver=False) == []
     simulation = inventory.simulations[SIM]
     assert simulation.all_terminated is inv.Delivery.DECIDED
@@ -671,7 +675,7 @@ def test_a_restored_simulation_publishes_again_what_was_decided_and_not_confirme
     running(inventory, "a", "b")
     inventory.handle(inv.PodSeen(seen("a", ContainerState.TERMINATED, exit_code=0), T0 + 1))
     inventory.handle(inv.PodSeen(seen("b", ContainerState.TERMINATED, exit_code=4), T0 + 1))
-    assert len(settle(inventory, deliver=False)) == 3  # handed out; the daemon dies before the broker confirms
+    assert len(settle(inventory, deliver=False)) == 2  # handed out; the daemon dies before the broker confirms
     simulation = inventory.simulations[SIM]
     restarted = make_inventory()
     simulation.outgoing.clear()
@@ -731,3 +735,48 @@ def test_created_pods_are_saved_with_the_next_save_or_once_creation_is_done() ->
     assert inventory.needs_save(SIM), "creation done: what it made is saved"
     version, changed = inventory.take_changes(SIM)
     assert changed == {"b"} and version > inventory.simulations[SIM].saved_version
+
+
+def test_a_restored_message_the_session_record_says_was_received_gets_only_its_release() -> None:
+    inventory = make_inventory()
+    deploy(inventory, "a", "b")
+    running(inventory, "a", "b")
+    inventory.handle(inv.PodSeen(seen("a", ContainerState.TERMINATED, exit_code=0), T0 + 1))
+    inventory.handle(inv.PodSeen(seen("b", ContainerState.TERMINATED, exit_code=0), T0 + 1))
+    handed_out = settle(inventory, deliver=False)
+    inventory.handle(inv.Received(_message(inventory, "a")))
+    receipts, unwritten = inventory.receipts_to_write()
+    assert len(handed_out) == 2 and list(receipts.values()) == [(SIM, "ModelHasTerminated", "a")]
+    assert unwritten == list(receipts), "not written yet: no PUBREL"
+    simulation = recorded_as(inventory.simulations[SIM])
+    restarted = make_inventory()
+    restarted.restore_receipts(receipts)
+    restarted.restore(simulation, T0 + 2)
+    released = restarted.releasable(SIM)
+    assert [(message.model_id, message.received) for message in released] == [("a", True), ("b", False)]
+    assert [message.packet_id for message in released] == [simulation.models["a"].packet_id,
+                                                           simulation.models["b"].packet_id], "the recorded ids"
+
+
+def _message(inventory: inv.Inventory, model_id: str) -> inv.Outgoing:
+    simulation = inventory.simulations[SIM]
+    model = simulation.models[model_id]
+    assert model.termination is not None
+    return inv.Outgoing(SIM, inv.MessageKind.MODEL_HAS_TERMINATED, simulation.version, model_id,
+                        model.termination.exit_code, packet_id=model.packet_id)
+
+
+def test_messages_that_could_overtake_each_other_on_different_sessions_wait() -> None:
+    """ModelsReady is delivered before any termination is handed out; AllModelsHaveTerminated after all."""
+    inventory = make_inventory()
+    deploy(inventory, "a", "b")
+    running(inventory, "a", "b")
+    inventory.handle_all([inv.ReadyReceived(SIM, "a", T0), inv.ReadyReceived(SIM, "b", T0)])
+    inventory.handle(inv.PodSeen(seen("a", ContainerState.TERMINATED, exit_code=0), T0 + 1))
+    inventory.record_saved(SIM, inventory.take_changes(SIM)[0])
+    [ready] = inventory.releasable(SIM)
+    assert ready.kind is inv.MessageKind.MODELS_READY, "a's end waits for ModelsReady's delivery"
+    assert inventory.releasable(SIM) == []
+    inventory.handle(inv.Delivered(ready))
+    inventory.handle(inv.PodSeen(seen("b", ContainerState.TERMINATED, exit_code=0), T0 + 1))
+    assert [kind for kind, _, _ in settle(inventory, deliver=False)] == ["ModelHasTerminated"] * 2
