@@ -12,8 +12,8 @@ itself and keeps them only in memory, so this session is our own, on
 records it with the decision, records the broker's PUBREC before this session
 may send the PUBREL (``release``), and marks the message delivered on PUBCOMP.
 
-It is a connection of its own (client id ``<MQTT_CLIENT_ID>-out``, a
-persistent session), publishing only; subscriptions, pongs and best-effort
+Each is a connection of its own (a persistent session), publishing only;
+``MqttOutboxes`` spreads the messages over ``OUTBOX_CONNECTIONS`` of them; subscriptions, pongs and best-effort
 messages stay on the paho session. At QoS 1 the same rules hold with PUBACK
 (at least once: a broker restart between receiving a message and
 acknowledging it repeats it). If the broker has lost our session (CONNACK
