@@ -278,7 +278,7 @@ class Simulation:
     restarts: list[str] = field(default_factory=list)  # models restarted since last taken (to be logged)
     # Packet ids of delivered messages, free once the version that records the delivery is saved.
     to_free: list[tuple[int, int]] = field(default_factory=list)
-    in_flight: list[Outgoing] = field(default_factory=list)  # a ModelsReady handed out, not yet delivered
+    models_ready_out: bool = False  # its ModelsReady handed out, not yet delivered
     reports: list[FailureReport] = field(default_factory=list)
     ready_count: int = 0
     terminated_count: int = 0
@@ -550,8 +550,7 @@ class Inventory:
             message = simulation.outgoing[0]
             # Messages may go out on different sessions, which do not keep each other's order: a termination
             # waits for ModelsReady to be delivered, AllModelsHaveTerminated for every termination.
-            if message.kind is MessageKind.MODEL_HAS_TERMINATED and any(
-                    sent.kind is MessageKind.MODELS_READY for sent in simulation.in_flight):
+            if message.kind is MessageKind.MODEL_HAS_TERMINATED and simulation.models_ready_out:
                 break
             if (message.kind is MessageKind.ALL_MODELS_HAVE_TERMINATED
                     and simulation.reported_count < simulation.terminated_count):
@@ -559,8 +558,7 @@ class Inventory:
             simulation.outgoing.popleft()
             if not (message.kind is MessageKind.MODELS_READY and simulation.ended_by_so):
                 released.append(message)
-                if message.kind is MessageKind.MODELS_READY:
-                    simulation.in_flight.append(message)
+                simulation.models_ready_out |= message.kind is MessageKind.MODELS_READY
         return released
 
     def pods_to_create(self, simulation_id: str, limit: int) -> list[CreatePod]:
@@ -1032,7 +1030,7 @@ class Inventory:
         match message.kind:
             case MessageKind.MODELS_READY:
                 simulation.models_ready = Delivery.DELIVERED
-                simulation.in_flight.clear()
+                simulation.models_ready_out = False
                 self._changed(simulation)
             case MessageKind.ALL_MODELS_HAVE_TERMINATED:
                 simulation.all_terminated = Delivery.DELIVERED
