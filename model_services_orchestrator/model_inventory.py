@@ -911,6 +911,9 @@ class Inventory:
                 self._touched.add(simulation.simulation_id)
             return False
         self._pod_exists(simulation, model)
+        if model.container is None and seen.state is not ContainerState.RUNNING:
+            # First seen since the connection, not running: it had sent nothing while the daemon was away.
+            model.ready_check_at = None
         model.container = seen.state
         if model.termination is not None:
             return True
@@ -1078,7 +1081,7 @@ class Inventory:
             if simulation.models_ready is not Delivery.NONE or simulation.ended_by_so:
                 continue
             for model in simulation.models.values():
-                if _may_restart(model):
+                if _may_restart(model, unseen_too=True):
                     model.ready_check_at = now + self._ready_settle
                     self._timer(model.ready_check_at, simulation.simulation_id, model.model_id)
 
@@ -1190,11 +1193,14 @@ class Inventory:
                         packet_id=model.packet_id)
 
 
-def _may_restart(model: Model) -> bool:
-    """Running, unheard, restartable: its pod can be made again, and never was."""
+def _may_restart(model: Model, *, unseen_too: bool = False) -> bool:
+    """Running, unheard, restartable: its pod can be made again, and never was.
+
+    ``unseen_too``: a pod the watch has not shown since this process started (a restored record, the first
+    list still on its way) may be running too, so it is checked once the settle time has passed."""
+    running = model.container is ContainerState.RUNNING or (unseen_too and model.container is None)
     return (not model.ready and model.termination is None and not model.restarted and model.spec is not None
-            and model.phase is Phase.CREATED and model.container is ContainerState.RUNNING
-            and model.stop_at is None)
+            and model.phase is Phase.CREATED and running and model.stop_at is None)
 
 
 def _first_names(seen: PodObservation, so: str) -> tuple[str, ...]:

@@ -51,7 +51,7 @@ def test_hostile_messages_are_dropped_once_each_and_the_daemon_keeps_serving(
     assert len(daemon.logged("message dropped")) == 6, "each bad message logged once"
 
 
-def test_broker_restart_mid_simulation_loses_nothing_and_keeps_order(
+def test_broker_restart_mid_simulation_loses_nothing_and_keeps_the_lifecycle_order(
         broker: LocalMosquitto, status_kube: ApiServer, so: SimulatorRecorder,
         make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(status_kube)
@@ -74,7 +74,12 @@ def test_broker_restart_mid_simulation_loses_nothing_and_keeps_order(
     so.wait_all_terminated(sim)
     order = [m.model_id if m.kind == "ModelHasTerminated" else m.kind for m in so.of(sim)
              if m.kind != "ErrorOccurred"]
-    assert order == ["ModelsReady", "m0", "m1", "m2", "m3", "AllModelsHaveTerminated"]
+    # Terminations travel on several outbox sessions, which keep no order among themselves (guarantees.md):
+    # what holds is the lifecycle's order, and each message exactly once.
+    assert len(order) == 6 and order[0] == "ModelsReady" and order[-1] == "AllModelsHaveTerminated"
+    assert sorted(order[1:4]) == ["m0", "m1", "m2"] and order[4] == "m3"
+    assert so.terminations(sim) == {"m0": ("SUCCESSFULL", 0), "m1": ("FAILED", 5), "m2": ("SUCCESSFULL", 0),
+                                    "m3": ("SUCCESSFULL", 0)}
     assert len(daemon.logged("mqtt subscribed")) >= 2, "resubscribed after reconnecting"
 
 

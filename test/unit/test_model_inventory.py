@@ -547,6 +547,38 @@ def test_a_running_model_unheard_since_a_connection_is_restarted_once_under_a_ne
     assert settle(inventory) == [("ModelsReady", "", 0)]
 
 
+def test_a_restored_model_the_watch_shows_running_only_after_the_connection_is_checked_too() -> None:
+    inventory = make_inventory(ready_settle_seconds=10.0)
+    restartable(inventory)
+    simulation = recorded_as(inventory.simulations[SIM])
+    for model in simulation.models.values():
+        model.container = None  # what a record holds: the watch has not listed the pods yet
+    restarted = make_inventory(ready_settle_seconds=10.0)
+    restarted.restore(simulation, T0 + 2)
+    restarted.handle(inv.Connected(T0 + 5))  # connected before the first list arrived
+    restarted.handle(inv.PodListed((seen("a", ContainerState.RUNNING), seen("b", ContainerState.RUNNING)), T0 + 6))
+    restarted.handle(inv.Tick(T0 + 15))
+    settle(restarted)
+    assert [delete.model_id for delete in restarted.pods_to_delete(SIM)] == ["b"]
+    assert restarted.take_restarts(SIM) == ["b"]
+
+
+def test_a_model_first_shown_not_yet_running_after_the_connection_is_not_restarted() -> None:
+    inventory = make_inventory(ready_settle_seconds=10.0)
+    deploy(inventory, "a")
+    inventory.handle(inv.PodCreated(SIM, "a", T0))
+    settle(inventory)
+    simulation = recorded_as(inventory.simulations[SIM])
+    restarted = make_inventory(ready_settle_seconds=10.0)
+    restarted.restore(simulation, T0 + 2)
+    restarted.handle(inv.Connected(T0 + 5))
+    restarted.handle(inv.PodListed((seen("a", ContainerState.WAITING),), T0 + 6))
+    restarted.handle(inv.PodSeen(seen("a", ContainerState.RUNNING), T0 + 7))  # it starts, and will announce
+    restarted.handle(inv.Tick(T0 + 30))
+    settle(restarted)
+    assert restarted.pods_to_delete(SIM) == [] and restarted.take_restarts(SIM) == []
+
+
 def test_a_ready_that_arrives_within_the_settle_time_restarts_nothing() -> None:
     inventory = make_inventory(ready_settle_seconds=10.0)
     restartable(inventory)
