@@ -242,6 +242,8 @@ def run_scenario(scenario: Scenario, options: RunOptions, log: Log = print) -> d
         watch = PodWatch(client, NAMESPACE, owned_pods_selector(SO)).start()
         so = SimulatorDriver(broker, so=SO, subscribe_qos=options.so_qos)
         publisher = ModelsPublisher(broker)
+        if kube.kind == "stand-in":  # it serves no Leases: one daemon, no election
+            overrides = {**overrides, "LEADER_ELECTION": "false"}
         env = daemon_env(broker, kube, overrides)
         result["daemon_settings"] = {key: value for key, value in env.items()
                                      if not key.endswith(("_PASSWORD", "_TOKEN", "_PORT", "_HOST", "_USERNAME"))}

@@ -28,6 +28,8 @@ from model_services_orchestrator.k8s_api import (
     WatchListing,
     build_api_client,
 )
+from model_services_orchestrator.leader_election import LeaderElector
+from model_services_orchestrator.leadership import LeadershipLostError
 from model_services_orchestrator.logs import SecretRedactor, get_logger
 from model_services_orchestrator.messages import codec
 from model_services_orchestrator.mqtt_outbox import MqttOutboxes
@@ -62,6 +64,15 @@ class Daemon:
             # A sync that fails is tried again by the runtime: the gateway only smooths over blips.
             max_attempts=3,
         )
+        # Two replicas may run: only the one holding the Lease acts (connects, publishes, writes).
+        self.elector = LeaderElector(
+            api_client=self.gateway.api_client, namespace=settings.kubernetes_namespace,
+            name=settings.leader_lease_name, identity=settings.identity, timing=settings.election_timing,
+            request_timeout=settings.kubernetes_request_timeout_seconds,
+        ) if settings.leader_election else None
+        may_act = self.elector.tenure.may_act if self.elector is not None else _always
+        if self.elector is not None:
+            self.gateway.fence = self.elector.tenure.check
         mqtt_settings = MqttSettings(
             host=settings.mqtt_host,
             port=settings.mqtt_port,
@@ -74,13 +85,14 @@ class Daemon:
             max_inflight=settings.mqtt_max_inflight_messages,
         )
         # The lifecycle messages: their own session, under the packet ids their records hold.
-        self.outbox = MqttOutboxes(settings=mqtt_settings)
+        self.outbox = MqttOutboxes(settings=mqtt_settings, may_act=may_act)
         self.mqtt = MqttSession(
             # Subscriptions, and what is best effort (ErrorOccurred, UnhealthyModel) or volatile (pongs, pings).
             settings=mqtt_settings,
             # Through a method: the runtime, built next, publishes through this session.
             on_message=self._received,
             on_connected=self._connected,
+            may_act=may_act,
         )
         self.runtime = Runtime(
             settings=RuntimeSettings(
@@ -126,6 +138,7 @@ class Daemon:
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
+        self._standby = self.elector is not None  # until this replica takes the Lease
 
     def _received(self, topic: str, payload: bytes, ack: Callable[[], None] | None) -> None:
         self.runtime.receive(topic, payload, ack)
@@ -157,8 +170,10 @@ class Daemon:
     # -- health
 
     def ready_reasons(self) -> list[str]:
-        """Why the daemon is not fully working right now; empty when it is."""
-        reasons = []
+        """Why the daemon is not fully working right now; empty when it is (a standby is: it waits to lead)."""
+        reasons: list[str] = []
+        if self._standby:
+            return reasons
         if not self.gateway.reachable:
             reasons.append("the Kubernetes API is unreachable")
         if not self.watcher.in_sync:
@@ -192,6 +207,7 @@ class Daemon:
             messages_sent=_added(self.mqtt.sent_by_type, self.outbox.sent_by_type),
             watch_restarts=self.watcher.restarts,
             watch_relists=self.watcher.relists,
+            leader=None if self.elector is None else (self.elector.name, self.elector.leading),
         )
 
     # -- life
@@ -204,33 +220,57 @@ class Daemon:
         # What exists now (the libraries' modules, classes and clients) lives as long as the daemon:
         # full collections need not scan it again, which shortens their pauses.
         gc.freeze()
-        await self.runtime.restore()
         try:
             async with asyncio.TaskGroup() as group:
-                tasks: set[asyncio.Task[Any]] = {
+                stopping = group.create_task(self._stopping.wait(), name="stop-signal")
+                tasks: set[asyncio.Task[Any]] = {stopping}
+                if self.settings.http_port:
+                    tasks.add(group.create_task(serve_http(
+                        host=self.settings.http_host, port=self.settings.http_port, ready_reasons=self.ready_reasons,
+                        snapshot=self.metrics), name="http"))
+                if self.elector is not None and not await self._lead(group, tasks):
+                    for task in tasks:
+                        task.cancel()
+                    return
+                await self.runtime.restore()
+                tasks |= {
                     group.create_task(_in_daemon_thread(self.watcher.run, "pod-watch"), name="pod-watch"),
                     group.create_task(self.runtime.run(), name="runtime"),
                     group.create_task(self.mqtt.run(), name="mqtt"),
                     group.create_task(self.outbox.run(), name="mqtt-outbox"),
                 }
-                stopping = group.create_task(self._stopping.wait(), name="stop-signal")
-                tasks.add(stopping)
-                if self.settings.http_port:
-                    tasks.add(group.create_task(serve_http(
-                        host=self.settings.http_host, port=self.settings.http_port, ready_reasons=self.ready_reasons,
-                        snapshot=self.metrics), name="http"))
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 if stopping not in done:
                     for task in done:
                         task.result()
                     raise RuntimeError(f"long-lived task ended: {[task.get_name() for task in done]}")
                 await self._shutdown()
+                if self.elector is not None:
+                    await self.elector.release()
                 for task in tasks:
                     task.cancel()
         finally:
             self.watcher.stop()
             self.runtime.queue.close()
             self.gateway.close()
+            if self.elector is not None:
+                self.elector.close()
+
+    async def _lead(self, group: asyncio.TaskGroup, tasks: set[asyncio.Task[Any]]) -> bool:
+        """Stand by until this replica takes the Lease, then keep it (a task of ``tasks``); False if stopped first."""
+        assert self.elector is not None
+        acquiring = group.create_task(self.elector.acquire(), name="leader-election")
+        done, _ = await asyncio.wait({*tasks, acquiring}, return_when=asyncio.FIRST_COMPLETED)
+        if acquiring not in done:
+            acquiring.cancel()
+            for task in done:
+                task.result()  # a failed HTTP server fails the daemon; a stop signal returns
+            return False
+        # What this replica writes says which leader wrote it: an older leader's writes are refused.
+        self.gateway.epoch = self.elector.tenure.epoch
+        self._standby = False
+        tasks.add(group.create_task(self.elector.keep(), name="leader-lease"))
+        return True
 
     async def _shutdown(self) -> None:
         """Save what was decided and publish it; what is left is resumed from the records by the next daemon."""
@@ -249,6 +289,10 @@ class Daemon:
             await self.mqtt.flush(max(0.0, deadline - loop.time() - 0.5))
         # Confirmations that came in meanwhile are saved, so the next daemon does not publish them again.
         await self.runtime.drain(max(0.1, deadline - loop.time()))
+
+
+def _always() -> bool:
+    return True
 
 
 def _added(*counts: dict[str, int]) -> dict[str, int]:
@@ -314,6 +358,10 @@ def run(settings: Settings, redactor: SecretRedactor) -> int:
     try:
         asyncio.run(main())
     except Exception as exc:  # noqa: BLE001 (the process's last word: say what broke, exit non-zero)
+        if (lost := _first(exc, LeadershipLostError)) is not None:
+            # Another replica leads now: exit at once, and come back (restarted) as a standby.
+            _log.error("leadership lost: stopping", detail=str(lost), ran_seconds=round(time.monotonic() - started, 1))
+            return 1
         if (refused := _first(exc, LoginRefusedError)) is not None:
             # An operator's mistake, not a bug: one line that says what to fix, no traceback.
             _log.critical("mqtt login refused", detail=str(refused))

@@ -64,6 +64,7 @@ class MetricsSnapshot:
     messages_sent: Mapping[str, int]
     watch_restarts: int
     watch_relists: int
+    leader: tuple[str, bool] | None = None  # the Lease's name, and whether this replica holds it
 
 
 class OrchestratorCollector(Collector):
@@ -103,6 +104,12 @@ class OrchestratorCollector(Collector):
         yield sent
         yield CounterMetricFamily("mso_watch_streams", "Pod watch streams opened.", value=s.watch_restarts)
         yield CounterMetricFamily("mso_watch_relists", "Full pod listings (start and 410 Gone).", value=s.watch_relists)
+        if s.leader is not None:
+            # controller-runtime's name, so the dashboards and alerts made for controllers fit.
+            leader = GaugeMetricFamily("leader_election_master_status",
+                                       "1 while this replica holds the leader Lease, 0 on standby.", labels=["name"])
+            leader.add_metric([s.leader[0]], 1.0 if s.leader[1] else 0.0)
+            yield leader
 
 
 def _response(status: str, body: bytes, content_type: str = "text/plain; charset=utf-8") -> bytes:

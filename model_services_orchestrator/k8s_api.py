@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import functools
 import random
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -44,6 +45,7 @@ from model_services_orchestrator.kube_errors import (
     from_status,
     translate,
 )
+from model_services_orchestrator.leadership import ANNOTATION_EPOCH, LeadershipLostError
 from model_services_orchestrator.logs import get_logger
 from model_services_orchestrator.pod_specs import ownership_tests, owns
 from model_services_orchestrator.rate_limit import TokenBucket
@@ -152,6 +154,11 @@ class KubernetesGateway:
         self._backoff_cap = backoff_cap
         self.reachable = True
         self.api_errors: dict[int, int] = {}
+        # Only the leader writes (``leadership.Tenure.check``; no-op without leader election), and what
+        # it writes carries its epoch (the Lease's transitions) and the resourceVersion it last saw.
+        self.fence: Callable[[], None] = lambda: None
+        self.epoch = 0
+        self._versions: dict[tuple[str, str], str] = {}
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -160,7 +167,9 @@ class KubernetesGateway:
 
     def _raw(self, method: str, path: str, *, body: Any = None, content_type: str = "application/json",
              query: list[tuple[str, Any]] | None = None, want_answer: bool = True,
-             accept: str = "application/json") -> Any:
+             accept: str = "application/json", raw: bool = False) -> Any:
+        if method != "GET":
+            self.fence()  # checked in the thread, just before the request leaves
         params = self.api_client.param_serialize(
             method=method,
             resource_path=path,
@@ -180,6 +189,8 @@ class KubernetesGateway:
         data = response.read()
         if not 200 <= response.status <= 299:
             raise ApiException(http_resp=response)  # translated by _call, with every other failure
+        if raw:
+            return data
         return orjson.loads(data) if data else None
 
     async def _call(self, what: str, function: Callable[[], _T], *,
@@ -330,44 +341,103 @@ class KubernetesGateway:
         path = f"/api/v1/namespaces/{self.namespace}/{kind}"
         result = await self._call(f"list {kind}", lambda: self._raw(
             "GET", path, query=[("labelSelector", label_selector)]))
-        return list(result.get("items") or [])
+        items = list(result.get("items") or [])
+        for item in items:
+            metadata = item["metadata"]
+            if _epoch_of(metadata) > self.epoch:
+                raise LeadershipLostError(f"{kind} {metadata['name']} was written by a later leader "
+                                     f"(epoch {_epoch_of(metadata)}, ours {self.epoch})")
+            self._versions[kind, metadata["name"]] = metadata["resourceVersion"]
+        return items
 
     async def put_object(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Create the object, or replace it when it exists already; the object as the server has it."""
+        """Create the object, or replace it when it exists already; the object as the server has it.
+
+        One that exists although this process did not know it is replaced only if no later leader wrote it.
+        """
         name = body["metadata"]["name"]
         collection = f"/api/v1/namespaces/{self.namespace}/{kind}"
+        self._stamp(body)
         try:
             created: dict[str, Any] = await self._call(
                 f"create {kind}", lambda: self._raw("POST", collection, body=body), passthrough=(Conflict,))
-            return created
         except Conflict:
-            pass
-        replaced: dict[str, Any] = await self._call(
-            f"replace {kind}", lambda: self._raw("PUT", f"{collection}/{name}", body=body))
-        return replaced
+            existing: dict[str, Any] = await self._call(f"read {kind}", lambda: self._raw(
+                "GET", f"{collection}/{name}"))
+            if _epoch_of(existing["metadata"]) > self.epoch:
+                raise LeadershipLostError(f"{kind} {name} was written by a later leader") from None
+            body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+            created = await self._call(f"replace {kind}", lambda: self._fenced_put(kind, name, body))
+        self._versions[kind, name] = created["metadata"]["resourceVersion"]
+        return created
 
     async def replace_object(self, kind: str, body: dict[str, Any]) -> bool:
-        """Replace an object believed to exist, in one request whose answer is not parsed.
+        """Replace an object this process wrote or read, at the resourceVersion it last saw of it.
 
-        False when it is gone (the caller creates it again with ``put_object``).
-        A record of ten thousand models is about 200 KB: a create that fails
-        with 409 before the replace would send it twice, and parsing the
-        server's copy of it for nothing is another few milliseconds per save.
+        False when it is gone, or was never seen (the caller creates it with ``put_object``). A
+        resourceVersion that moved on means another writer: ``LeadershipLostError``. Only the answer's
+        resourceVersion is read: a record of ten thousand models is about 200 KB, and parsing the server's
+        copy of it for nothing is another few milliseconds per save.
         """
         name = body["metadata"]["name"]
-        path = f"/api/v1/namespaces/{self.namespace}/{kind}/{name}"
+        if (version := self._versions.get((kind, name))) is None:
+            return False
+        self._stamp(body)
+        body["metadata"]["resourceVersion"] = version
         try:
-            await self._call(f"replace {kind}", lambda: self._raw("PUT", path, body=body, want_answer=False),
-                             passthrough=(NotFound,))
+            self._versions[kind, name] = await self._call(
+                f"replace {kind}", lambda: self._fenced_put(kind, name, body, whole=False), passthrough=(NotFound,))
         except NotFound:
+            self._versions.pop((kind, name), None)
             return False
         return True
 
-    async def delete_object(self, kind: str, name: str) -> None:
-        """Delete the object; one already gone is fine."""
+    def _fenced_put(self, kind: str, name: str, body: dict[str, Any], *, whole: bool = True) -> Any:
+        """PUT at the body's resourceVersion; the object (``whole``) or its new resourceVersion."""
         path = f"/api/v1/namespaces/{self.namespace}/{kind}/{name}"
-        with contextlib.suppress(NotFound):
-            await self._call(f"delete {kind}", lambda: self._raw("DELETE", path), passthrough=(NotFound,))
+        try:
+            answer = self._raw("PUT", path, body=body, raw=not whole)
+        except ApiException as exc:
+            if exc.status == 409:
+                raise LeadershipLostError(f"{kind} {name} changed since this process last wrote it: "
+                                     "another replica writes the records") from exc
+            raise
+        return answer if whole else _resource_version(answer)
+
+    async def delete_object(self, kind: str, name: str) -> None:
+        """Delete the object, at the resourceVersion last seen of it (``LeadershipLostError`` if it moved on);
+        one already gone is fine."""
+        path = f"/api/v1/namespaces/{self.namespace}/{kind}/{name}"
+        body = None
+        if (version := self._versions.pop((kind, name), None)) is not None:
+            body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"resourceVersion": version}}
+        try:
+            await self._call(f"delete {kind}", lambda: self._raw("DELETE", path, body=body),
+                             passthrough=(NotFound, Conflict))
+        except NotFound:
+            pass
+        except Conflict as exc:
+            raise LeadershipLostError(f"{kind} {name} changed since this process last wrote it") from exc
+
+    def _stamp(self, body: dict[str, Any]) -> None:
+        body["metadata"].setdefault("annotations", {})[ANNOTATION_EPOCH] = str(self.epoch)
+
+
+def _epoch_of(metadata: dict[str, Any]) -> int:
+    value = (metadata.get("annotations") or {}).get(ANNOTATION_EPOCH, "0")
+    return int(value) if value.isdigit() else 0
+
+
+_RESOURCE_VERSION = re.compile(rb'"resourceVersion":"([^"]+)"')
+
+
+def _resource_version(answer: bytes) -> str:
+    """The object's resourceVersion: the first in its JSON, which the API server writes in its metadata,
+    before any data (whose quotes are escaped, so no value can look like it)."""
+    found = _RESOURCE_VERSION.search(answer, 0, 4096) or _RESOURCE_VERSION.search(answer)
+    if found is None:
+        raise ValueError("the API server's answer carries no resourceVersion")
+    return found.group(1).decode()
 
 
 # ---------------------------------------------------------------- the watch

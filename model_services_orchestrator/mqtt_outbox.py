@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from model_services_orchestrator import mqtt_packets as packets
+from model_services_orchestrator.leadership import LeadershipLostError
 from model_services_orchestrator.logs import get_logger
 from model_services_orchestrator.mqtt_session import LoginRefusedError, MqttSettings, is_login_refused
 
@@ -64,11 +65,13 @@ class _Flight:
 class MqttOutbox:
     """Publishes lifecycle messages under the packet ids the record gives them, in order, a window at a time."""
 
-    def __init__(self, *, settings: MqttSettings, suffix: str = "-out") -> None:
+    def __init__(self, *, settings: MqttSettings, suffix: str = "-out",
+                 may_act: Callable[[], bool] = lambda: True) -> None:
         if settings.publish_qos not in (0, 1, 2):
             raise ValueError(f"publish_qos must be 0, 1 or 2, not {settings.publish_qos}")
         self._settings = settings
         self._client_id = settings.client_id + suffix
+        self._may_act = may_act  # False: not the leader, so not a byte goes out (LeadershipLostError)
         self._qos = settings.publish_qos
         self._waiting: deque[_Flight] = deque()
         self._on_wire: dict[int, _Flight] = {}  # sent (or to be sent again on the next connection), in order
@@ -144,6 +147,8 @@ class MqttOutbox:
     async def _connection(self) -> bool:
         """One connection, until it ends; whether it got as far as CONNACK."""
         settings = self._settings
+        if not self._may_act():
+            raise LeadershipLostError("not the leader: the MQTT session is the leader's")
         async with asyncio.timeout(_CONNECT_TIMEOUT):
             reader, writer = await asyncio.open_connection(settings.host, settings.port)
         try:
@@ -227,6 +232,8 @@ class MqttOutbox:
     # --- packets -------------------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
+        if not self._may_act():
+            raise LeadershipLostError("not the leader: nothing may be published")
         if self._writer is not None:
             self._writer.write(data)
 
@@ -278,8 +285,10 @@ class MqttOutboxes:
     id names: each has the broker's in-flight window to itself. Messages on different sessions may overtake
     each other; the inventory releases a simulation's messages so that none may (``Inventory.releasable``)."""
 
-    def __init__(self, *, settings: MqttSettings, connections: int = OUTBOX_CONNECTIONS) -> None:
-        self.outboxes = [MqttOutbox(settings=settings, suffix=f"-out{index}") for index in range(connections)]
+    def __init__(self, *, settings: MqttSettings, connections: int = OUTBOX_CONNECTIONS,
+                 may_act: Callable[[], bool] = lambda: True) -> None:
+        self.outboxes = [MqttOutbox(settings=settings, suffix=f"-out{index}", may_act=may_act)
+                         for index in range(connections)]
 
     def _of(self, packet_id: int) -> MqttOutbox:
         return self.outboxes[packet_id % len(self.outboxes)]

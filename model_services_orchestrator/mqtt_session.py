@@ -48,6 +48,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from model_services_orchestrator.leadership import LeadershipLostError
 from model_services_orchestrator.logs import get_logger
 from model_services_orchestrator.topics import topic_problem
 
@@ -110,12 +111,15 @@ class MqttSession:
 
     def __init__(self, *, settings: MqttSettings,
                  on_message: Callable[[str, bytes, Callable[[], None] | None], None],
-                 on_connected: Callable[[bool], None] | None = None) -> None:
+                 on_connected: Callable[[bool], None] | None = None,
+                 may_act: Callable[[], bool] = lambda: True) -> None:
         """``on_message(topic, payload, ack)``: ``ack()`` acknowledges the message to the broker (acknowledgements
         go out in the order the messages came, each once its own ``ack`` and those before were called); ``ack``
         is ``None`` for a QoS 0 message, which has no acknowledgement.
         ``on_connected(session_present)``: called (in the loop) each time the session is connected and
-        subscribed; ``session_present`` says whether the broker still had our session."""
+        subscribed; ``session_present`` says whether the broker still had our session.
+        ``may_act()``: whether this process leads; when it does not, nothing is published, and connecting
+        raises ``LeadershipLostError`` (it would take the session from the leader)."""
         if settings.publish_qos not in (0, 1, 2):
             raise ValueError(f"publish_qos must be 0, 1 or 2, not {settings.publish_qos}")
         if settings.max_inflight < 1:
@@ -123,6 +127,7 @@ class MqttSession:
         self._settings = settings
         self._on_message = on_message
         self._on_connected = on_connected
+        self._may_act = may_act
         # Received QoS 1 and 2 messages not yet acknowledged, in order: message id -> its QoS once its ack
         # was called, 0 before.
         self._unacknowledged: dict[int, int] = {}
@@ -189,13 +194,15 @@ class MqttSession:
         reconnecting) and is never handed over again.
         """
         _check_topic(topic)
+        if not self._may_act():
+            raise LeadershipLostError("not the leader: nothing may be published")
         self._waiting.append((topic, payload, on_delivered))
         self._schedule_pump()
 
     def publish_volatile(self, topic: str, payload: bytes) -> None:
         """Send at QoS 0 now, or not at all: for pings and pongs, which are worthless once stale."""
         _check_topic(topic)
-        if self._connected:
+        if self._connected and self._may_act():
             self._client.publish(topic, payload, qos=0)
 
     def stop_receiving(self) -> None:
@@ -262,6 +269,8 @@ class MqttSession:
     async def _session(self) -> str:
         """One connection, from connecting to its loss; returns what ended it."""
         loop = self._require_loop()
+        if not self._may_act():
+            raise LeadershipLostError("not the leader: the MQTT session is the leader's")
         self._refusal = None
         self._established = False
         ended: asyncio.Future[str] = loop.create_future()
@@ -429,7 +438,7 @@ class MqttSession:
         self._pump_scheduled = False
         qos = self._settings.publish_qos
         window = self._settings.max_inflight
-        while self._connected and self._waiting and len(self._in_flight) < window:
+        while self._connected and self._waiting and len(self._in_flight) < window and self._may_act():
             topic, payload, on_delivered = self._waiting.popleft()
             info = self._client.publish(topic, payload, qos=qos)
             if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 from model_services_orchestrator import model_inventory as inv
 from model_services_orchestrator.http_endpoints import LatencyHistogram
 from model_services_orchestrator.kube_errors import TRANSIENT, Forbidden, KubeError
+from model_services_orchestrator.leadership import LeadershipLostError
 from model_services_orchestrator.logs import SecretRedactor, get_logger
 from model_services_orchestrator.messages import codec
 from model_services_orchestrator.model_health import ModelHealth
@@ -393,6 +394,8 @@ class Runtime:
             simulation_id = await self.queue.get()
             try:
                 more = await self.sync(simulation_id)
+            except LeadershipLostError:
+                raise  # no retry: this process must stop acting at once (the daemon exits)
             except Exception as exc:  # noqa: BLE001 (a failed sync is retried with backoff, never fatal)
                 delay = self.queue.add_rate_limited(simulation_id)
                 fields = {"simulation_id": simulation_id, "error": type(exc).__name__, "detail": str(exc)[:300],

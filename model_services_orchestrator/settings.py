@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model_services_orchestrator.leadership import ElectionTiming
+from model_services_orchestrator.pod_specs import dns_label
 
 __all__ = ["DEFAULT_SECRET_ENV_NAME_PATTERN", "Settings"]
 
@@ -103,6 +107,12 @@ class Settings(BaseSettings):
     secret_env_name_pattern: str = DEFAULT_SECRET_ENV_NAME_PATTERN
     max_payload_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
 
+    leader_election: bool = True
+    leader_election_lease_seconds: float = Field(default=15.0, allow_inf_nan=False)
+    leader_election_renew_seconds: float = Field(default=10.0, allow_inf_nan=False)
+    leader_election_retry_seconds: float = Field(default=2.0, allow_inf_nan=False)
+    pod_name: str = ""  # from the downward API: this replica's identity in the Lease
+
     @field_validator("kubernetes_port", mode="before")
     @classmethod
     def _port_from_service_link(cls, value: object) -> object:
@@ -155,6 +165,27 @@ class Settings(BaseSettings):
     def _tolerations_parse(cls, value: str) -> str:
         _parse_tolerations(value)
         return value
+
+    @model_validator(mode="after")
+    def _election_timing_usable(self) -> Settings:
+        if problems := self.election_timing.problems():
+            raise ValueError("LEADER_ELECTION_LEASE_SECONDS, _RENEW_SECONDS, _RETRY_SECONDS: " + "; ".join(problems))
+        return self
+
+    @property
+    def election_timing(self) -> ElectionTiming:
+        return ElectionTiming(self.leader_election_lease_seconds, self.leader_election_renew_seconds,
+                              self.leader_election_retry_seconds)
+
+    @property
+    def identity(self) -> str:
+        """This replica's name in the Lease: ``POD_NAME``, else the host name."""
+        return self.pod_name or socket.gethostname()
+
+    @property
+    def leader_lease_name(self) -> str:
+        """The Lease the replicas serving this SO elect their leader on."""
+        return dns_label("mso", self.so_name, "leader")
 
     @property
     def node_selector(self) -> dict[str, str]:

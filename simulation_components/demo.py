@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
             LocalMosquitto(password=secrets.token_hex(8)) as broker, \
             LocalKubernetes(kubelet="process", token=secrets.token_hex(16)) as kube:
         # The daemon's env (which the fake SO inherits too, for its broker settings).
-        env = daemon_environment(broker, kube, {"LOG_FORMAT": "console", "HTTP_PORT": 0}, inherit=True)
+        env = daemon_environment(broker, kube, {"LOG_FORMAT": "console", "HTTP_PORT": 0,
+                                                   # one daemon, and the stand-in serves no Leases
+                                                   "LEADER_ELECTION": "false"}, inherit=True)
         print(f"local Mosquitto on {broker.port}, local Kubernetes API on {kube.url}", flush=True)
         daemon = LocalDaemon(env=env, log_path=Path(scratch) / "daemon.log").start()
         try:

@@ -322,7 +322,7 @@ class ControlPlane:
 
         The API is up for the daemon, faults are cleared, every connection through the proxy is dropped
         (a killed daemon's last requests end before anything is deleted) and the counts start from zero;
-        every pod, ConfigMap (but ``kube-root-ca.crt``) and Secret of the namespace is deleted at once
+        every pod, ConfigMap (but ``kube-root-ca.crt``), Secret and Lease of the namespace is deleted at once
         (grace period 0) and the kubelet has no container process left. Raises ``ComponentError`` when a
         component has died (then start a new control plane), ``TimeoutError`` when something lingers.
         """
@@ -341,6 +341,9 @@ class ControlPlane:
         self.request("DELETE", f"{base}/configmaps?fieldSelector=metadata.name%21%3Dkube-root-ca.crt", now,
                      timeout=timeout)
         self.request("DELETE", f"{base}/secrets", now, timeout=timeout)
+        # The daemons' leader Lease: a test's replicas never wait out an earlier test's leader.
+        self.request("DELETE", f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases", now,
+                     timeout=timeout)
 
         def names(resource: str) -> list[str]:
             listed = self.request("GET", f"{base}/{resource}")

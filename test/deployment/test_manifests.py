@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "k8s_cluster_configuration"
 PACKAGE = ROOT / "model_services_orchestrator"
 K8S_API = PACKAGE / "k8s_api.py"
+LEADER_ELECTION = PACKAGE / "leader_election.py"
+LEASE_NAME = Settings().leader_lease_name  # the default SIMULATOR_NAME's, as the manifests deploy it
 BROKER_CONFIG = ROOT / "simulation_components" / "mosquitto" / "mosquitto.conf"
 
 # The oldest Kubernetes minor version the manifests are written for.
@@ -57,6 +59,11 @@ EXPECTED_GRANTS: dict[tuple[str, str], str] = {
     ("secrets", "update"): "KubernetesGateway.put_object('secrets'): PUT after 409",
     ("secrets", "list"): "KubernetesGateway.list_objects('secrets'): GET with labelSelector",
     ("secrets", "delete"): "KubernetesGateway.delete_object('secrets')",
+    ("configmaps", "get"): "KubernetesGateway.put_object('configmaps'): GET after 409 (which leader wrote it?)",
+    ("secrets", "get"): "KubernetesGateway.put_object('secrets'): GET after 409 (which leader wrote it?)",
+    ("leases", "get"): "LeaderElector._read: GET .../leases/{name} (coordination.k8s.io)",
+    ("leases", "create"): "LeaderElector._write: POST .../leases, the first time",
+    ("leases", "update"): "LeaderElector._write: PUT .../leases/{name} at the resourceVersion read",
 }
 
 # Typed client calls the gateway may make, as the grants they need.
@@ -151,8 +158,15 @@ def test_kind_cluster_has_a_worker_for_the_model_pods() -> None:
 def _role_grants(role: dict[str, Any]) -> set[tuple[str, str]]:
     grants: set[tuple[str, str]] = set()
     for rule in role["rules"]:
-        assert rule.get("apiGroups") == [""], "the daemon uses only the core API group"
-        assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+        assert "nonResourceURLs" not in rule
+        if rule.get("apiGroups") == ["coordination.k8s.io"]:
+            assert rule["resources"] == ["leases"], "from that group, only the leader Lease"
+            # create cannot be narrowed by name; every other verb is, to the one Lease.
+            assert rule.get("resourceNames", [LEASE_NAME]) == [LEASE_NAME] or rule["verbs"] == ["create"], rule
+            assert "resourceNames" in rule or rule["verbs"] == ["create"], rule
+        else:
+            assert rule.get("apiGroups") == [""], "the daemon uses only the core API group, and leases"
+            assert "resourceNames" not in rule
         for resource in rule["resources"]:
             for verb in rule["verbs"]:
                 assert "*" not in resource and "*" not in verb, f"wildcard in {rule}"
@@ -192,12 +206,21 @@ def _functions(source: str) -> dict[str, str]:
 
 
 def _kinds_passed_to(method: str) -> set[str]:
-    """The resource names the package passes as the first argument of ``gateway.<method>(...)``."""
+    """The resource names the package passes as the first argument of ``gateway.<method>(...)``; through the
+    gateway's own helpers that pass their ``kind`` on."""
     kinds: set[str] = set()
+    gateway_functions = _functions(K8S_API.read_text(encoding="utf-8"))
     for path in PACKAGE.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
         for match in re.finditer(rf"\.{method}\(\s*(?P<argument>[^,)]*)", text):
             argument = match["argument"].strip()
+            if argument == "kind" and path == K8S_API:
+                callers = [name for name, body in gateway_functions.items()
+                           if name != method and match[0] in body]
+                assert callers, f"{method}(kind, ...): called from where?"
+                for caller in callers:
+                    kinds |= _kinds_passed_to(caller)
+                continue
             assert re.fullmatch(r"\"[a-z]+\"", argument), (
                 f"{path.name}: {method}({argument}, ...): not a literal resource name, cannot check the Role")
             kinds.add(argument.strip('"'))
@@ -247,6 +270,12 @@ def _grants_used_by_the_code() -> set[tuple[str, str]]:
             used |= CLIENT_CALLS[call["method"]]
             if call["method"].startswith("list_") and "watch=True" in body:
                 used |= {(resource, "watch") for resource, _ in CLIENT_CALLS[call["method"]]}
+    lease_calls = re.findall(r"_request\(\"(?P<method>[A-Z]+)\", (?P<path>[^,)]+)",
+                             LEADER_ELECTION.read_text(encoding="utf-8"))
+    assert lease_calls, "the leader election's requests are no longer found: update this test"
+    for method, path in lease_calls:
+        assert "_collection" in path, f"leader election: {method} {path}: a path this test does not know"
+        used.add(("leases", _VERBS[(method, "self.name" in path)]))
     return used
 
 
@@ -260,7 +289,7 @@ def test_grants_match_the_calls_in_the_code() -> None:
 def test_only_the_gateway_talks_to_kubernetes() -> None:
     # Otherwise the scan above would miss calls made elsewhere.
     for path in PACKAGE.rglob("*.py"):
-        if path == K8S_API:
+        if path in (K8S_API, LEADER_ELECTION):  # the Lease's calls are checked apart
             continue
         text = path.read_text(encoding="utf-8")
         assert not re.search(r"^\s*(import|from) kubernetes\b", text, re.MULTILINE), (
