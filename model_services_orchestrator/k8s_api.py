@@ -157,7 +157,7 @@ class KubernetesGateway:
         # Only the leader writes (``leadership.Tenure.check``; no-op without leader election), and what
         # it writes carries its epoch (the Lease's transitions) and the resourceVersion it last saw.
         self.fence: Callable[[], None] = lambda: None
-        self.epoch = 0
+        self.epoch: int | None = None  # None: no leader election, nothing to fence by epoch
         self._versions: dict[tuple[str, str], str] = {}
 
     def close(self) -> None:
@@ -343,11 +343,7 @@ class KubernetesGateway:
             "GET", path, query=[("labelSelector", label_selector)]))
         items = list(result.get("items") or [])
         for item in items:
-            metadata = item["metadata"]
-            if _epoch_of(metadata) > self.epoch:
-                raise LeadershipLostError(f"{kind} {metadata['name']} was written by a later leader "
-                                     f"(epoch {_epoch_of(metadata)}, ours {self.epoch})")
-            self._versions[kind, metadata["name"]] = metadata["resourceVersion"]
+            self._versions[kind, item["metadata"]["name"]] = item["metadata"]["resourceVersion"]
         return items
 
     async def put_object(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -357,14 +353,18 @@ class KubernetesGateway:
         """
         name = body["metadata"]["name"]
         collection = f"/api/v1/namespaces/{self.namespace}/{kind}"
-        self._stamp(body)
+        body = self._stamped(body)
         try:
             created: dict[str, Any] = await self._call(
                 f"create {kind}", lambda: self._raw("POST", collection, body=body), passthrough=(Conflict,))
         except Conflict:
-            existing: dict[str, Any] = await self._call(f"read {kind}", lambda: self._raw(
-                "GET", f"{collection}/{name}"))
-            if _epoch_of(existing["metadata"]) > self.epoch:
+            # Listed by name, not read: the Role grants no get on Secrets (a list of one is the same answer).
+            listed = await self._call(f"list {kind}", lambda: self._raw(
+                "GET", collection, query=[("fieldSelector", f"metadata.name={name}")]))
+            if not (items := listed.get("items") or []):
+                raise Conflict(f"{kind} {name} exists, then did not", what=f"create {kind}") from None
+            existing: dict[str, Any] = items[0]
+            if self.epoch is not None and _epoch_of(existing["metadata"]) > self.epoch:
                 raise LeadershipLostError(f"{kind} {name} was written by a later leader") from None
             body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
             created = await self._call(f"replace {kind}", lambda: self._fenced_put(kind, name, body))
@@ -382,7 +382,7 @@ class KubernetesGateway:
         name = body["metadata"]["name"]
         if (version := self._versions.get((kind, name))) is None:
             return False
-        self._stamp(body)
+        body = self._stamped(body)
         body["metadata"]["resourceVersion"] = version
         try:
             self._versions[kind, name] = await self._call(
@@ -419,8 +419,12 @@ class KubernetesGateway:
         except Conflict as exc:
             raise LeadershipLostError(f"{kind} {name} changed since this process last wrote it") from exc
 
-    def _stamp(self, body: dict[str, Any]) -> None:
-        body["metadata"].setdefault("annotations", {})[ANNOTATION_EPOCH] = str(self.epoch)
+    def _stamped(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A copy of ``body`` whose metadata this gateway may change, with its epoch."""
+        metadata = {**body["metadata"]}
+        if self.epoch is not None:
+            metadata["annotations"] = {**(metadata.get("annotations") or {}), ANNOTATION_EPOCH: str(self.epoch)}
+        return {**body, "metadata": metadata}
 
 
 def _epoch_of(metadata: dict[str, Any]) -> int:

@@ -140,7 +140,9 @@ class LeaderElector:
                            fix=f"add {self.name!r} to the resourceNames of the Role's leases rule (role.yaml), "
                                "or set LEADER_ELECTION=false for a single replica")
             self._refusals += status == 403
-            _log.info("lease not taken or renewed", lease=self.name, status=status, error=type(exc).__name__)
+            # As the gateway says it, so one event tells an operator that the API cannot be reached or refuses.
+            _log.warning("kubernetes call failed, retrying", call="take or renew the leader Lease", status=status,
+                         error=type(exc).__name__, detail=str(exc)[:300])
             return False
 
     def _try_blocking(self, sent_at: float) -> bool:

@@ -1019,8 +1019,15 @@ class Inventory:
         simulation = self.simulations.pop(simulation_id, None)
         if simulation is None:
             return
-        for packet_id in (simulation.models_ready_id, simulation.all_terminated_id,
-                          *(model.packet_id for model in simulation.models.values())):
+        # Only the ids it still holds: a delivered message's id was freed, and may now be another's.
+        held = [packet_id for _, packet_id in simulation.to_free]
+        if simulation.models_ready is Delivery.DECIDED:
+            held.append(simulation.models_ready_id)
+        if simulation.all_terminated is Delivery.DECIDED:
+            held.append(simulation.all_terminated_id)
+        held.extend(model.packet_id for model in simulation.models.values()
+                    if model.termination is not None and not model.reported)
+        for packet_id in held:
             if packet_id:
                 self._forget_packet_id(packet_id)
 

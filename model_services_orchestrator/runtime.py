@@ -354,21 +354,21 @@ class Runtime:
             await self._receipts_pending.wait()
             self._receipts_pending.clear()
             receipts, unwritten = self.inventory.receipts_to_write()
-            if receipts == self._session_record:
-                continue
-            try:
-                if receipts:
-                    await self.records.save_receipts(receipts)
-                else:
-                    await self.records.delete_receipts()
-                self._session_record = receipts
-            except KubeError as exc:
-                _log.warning("session record not saved, retrying", error=type(exc).__name__,
-                             detail=str(exc)[:300], retry_in_seconds=round(delay, 2))
-                self._receipts_pending.set()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.retry_max_seconds)
-                continue
+            # Equal: the record holds them already (written for the same message, in this life or the last).
+            if receipts != self._session_record:
+                try:
+                    if receipts:
+                        await self.records.save_receipts(receipts)
+                    else:
+                        await self.records.delete_receipts()
+                    self._session_record = receipts
+                except KubeError as exc:
+                    _log.warning("session record not saved, retrying", error=type(exc).__name__,
+                                 detail=str(exc)[:300], retry_in_seconds=round(delay, 2))
+                    self._receipts_pending.set()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.settings.retry_max_seconds)
+                    continue
             delay = self.settings.retry_base_seconds
             self.inventory.receipts_written(unwritten)
             for packet_id in unwritten:

@@ -59,8 +59,6 @@ EXPECTED_GRANTS: dict[tuple[str, str], str] = {
     ("secrets", "update"): "KubernetesGateway.put_object('secrets'): PUT after 409",
     ("secrets", "list"): "KubernetesGateway.list_objects('secrets'): GET with labelSelector",
     ("secrets", "delete"): "KubernetesGateway.delete_object('secrets')",
-    ("configmaps", "get"): "KubernetesGateway.put_object('configmaps'): GET after 409 (which leader wrote it?)",
-    ("secrets", "get"): "KubernetesGateway.put_object('secrets'): GET after 409 (which leader wrote it?)",
     ("leases", "get"): "LeaderElector._read: GET .../leases/{name} (coordination.k8s.io)",
     ("leases", "create"): "LeaderElector._write: POST .../leases, the first time",
     ("leases", "update"): "LeaderElector._write: PUT .../leases/{name} at the resourceVersion read",
@@ -303,13 +301,20 @@ def test_only_the_gateway_talks_to_kubernetes() -> None:
 def test_daemon_deployment() -> None:
     deployment = _one("Deployment", "model-services-orchestrator")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # Two replicas, one leader: a rollout surges one new replica and keeps the old until the new is Ready.
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     pod = spec["template"]["spec"]
+    [spread] = pod["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    budget = _one("PodDisruptionBudget", "model-services-orchestrator")
+    assert budget["spec"] == {"minAvailable": 1, "selector": spec["selector"]}
     assert pod["serviceAccountName"] == "model-services-orchestrator"
     assert pod.get("automountServiceAccountToken", True) is True
     assert pod["enableServiceLinks"] is False
     container = _container(deployment)
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
     assert container["image"] != "" and not container["image"].endswith(":latest")
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):

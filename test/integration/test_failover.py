@@ -7,10 +7,14 @@ short durations (a 3 s lease), so that a failover takes seconds.
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import time
 from collections import Counter
 from datetime import datetime
+
+import pytest
 
 from simulation_components.kit import (
     ApiServer,
@@ -25,6 +29,7 @@ from simulation_components.kit import (
 )
 
 IMAGE = "fake_model:0.0.1"
+FAILOVERS = max(1, int(os.environ.get("MSO_FAILOVERS", "1")))  # bench/failover.py runs 20
 LEASE_SECONDS = 3.0
 ELECTION = {"LEADER_ELECTION_LEASE_SECONDS": LEASE_SECONDS, "LEADER_ELECTION_RENEW_SECONDS": 2,
             "LEADER_ELECTION_RETRY_SECONDS": 0.5}
@@ -60,27 +65,34 @@ def assert_kept_its_sessions(daemon: Daemon) -> None:
     assert not daemon.logged("mqtt outbox connection lost, reconnecting")
 
 
+@pytest.mark.timeout(120 + 60 * FAILOVERS)
 def test_a_killed_leaders_standby_answers_within_the_lease_and_nothing_is_lost_or_repeated(
         status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
-    sim = "sim-failover-kill"
-    leader = replica(make_daemon, status_kube, "mso-a", leads=True)
-    standby = replica(make_daemon, status_kube, "mso-b", leads=False)
-    names = running_simulation(so, status_kube, sim, 6)
+    leader = replica(make_daemon, status_kube, "mso-0", leads=True)
+    standby = replica(make_daemon, status_kube, "mso-1", leads=False)
     api = core_api(status_kube)
-    for name in names[:3]:
-        set_terminated(api, name, 0)
-    wait_for(lambda: len(so.terminations(sim)) == 3, what="three answers from the first leader")
-    leader.kill()
-    killed_at = time.monotonic()
-    for name in names[3:]:
-        set_terminated(api, name, 0)
-    wait_for(lambda: len(so.terminations(sim)) >= 4, timeout=60, what="the new leader's first answer")
-    failover_seconds = time.monotonic() - killed_at
-    so.wait_all_terminated(sim)
-    assert_exactly_once(so, sim, 6)
-    assert standby.logged("leading")[0]["epoch"] == 1, "the Lease changed hands once"
-    assert_kept_its_sessions(standby)
-    assert failover_seconds < LEASE_SECONDS + 5, f"the standby answered {failover_seconds:.1f} s after the kill"
+    failovers: list[float] = []
+    for round_ in range(FAILOVERS):
+        sim = f"sim-failover-kill-{round_}"
+        names = running_simulation(so, status_kube, sim, 6)
+        for name in names[:3]:
+            set_terminated(api, name, 0)
+        wait_for(lambda sim=sim: len(so.terminations(sim)) == 3, what="three answers from the leader")  # type: ignore[misc]
+        leader.kill()
+        killed_at = time.monotonic()
+        for name in names[3:]:
+            set_terminated(api, name, 0)
+        wait_for(lambda sim=sim: len(so.terminations(sim)) >= 4, timeout=60,  # type: ignore[misc]
+                 what="the new leader's first answer")
+        failovers.append(time.monotonic() - killed_at)
+        so.wait_all_terminated(sim)
+        assert_exactly_once(so, sim, 6)
+        assert standby.logged("leading")[0]["epoch"] == round_ + 1, "the Lease changed hands once more"
+        assert_kept_its_sessions(standby)
+        # The killed replica comes back (Kubernetes restarts it) as the standby.
+        leader, standby = standby, replica(make_daemon, status_kube, f"mso-{round_ + 2}", leads=False)
+    print("failover seconds:", json.dumps([round(seconds, 2) for seconds in failovers]))
+    assert max(failovers) < LEASE_SECONDS + 5, f"a standby answered {max(failovers):.1f} s after the kill"
 
 
 def test_a_frozen_leader_woken_after_its_lease_acts_no_more_and_exits(
@@ -99,7 +111,7 @@ def test_a_frozen_leader_woken_after_its_lease_acts_no_more_and_exits(
     so.wait_all_terminated(sim)
     leader.signal(signal.SIGCONT)
     wait_for(lambda: not leader.alive, timeout=30, what="the woken leader to exit")
-    assert leader.process.returncode == 1
+    assert leader.process is not None and leader.process.returncode == 1
     assert leader.logged("leadership lost: stopping")
     assert len(leader.logged("mqtt connected")) == connections, "it never connected again"
     # The new leader kept its sessions; the SO heard each answer once, so the woken one published nothing.

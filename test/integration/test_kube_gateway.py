@@ -18,6 +18,8 @@ import pytest
 
 from model_services_orchestrator.k8s_api import CreateOutcome, KubernetesGateway, PodWatcher, WatchListed
 from model_services_orchestrator.kube_errors import Forbidden, ServerError, Unreachable
+from model_services_orchestrator.leadership import ANNOTATION_EPOCH, LeadershipLostError
+from simulation_components.control_plane import ControlPlane
 from simulation_components.kit import NAMESPACE, ApiServer
 from simulation_components.local_kubernetes.launcher import LocalKubernetes
 
@@ -176,6 +178,48 @@ def test_the_return_contracts_of_the_pod_and_object_calls(kube: ApiServer) -> No
         await gateway.delete_object("configmaps", "rec")
         await gateway.delete_object("configmaps", "rec")  # already gone: fine
         await gateway.delete_pods("app.kubernetes.io/managed-by=gateway-test")
+
+    run(kube, use)
+
+
+def test_a_writer_that_is_no_longer_the_leader_is_fenced_off(kube: ApiServer) -> None:
+    if isinstance(kube, LocalKubernetes):
+        pytest.skip("the stand-in's ConfigMaps keep no resourceVersion preconditions")
+    assert isinstance(kube, ControlPlane)
+    plane = kube  # the admin's requests: another writer
+    records = f"/api/v1/namespaces/{NAMESPACE}/configmaps"
+
+    def record(name: str, value: str, epoch: int | None = None) -> dict[str, Any]:
+        annotations = {} if epoch is None else {ANNOTATION_EPOCH: str(epoch)}
+        return {"apiVersion": "v1", "kind": "ConfigMap", "data": {"k": value}, "metadata": {
+            "name": name, "labels": {"app": "gateway-test"}, "annotations": annotations}}
+
+    async def use(gateway: KubernetesGateway) -> None:
+        gateway.epoch = 2
+        created = await gateway.put_object("configmaps", record("rec", "1"))
+        assert created["metadata"]["annotations"] == {ANNOTATION_EPOCH: "2"}
+        assert await gateway.replace_object("configmaps", record("rec", "2"))
+        # A later leader writes the record: this gateway's next replace, and its delete, meet a newer version.
+        plane.request("PUT", f"{records}/rec", record("rec", "theirs", epoch=3))
+        with pytest.raises(LeadershipLostError):
+            await gateway.replace_object("configmaps", record("rec", "mine"))
+        with pytest.raises(LeadershipLostError):
+            await gateway.delete_object("configmaps", "rec")
+        assert plane.request("GET", f"{records}/rec")["data"] == {"k": "theirs"}, "nothing of ours went through"
+        # An object this gateway never saw, written by a later leader, is not taken over by a create.
+        plane.request("POST", records, record("other", "theirs", epoch=3))
+        with pytest.raises(LeadershipLostError):
+            await gateway.put_object("configmaps", record("other", "mine"))
+        # One an earlier leader wrote is.
+        plane.request("POST", records, record("older", "theirs", epoch=1))
+        assert (await gateway.put_object("configmaps", record("older", "mine")))["data"] == {"k": "mine"}
+        # Past its renew deadline, nothing leaves; reads still do.
+        def lost() -> None:
+            raise LeadershipLostError("not the leader")
+        gateway.fence = lost
+        with pytest.raises(LeadershipLostError):
+            await gateway.create_pod(pod("m1"), MARKS)
+        assert await gateway.read_pod("m1") is None
 
     run(kube, use)
 

@@ -8,6 +8,8 @@ runtime's part: the record saved, the decided messages released.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from model_services_orchestrator import model_inventory as inv
@@ -725,6 +727,32 @@ def recorded_as(simulation: inv.Simulation, **changes: object) -> inv.Simulation
     simulation.outgoing.clear()
     simulation.version = simulation.saved_version = 1
     return simulation
+
+
+def test_cleaning_up_a_delivered_simulation_leaves_its_old_packet_ids_to_their_new_messages() -> None:
+    inventory = make_inventory()
+    deploy(inventory, "a")
+    running(inventory, "a")
+    inventory.handle(inv.ReadyReceived(SIM, "a", T0))
+    assert settle(inventory) == [("ModelsReady", "", 0)]
+    assert ended(inventory, "a", 0)[-1] == ("AllModelsHaveTerminated", "", 0)
+    settle(inventory)  # the deliveries saved: the ids are free
+    finished = inventory.simulations[SIM]
+    restarted = make_inventory()
+    restarted.restore(recorded_as(finished), T0 + 2)  # its ids, delivered, are free to take again
+    other = "sim-other"
+    deploy(restarted, "b", simulation_id=other)
+    restarted.handle(inv.PodCreated(other, "b", T0 + 3))
+    restarted.handle(inv.PodSeen(dataclasses.replace(seen("b", ContainerState.RUNNING), simulation_id=other,
+                                                     pod_name=pod_name(SIMULATOR, other, "b")), T0 + 3))
+    restarted.handle(inv.ReadyReceived(other, "b", T0 + 4))
+    restarted.record_saved(other, restarted.take_changes(other)[0])
+    [models_ready] = restarted.releasable(other)
+    assert models_ready.packet_id == finished.models_ready_id, "the same id, as after any restart"
+    restarted.handle(inv.Received(models_ready))  # the broker's PUBREC for the new message
+    restarted.handle(inv.SimulationCleanedUp(SIM))
+    assert restarted.receipts == {models_ready.packet_id: models_ready.key}, "its receipt is kept"
+    assert models_ready.packet_id in restarted.packet_ids, "and its id stays in use"
 
 
 def test_a_restore_decides_models_ready_when_every_ready_is_recorded_and_it_is_not() -> None:

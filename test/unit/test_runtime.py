@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from functools import partial
 
 from model_services_orchestrator.kube_errors import Forbidden, ServerError, Unreachable
@@ -368,4 +369,40 @@ def test_a_first_save_cut_short_is_rolled_back_and_the_deploy_delivered_again_ru
             assert not cluster.objects, "rolled back, not left unreadable"
             deploy(runtime, "sim", "m1")  # the broker delivers it again: it was never acknowledged
             await pods_created(cluster, 1)
+    scenario(body)
+
+
+@dataclass
+class SessionLosingBroker(FakeBroker):
+    """Loses our session once after each message's first PUBREL: it receives the message again (PUBREC, as
+    the outbox publishes it anew), and completes it at the second PUBREL."""
+
+    _receive: dict[int, Callable[[], None]] = field(default_factory=dict)
+    _lost: set[int] = field(default_factory=set)
+
+    def send(self, packet_id: int, topic: str, payload: bytes, *, received: bool = False,
+             on_received: Callable[[], None], on_delivered: Callable[[], None]) -> None:
+        self._receive[packet_id] = on_received
+        super().send(packet_id, topic, payload, received=received, on_received=on_received,
+                     on_delivered=on_delivered)
+
+    def release(self, packet_id: int) -> None:
+        if packet_id not in self._lost:
+            self._lost.add(packet_id)
+            asyncio.get_running_loop().call_soon(self._receive[packet_id])
+            return
+        super().release(packet_id)
+
+
+def test_a_message_received_again_whose_receipt_the_session_record_holds_is_released_again() -> None:
+    async def body() -> None:
+        cluster, broker = FakeCluster(), SessionLosingBroker()
+        async with running(cluster, broker) as runtime:
+            deploy(runtime, "sim", "m1")
+            await pods_created(cluster, 1)
+            cluster.set_container(pod_of(cluster, "m1"), "terminated", exit_code=0)
+            # AllModelsHaveTerminated waits for the termination's delivery, which waits for its second PUBREL.
+            await wait_until(lambda: "AllModelsHaveTerminated" in broker.kinds("sim"),
+                             what="the termination delivered, then AllModelsHaveTerminated")
+        assert broker.terminations("sim") == [("m1", 0)]
     scenario(body)
