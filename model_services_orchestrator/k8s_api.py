@@ -307,23 +307,22 @@ class KubernetesGateway:
         await self._call("delete pods", lambda: self._raw(
             "DELETE", path, query=[("labelSelector", label_selector)], want_answer=False))
 
-    async def list_pods(self, label_selector: str) -> list[dict[str, Any]]:
-        """The pods the selector matches: name, uid, labels and annotations (``{"metadata": ...}``), a page at a
-        time.
+    async def list_pods(self, label_selector: str, keep: Callable[[dict[str, Any]], _T | None]) -> list[_T]:
+        """``keep(pod)`` of each pod the selector matches, where it is not None, a page at a time; a pod is its
+        metadata only (``{"metadata": ...}``).
 
         Ten thousand whole pods are tens of MB of JSON and hundreds of MB of dicts; their metadata, as
-        ``PartialObjectMetadataList``, a tenth of that.
+        ``PartialObjectMetadataList``, a tenth of that, and only what ``keep`` takes is kept past its page.
         """
         path = f"/api/v1/namespaces/{self.namespace}/pods"
-        found: list[dict[str, Any]] = []
+        found: list[_T] = []
         token = ""
         while True:
             query = [("labelSelector", label_selector), ("limit", 500)] + ([("continue", token)] if token else [])
             page = await self._call("list pods", functools.partial(
                 self._raw, "GET", path, query=query, accept=_METADATA_ONLY))
-            # Only what telling our pods apart needs: not managedFields, a few KB a pod.
-            found.extend({"metadata": {key: value for key, value in (item.get("metadata") or {}).items()
-                                       if key in _KEPT_METADATA}} for item in page.get("items") or [])
+            found.extend(kept for item in page.get("items") or []
+                         if (kept := keep({"metadata": item.get("metadata") or {}})) is not None)
             if not (token := (page.get("metadata") or {}).get("continue") or ""):
                 return found
 
@@ -400,7 +399,7 @@ class KubernetesGateway:
         except ApiException as exc:
             if exc.status == 409:
                 raise LeadershipLostError(f"{kind} {name} changed since this process last wrote it: "
-                                     "another replica writes the records") from exc
+                                          "another replica writes the records") from exc
             raise
         return answer if whole else _resource_version(answer)
 

@@ -103,7 +103,7 @@ class LeaderElector:
                 deadline = self.tenure.deadline()
                 if deadline is None or self._clock() >= deadline:
                     raise LeadershipLostError(f"the Lease {self.name} was not renewed within "
-                                         f"{self._timing.renew_seconds} s")
+                                              f"{self._timing.renew_seconds} s")
                 await asyncio.sleep(min(self._timing.retry_seconds, max(0.0, deadline - self._clock())))
             if not self.leading:  # renewed, but only after the deadline (a frozen process, a slow answer)
                 raise LeadershipLostError(f"the Lease {self.name} was renewed too late to be relied on")

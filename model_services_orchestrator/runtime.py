@@ -35,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from model_services_orchestrator import model_inventory as inv
 from model_services_orchestrator.http_endpoints import LatencyHistogram
@@ -64,6 +64,7 @@ from model_services_orchestrator.work_queue import WorkQueue
 __all__ = ["CreateResult", "Outbox", "PodApi", "PodChange", "Publisher", "Runtime", "RuntimeSettings"]
 
 _log = get_logger(__name__)
+_T = TypeVar("_T")
 
 # Refusals of a create that pass by themselves: kube-apiserver answers 403 for a few seconds after it
 # restarts (its RBAC caches are empty). Retried with backoff until the model's start deadline (-2).
@@ -97,7 +98,7 @@ class PodApi(Protocol):
 
     async def delete_pods(self, label_selector: str) -> None: ...
 
-    async def list_pods(self, label_selector: str) -> list[dict[str, Any]]: ...
+    async def list_pods(self, label_selector: str, keep: Callable[[dict[str, Any]], _T | None]) -> list[_T]: ...
 
     async def read_log_tail(self, name: str, lines: int) -> str: ...
 
@@ -120,6 +121,16 @@ class Outbox(Protocol):
              on_received: Callable[[], None], on_delivered: Callable[[], None]) -> None: ...
 
     def release(self, packet_id: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """A pod the cleanup of a simulation found: its name, whether it is the simulation's, whether it carries
+    the simulation's key label."""
+
+    name: str
+    ours: bool
+    keyed: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -587,17 +598,22 @@ class Runtime:
         """
         so = self.settings.so
         key = simulation_key(so, simulation_id)
-        candidates = await self.pods.list_pods(simulation_candidates_selector(so, simulation_id))
-        ours = [pod for pod in candidates if of_simulation(pod, so, simulation_id)]
-        keyed = [pod for pod in candidates if _labels(pod).get(LABEL_SIMULATION_KEY) == key]
-        if any(not of_simulation(pod, so, simulation_id) for pod in keyed):
-            one_by_one = ours
+
+        def seen(pod: dict[str, Any]) -> _Candidate | None:
+            # Only a name and two answers past each page: ten thousand pods' metadata would be tens of MiB.
+            candidate = _Candidate(pod["metadata"]["name"], of_simulation(pod, so, simulation_id),
+                                   _labels(pod).get(LABEL_SIMULATION_KEY) == key)
+            return candidate if candidate.ours or candidate.keyed else None
+
+        candidates = await self.pods.list_pods(simulation_candidates_selector(so, simulation_id), seen)
+        if any(candidate.keyed and not candidate.ours for candidate in candidates):
+            one_by_one = [candidate.name for candidate in candidates if candidate.ours]
         else:
-            one_by_one = [pod for pod in ours if _labels(pod).get(LABEL_SIMULATION_KEY) != key]
-            if keyed:
+            one_by_one = [candidate.name for candidate in candidates if candidate.ours and not candidate.keyed]
+            if any(candidate.keyed for candidate in candidates):
                 await self.pods.delete_pods(simulation_pods_selector(so, simulation_id))
         marks = simulation_marks(so, simulation_id)
-        await asyncio.gather(*(self.pods.delete_own_pod(pod["metadata"]["name"], marks) for pod in one_by_one))
+        await asyncio.gather(*(self.pods.delete_own_pod(name, marks) for name in one_by_one))
 
     # -- shutting down
 

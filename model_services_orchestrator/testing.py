@@ -161,11 +161,11 @@ class FakeCluster:
             self._report(name, gone=True)
             self.pods.pop(name, None)
 
-    async def list_pods(self, label_selector: str) -> list[dict[str, Any]]:
+    async def list_pods(self, label_selector: str, keep: Callable[[dict[str, Any]], _T | None]) -> list[_T]:
         await asyncio.sleep(0)
         self._call("list_pods")
-        return [{"metadata": copy.deepcopy(pod["metadata"])} for pod in self.pods.values()
-                if _matches(pod, label_selector)]
+        return [kept for pod in self.pods.values() if _matches(pod, label_selector)
+                if (kept := keep({"metadata": copy.deepcopy(pod["metadata"])})) is not None]
 
     async def read_log_tail(self, name: str, lines: int) -> str:
         await asyncio.sleep(0)
