@@ -68,6 +68,7 @@ _T = TypeVar("_T")
 _SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 _METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 _KEPT_METADATA = frozenset({"name", "uid", "labels", "annotations"})
+_KEPT_OBJECT_METADATA = _KEPT_METADATA | {"resourceVersion", "ownerReferences"}
 
 
 class ConfigurationError(RuntimeError):
@@ -335,12 +336,21 @@ class KubernetesGateway:
 
     # -- records: a ConfigMap of state and a Secret of specs per simulation
 
-    async def list_objects(self, kind: str, label_selector: str) -> list[dict[str, Any]]:
-        """The objects of ``kind`` (``configmaps``, ``secrets``) the selector matches, as the API's JSON."""
+    async def list_objects(self, kind: str, label_selector: str, *,
+                           metadata_only: bool = False) -> list[dict[str, Any]]:
+        """The objects of ``kind`` (``configmaps``, ``secrets``) the selector matches, as the API's JSON.
+
+        ``metadata_only``: ``{"metadata": ...}`` of each (name, uid, resourceVersion, labels, annotations,
+        owners): a simulation of ten thousand models has MiBs of record, which a deletion need not read.
+        """
         path = f"/api/v1/namespaces/{self.namespace}/{kind}"
+        accept = _METADATA_ONLY if metadata_only else "application/json"
         result = await self._call(f"list {kind}", lambda: self._raw(
-            "GET", path, query=[("labelSelector", label_selector)]))
+            "GET", path, query=[("labelSelector", label_selector)], accept=accept))
         items = list(result.get("items") or [])
+        if metadata_only:
+            items = [{"metadata": {key: value for key, value in item["metadata"].items()
+                                   if key in _KEPT_OBJECT_METADATA}} for item in items]
         for item in items:
             self._versions[kind, item["metadata"]["name"]] = item["metadata"]["resourceVersion"]
         return items

@@ -55,7 +55,8 @@ _log = get_logger(__name__)
 class ObjectApi(Protocol):
     """The calls on ConfigMaps and Secrets (``kind``: ``configmaps`` or ``secrets``) the store needs."""
 
-    async def list_objects(self, kind: str, label_selector: str) -> list[dict[str, Any]]: ...
+    async def list_objects(self, kind: str, label_selector: str, *,
+                           metadata_only: bool = False) -> list[dict[str, Any]]: ...
 
     async def put_object(self, kind: str, body: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -195,8 +196,8 @@ class RecordStore:
         """
         head = record_name(self._so, simulation_id)
         selector = simulation_records_selector(self._so, simulation_id)
-        listed = {"configmaps": await self._api.list_objects("configmaps", selector),
-                  "secrets": await self._api.list_objects("secrets", selector)}
+        listed = {"configmaps": await self._api.list_objects("configmaps", selector, metadata_only=True),
+                  "secrets": await self._api.list_objects("secrets", selector, metadata_only=True)}
         head_uids = {item["metadata"]["uid"] for item in listed["configmaps"] if item["metadata"]["name"] == head}
         expected = record_annotations(self._so, simulation_id)
 

@@ -176,11 +176,12 @@ class FakeCluster:
 
     # -- ObjectApi
 
-    async def list_objects(self, kind: str, label_selector: str) -> list[dict[str, Any]]:
+    async def list_objects(self, kind: str, label_selector: str, *,
+                           metadata_only: bool = False) -> list[dict[str, Any]]:
         await asyncio.sleep(0)
         self._call(f"list_objects:{kind}")
-        return [copy.deepcopy(body) for (k, _), body in self.objects.items()
-                if k == kind and _matches(body, label_selector)]
+        return [{"metadata": copy.deepcopy(body["metadata"])} if metadata_only else copy.deepcopy(body)
+                for (k, _), body in self.objects.items() if k == kind and _matches(body, label_selector)]
 
     async def put_object(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(0)
