@@ -69,6 +69,9 @@ _SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 _METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 _KEPT_METADATA = frozenset({"name", "uid", "labels", "annotations"})
 _KEPT_OBJECT_METADATA = _KEPT_METADATA | {"resourceVersion", "ownerReferences"}
+# Pods a list page holds: a pod's metadata is some KB of JSON (most of it managedFields), a few tens of KB as
+# Python objects until it is trimmed.
+_PAGE = 100
 
 
 class ConfigurationError(RuntimeError):
@@ -319,7 +322,7 @@ class KubernetesGateway:
         found: list[_T] = []
         token = ""
         while True:
-            query = [("labelSelector", label_selector), ("limit", 500)] + ([("continue", token)] if token else [])
+            query = [("labelSelector", label_selector), ("limit", _PAGE)] + ([("continue", token)] if token else [])
             page = await self._call("list pods", functools.partial(
                 self._raw, "GET", path, query=query, accept=_METADATA_ONLY))
             found.extend(kept for item in page.get("items") or []

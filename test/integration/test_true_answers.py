@@ -33,9 +33,10 @@ def pods_by_model(kube: ApiServer) -> dict[str, str]:
 def test_re_lists_during_creates_take_no_running_pod_for_lost(
         status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     """A list is a snapshot: a pod created after it was requested is missing from it, and runs."""
-    # Slow enough that the creates span every re-list; 410 on the watch that resumes a cut stream is what a
-    # compaction past the watch's resourceVersion gives.
-    daemon = make_daemon(status_kube, KUBERNETES_QPS=100, KUBERNETES_BURST=20, MODEL_START_TIMEOUT_SECONDS=600)
+    # Slow enough that the creates (15 s at 40 a second) span every re-list (each a fraction of a second, a few
+    # on a loaded machine); 410 on the watch that resumes a cut stream is what a compaction past the watch's
+    # resourceVersion gives.
+    daemon = make_daemon(status_kube, KUBERNETES_QPS=40, KUBERNETES_BURST=20, MODEL_START_TIMEOUT_SECONDS=600)
     sim = "sim-relists"
     models = [f"m{index:03d}" for index in range(600)]
     so.deploy(sim, [(model, IMAGE, []) for model in models])
