@@ -295,7 +295,9 @@ class _RecordObjects:
         self._api = api
         self._namespace = namespace
 
-    async def list_objects(self, kind: str, label_selector: str) -> list[dict[str, Any]]:
+    async def list_objects(self, kind: str, label_selector: str, *,
+                           metadata_only: bool = False) -> list[dict[str, Any]]:
+        del metadata_only  # the whole objects are a superset: loading needs them anyway
         listing = (self._api.list_namespaced_config_map if kind == "configmaps"
                    else self._api.list_namespaced_secret)
         response: Any = listing(self._namespace, label_selector=label_selector, _preload_content=False)
