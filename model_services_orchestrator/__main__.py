@@ -1,18 +1,23 @@
 """``python -m model_services_orchestrator`` and the ``model-services-orchestrator`` console script.
 
 Reads the settings, sets up logging and runs the daemon; an unusable
-configuration ends here with one clear line and exit code 2.
+configuration ends here with one clear line and exit code 2. ``--help`` and
+``--version`` answer without starting anything: every setting is an
+environment variable, so there are no other arguments.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from typing import NoReturn
 
 from pydantic import ValidationError
 
+from model_services_orchestrator import __version__
 from model_services_orchestrator.daemon import run
 from model_services_orchestrator.k8s_api import ConfigurationError, build_api_client
 from model_services_orchestrator.logs import SecretRedactor, configure_logging, get_logger
@@ -31,7 +36,19 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def main() -> int:
+def _read_arguments(argv: Sequence[str] | None) -> None:
+    """``--help`` and ``--version`` print and exit 0; any other argument is an error (exit 2)."""
+    parser = argparse.ArgumentParser(
+        prog="model-services-orchestrator",
+        description="Runs the models of DOTS simulations as Kubernetes pods, driven over MQTT.",
+        epilog="Every setting is an environment variable (or a line of ./.env): see the README's table and "
+               ".env.template. An unusable one ends the daemon at start with one line and exit code 2.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _read_arguments(argv)
     try:
         settings = Settings()
     except ValidationError as exc:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from model_services_orchestrator import __version__
 from simulation_components.kit import ApiServer, DaemonFactory, SimulatorRecorder, core_api, running_pods
 from simulation_components.local_daemon import REPO_ROOT
 from simulation_components.local_kubernetes.launcher import LocalKubernetes
@@ -17,11 +18,21 @@ from simulation_components.local_kubernetes.tls import generate_certificates
 from simulation_components.local_mosquitto import LocalMosquitto
 
 
-def start(env: dict[str, str], home: Path) -> subprocess.CompletedProcess[str]:
+def start(env: dict[str, str], home: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT_", "KUBERNETES_"))}
     environment.update({"HOME": str(home), "PYTHONPATH": str(REPO_ROOT), "KUBECONFIG": str(home / "none"), **env})
-    return subprocess.run([sys.executable, "-m", "model_services_orchestrator"], cwd=home, env=environment,
-                          capture_output=True, text=True, timeout=30, check=False)
+    return subprocess.run([sys.executable, "-m", "model_services_orchestrator", *arguments], cwd=home,
+                          env=environment, capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_help_and_version_answer_without_starting_the_daemon(tmp_path: Path) -> None:
+    usable = {"KUBERNETES_API_TOKEN": "t", "MQTT_PORT": "1"}  # enough to start (and wait for ever) otherwise
+    version = start(usable, tmp_path, "--version")
+    assert (version.returncode, version.stdout.strip()) == (0, f"model-services-orchestrator {__version__}")
+    helped = start(usable, tmp_path, "--help")
+    assert helped.returncode == 0 and ".env.template" in helped.stdout and helped.stderr == ""
+    wrong = start(usable, tmp_path, "--bogus")
+    assert wrong.returncode == 2 and "unrecognized arguments: --bogus" in wrong.stderr
 
 
 @pytest.mark.parametrize(("env", "says"), [
