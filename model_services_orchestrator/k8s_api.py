@@ -59,6 +59,7 @@ __all__ = [
     "WatchEvent",
     "WatchListed",
     "WatchListing",
+    "api_request",
     "build_api_client",
 ]
 
@@ -67,8 +68,7 @@ _T = TypeVar("_T")
 
 _SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 _METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
-_KEPT_METADATA = frozenset({"name", "uid", "labels", "annotations"})
-_KEPT_OBJECT_METADATA = _KEPT_METADATA | {"resourceVersion", "ownerReferences"}
+_KEPT_OBJECT_METADATA = frozenset({"name", "uid", "labels", "annotations", "resourceVersion", "ownerReferences"})
 # Pods a list page holds: a pod's metadata is some KB of JSON (most of it managedFields), a few tens of KB as
 # Python objects until it is trimmed.
 _PAGE = 100
@@ -124,6 +124,35 @@ class CreateOutcome:
     name_taken: bool = False
 
 
+def api_request(api_client: kubernetes.client.ApiClient, method: str, path: str, *, timeout: float,
+                body: Any = None, content_type: str = "application/json", query: list[tuple[str, Any]] | None = None,
+                want_answer: bool = True, accept: str = "application/json", raw: bool = False) -> Any:
+    """One blocking request through the official client; the answer as JSON (``raw``: its bytes; not
+    ``want_answer``: nothing, streamed past). A failure status raises ``ApiException``."""
+    params = api_client.param_serialize(
+        method=method,
+        resource_path=path,
+        query_params=query or [],
+        header_params={"Accept": accept, "Content-Type": content_type},
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    response = api_client.call_api(*params, _request_timeout=timeout)
+    if 200 <= response.status <= 299 and not want_answer:
+        # A delete-collection answers with every object it deleted (tens of MB for ten thousand
+        # pods): let it pass through the socket without ever holding it.
+        for _ in response.response.stream(64 * 1024, decode_content=False):
+            pass
+        response.response.release_conn()
+        return None
+    data = response.read()
+    if not 200 <= response.status <= 299:
+        raise ApiException(http_resp=response)  # translated by the gateway's _call, with every other failure
+    if raw:
+        return data
+    return orjson.loads(data) if data else None
+
+
 class KubernetesGateway:
     """Async calls on the namespace's pods, logs, ConfigMaps and Secrets, run in a bounded thread pool.
 
@@ -169,33 +198,11 @@ class KubernetesGateway:
 
     # -- plumbing
 
-    def _raw(self, method: str, path: str, *, body: Any = None, content_type: str = "application/json",
-             query: list[tuple[str, Any]] | None = None, want_answer: bool = True,
-             accept: str = "application/json", raw: bool = False) -> Any:
+    def _raw(self, method: str, path: str, **options: Any) -> Any:
+        """``api_request`` with this gateway's client and timeout; only the leader's requests change things."""
         if method != "GET":
             self.fence()  # checked in the thread, just before the request leaves
-        params = self.api_client.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=query or [],
-            header_params={"Accept": accept, "Content-Type": content_type},
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        response = self.api_client.call_api(*params, _request_timeout=self.request_timeout)
-        if 200 <= response.status <= 299 and not want_answer:
-            # A delete-collection answers with every object it deleted (tens of MB for ten thousand
-            # pods): let it pass through the socket without ever holding it.
-            for _ in response.response.stream(64 * 1024, decode_content=False):
-                pass
-            response.response.release_conn()
-            return None
-        data = response.read()
-        if not 200 <= response.status <= 299:
-            raise ApiException(http_resp=response)  # translated by _call, with every other failure
-        if raw:
-            return data
-        return orjson.loads(data) if data else None
+        return api_request(self.api_client, method, path, timeout=self.request_timeout, **options)
 
     async def _call(self, what: str, function: Callable[[], _T], *,
                     passthrough: tuple[type[KubeError], ...] = ()) -> _T:

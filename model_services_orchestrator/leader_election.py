@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import kubernetes
-import orjson
 from kubernetes.client.exceptions import ApiException
 
+from model_services_orchestrator.k8s_api import api_request
 from model_services_orchestrator.leadership import (
     JITTER_FACTOR,
     ElectionTiming,
@@ -185,14 +185,7 @@ class LeaderElector:
         self._resource_version = answer["metadata"]["resourceVersion"]
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        params = self._client.param_serialize(
-            method=method, resource_path=path, body=body, auth_settings=["BearerToken"],
-            header_params={"Accept": "application/json", "Content-Type": "application/json"})
-        response = self._client.call_api(*params, _request_timeout=self._request_timeout)
-        data = response.read()
-        if not 200 <= response.status <= 299:
-            raise ApiException(http_resp=response)
-        answer: dict[str, Any] = orjson.loads(data)
+        answer: dict[str, Any] = api_request(self._client, method, path, body=body, timeout=self._request_timeout)
         return answer
 
     async def _in_thread(self, call: Callable[[], bool | None]) -> Any:
