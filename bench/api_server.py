@@ -1,13 +1,11 @@
-"""The API server a benchmark runs against: the real control plane (the default) or the stand-in.
+"""The API server a benchmark runs against: the real control plane.
 
-Operators run kube-apiserver; the figures that matter are taken against it
-(etcd, kube-apiserver, kube-controller-manager and our status-only kubelet,
-built by ``ci/build_control_plane.sh``). The stand-in is kept as a second
-backend so its figures can be set beside the real server's. Either way the
-benchmark needs the same few things: where the daemon connects (with its
-own, RBAC-limited credentials on the real server), an admin client for the
-driver, the processes whose CPU is the server's, and how many requests the
-server received.
+Operators run kube-apiserver; the figures are taken against it (etcd,
+kube-apiserver, kube-controller-manager and our status-only kubelet, built by
+``ci/build_control_plane.sh``). The benchmark needs a few things of it: where
+the daemon connects (with its own, RBAC-limited credentials), an admin client
+for the driver, the processes whose CPU is the server's, and how many
+requests the server received.
 """
 
 from __future__ import annotations
@@ -21,11 +19,9 @@ from typing import Any
 
 from bench.kube import KubeHttp
 from simulation_components.control_plane import ControlPlane
-from simulation_components.local_kubernetes.launcher import LocalKubernetes
 
-__all__ = ["KINDS", "BenchApiServer", "api_server"]
+__all__ = ["BenchApiServer", "api_server"]
 
-KINDS = ("real", "stand-in")
 _DAEMONS_RESOURCES = frozenset({"pods", "configmaps", "secrets"})
 _REQUESTS = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$', re.MULTILINE)
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
@@ -35,9 +31,8 @@ _LABEL = re.compile(r'(\w+)="([^"]*)"')
 class BenchApiServer:
     """One API server under test, as the benchmark sees it."""
 
-    kind: str
     version: str
-    backend: ControlPlane | LocalKubernetes
+    backend: ControlPlane
     driver: KubeHttp  # admin rights: the benchmark plays the kubelet and reads what it needs
     _baseline: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
@@ -51,28 +46,20 @@ class BenchApiServer:
 
     @property
     def token(self) -> str:
-        """The daemon's token (on the real server: only the daemon's Role)."""
-        token = self.backend.token
-        assert token is not None
-        return token
+        """The daemon's token: only the daemon's Role."""
+        return self.backend.token
 
     @property
-    def ca_cert_path(self) -> Path | None:
-        path = self.backend.ca_cert_path
-        return None if path is None else Path(path)
+    def ca_cert_path(self) -> Path:
+        return self.backend.ca_cert_path
 
     def server_pids(self) -> list[int]:
-        """The processes whose CPU is the API server's (with etcd, for the real one)."""
-        if isinstance(self.backend, LocalKubernetes):
-            assert self.backend.process is not None
-            return [self.backend.process.pid]
+        """The processes whose CPU is the API server's: kube-apiserver and etcd."""
         return [pid for name in ("kube-apiserver", "etcd")
                 if (component := self.backend.components.get(name)) is not None and (pid := component.pid)]
 
     def request_counts(self) -> dict[str, Any]:
         """Requests received since the last reset: ``"VERB resource"`` counts and ``by_status``."""
-        if isinstance(self.backend, LocalKubernetes):
-            return self.backend.request_counts()
         now = self._metrics()
         counts: dict[str, Any] = {}
         by_status: dict[str, int] = {}
@@ -95,10 +82,7 @@ class BenchApiServer:
         return counts
 
     def reset_request_counts(self) -> None:
-        if isinstance(self.backend, LocalKubernetes):
-            self.backend.reset_request_counts()
-        else:
-            self._baseline = self._metrics()
+        self._baseline = self._metrics()
 
     def _metrics(self) -> dict[tuple[str, str, str], int]:
         """``apiserver_request_total`` by verb, resource (with its subresource) and code, from ``/metrics``."""
@@ -113,16 +97,8 @@ class BenchApiServer:
 
 
 @contextlib.contextmanager
-def api_server(kind: str, *, history: int) -> Iterator[BenchApiServer]:
-    """Start an API server of ``kind`` (``real`` or ``stand-in``) with a status-only kubelet."""
-    if kind == "stand-in":
-        with LocalKubernetes(kubelet="status-only", history=history) as kube:
-            assert kube.token is not None
-            yield BenchApiServer("stand-in", "stand-in", kube, KubeHttp(kube.url, kube.token))
-        return
-    if kind != "real":
-        raise ValueError(f"unknown API server kind {kind!r}: one of {KINDS}")
+def api_server() -> Iterator[BenchApiServer]:
+    """Start the real control plane with a status-only kubelet."""
     with ControlPlane(kubelet="status-only") as plane:
-        ca = None if plane.ca_cert_path is None else Path(plane.ca_cert_path)
-        driver = KubeHttp(plane.url, plane.admin_token, ca_file=ca)
-        yield BenchApiServer("real", plane.version(), plane, driver)
+        driver = KubeHttp(plane.url, plane.admin_token, ca_file=plane.ca_cert_path)
+        yield BenchApiServer(plane.version(), plane, driver)

@@ -54,11 +54,11 @@ class CeilingResult:
 
 def measure_ceiling(*, namespace: str, so: str, simulator_id: str,
                     simulations: dict[str, Sequence[tuple[str, Sequence[tuple[str, str]]]]], image: str,
-                    threads: int, kube: str, history: int, timeout: float) -> CeilingResult:
+                    threads: int, timeout: float) -> CeilingResult:
     """Create the pods of these simulations on a fresh status-only API server, as fast as ``threads`` threads can."""
     bodies = [body for simulation_id, models in simulations.items()
               for body in pod_bodies(so, simulator_id, simulation_id, models, image=image, keep_logs_hours=0.0)]
-    with api_server(kube, history=history) as server:
+    with api_server() as server:
         client = server.driver
         for simulation_id, models in simulations.items():
             # The Secret the daemon's pods take their secret env vars from.

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.api_server import KINDS
 from bench.report import render_table, verdicts, write_result
 from bench.runner import RunOptions, run_scenario
 from bench.scenarios import SCENARIOS, Scenario, custom
@@ -47,8 +46,6 @@ def _parser() -> argparse.ArgumentParser:
                         help="after the last PATCH, give up waiting for lost lifecycle messages after this silence")
     parser.add_argument("--daemon-env", action="append", default=[], metavar="KEY=VALUE",
                         help="an extra setting of the daemon (repeatable)")
-    parser.add_argument("--kube", choices=KINDS, default="real",
-                        help="the API server: the real control plane (default) or the stand-in, for comparison")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--tag", default="", help="added to the result file names: <date>-<scenario>-<tag>.json")
     parser.add_argument("--no-write", action="store_true", help="print only, write no JSON")
@@ -83,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                          idle_seconds=arguments.idle_seconds,
                          so_qos=arguments.so_qos, daemon_env=daemon_env,
                          broker_config=(*(TUNED_BROKER if arguments.tuned_broker else ()), *arguments.broker_config),
-                         quiet_seconds=arguments.quiet_seconds, kube=arguments.kube)
+                         quiet_seconds=arguments.quiet_seconds)
     if arguments.profile:
         options.results_dir.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []

@@ -34,7 +34,7 @@ class ApiError(RuntimeError):
 class KubeHttp:
     """One keep-alive connection per thread to an API server, with the bearer token.
 
-    Plain HTTP for the stand-in; HTTPS verified against ``ca_file`` for a real API server.
+    HTTPS verified against ``ca_file`` (plain HTTP when the URL says so).
     """
 
     def __init__(self, url: str, token: str, *, timeout: float = 30.0, ca_file: Path | None = None) -> None:

@@ -17,7 +17,6 @@ import secrets
 import time
 from typing import Any
 
-from bench.api_server import KINDS
 from bench.kube import terminated_status_patch
 from bench.proc import sample
 from bench.stack import NAMESPACE, running_stack
@@ -28,9 +27,9 @@ __all__ = ["main", "measure"]
 IMAGE = "fake_model:0.0.1"
 
 
-def measure(*, simulations: int, kube: str, every: int) -> dict[str, Any]:
+def measure(*, simulations: int, every: int) -> dict[str, Any]:
     """Run the simulations; the daemon's RSS (MiB) after each ``every`` of them."""
-    with running_stack(kube) as stack:
+    with running_stack() as stack:
         daemon, so, client = stack.daemon, stack.so, stack.server.driver
         rss: list[tuple[int, float]] = [(0, sample(daemon.pid).rss_mb)]
         started = time.monotonic()
@@ -70,9 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.splitlines()[0])
     parser.add_argument("--simulations", type=int, default=1000)
     parser.add_argument("--every", type=int, default=100)
-    parser.add_argument("--kube", choices=KINDS, default="real")
     arguments = parser.parse_args(argv)
-    result = measure(simulations=arguments.simulations, kube=arguments.kube, every=arguments.every)
+    result = measure(simulations=arguments.simulations, every=arguments.every)
     print(json.dumps(result, indent=2))
     return 0
 

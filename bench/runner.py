@@ -63,8 +63,6 @@ class RunOptions:
     ready_rate: float = 0.0  # ReadyForProcessing per second; 0 is a burst
     idle_seconds: float | None = None
     so_qos: int = 1
-    history: int = 200_000  # the stand-in's event history
-    kube: str = "real"  # the API server: "real" (kube-apiserver and etcd) or "stand-in"
     quiet_seconds: float = 15.0  # nothing heard that long after the last PATCH: what is missing is lost
     broker_config: tuple[str, ...] = ()  # extra lines for Mosquitto, after the deployment's config
     daemon_env: dict[str, str] = field(default_factory=dict)
@@ -190,7 +188,7 @@ def _ceiling(scenario: Scenario, options: RunOptions, log: Log, result: dict[str
             f"{options.ceiling_threads} plain threads ...")
         runs.append(measure_ceiling(namespace=NAMESPACE, so=SO, simulator_id=SIMULATOR_ID,
                                     simulations=dict(models.items()), image=IMAGE, threads=options.ceiling_threads,
-                                    kube=options.kube, history=options.history, timeout=scenario.timeout_seconds))
+                                    timeout=scenario.timeout_seconds))
         log(f"[{scenario.name}] ceiling {attempt + 1}/{options.ceiling_runs}: {runs[-1].pods_per_second:,.0f} pods/s")
     ceiling = max(runs, key=lambda run: run.pods_per_second)  # the ceiling is the best the server did
     result["ceiling"] = {"pods": ceiling.pods, "threads": ceiling.threads, "runs": len(runs),
@@ -236,14 +234,12 @@ def run_scenario(scenario: Scenario, options: RunOptions, log: Log = print) -> d
     profile_prefix = options.results_dir / f"{stamp:%Y-%m-%d}-{scenario.name}{tag}-profile"
     with (tempfile.TemporaryDirectory(prefix="mso-bench-") as scratch,
           LocalMosquitto(password=f"bench-{secrets.token_hex(8)}", extra_config=options.broker_config) as broker,
-          api_server(options.kube, history=options.history) as kube):
-        result["api_server"] = {"kind": kube.kind, "version": kube.version}
+          api_server() as kube):
+        result["api_server"] = {"kind": "real", "version": kube.version}
         client = kube.driver
         watch = PodWatch(client, NAMESPACE, owned_pods_selector(SO)).start()
         so = SimulatorDriver(broker, so=SO, subscribe_qos=options.so_qos)
         publisher = ModelsPublisher(broker)
-        if kube.kind == "stand-in":  # it serves no Leases: one daemon, no election
-            overrides = {**overrides, "LEADER_ELECTION": "false"}
         env = daemon_env(broker, kube, overrides)
         result["daemon_settings"] = {key: value for key, value in env.items()
                                      if not key.endswith(("_PASSWORD", "_TOKEN", "_PORT", "_HOST", "_USERNAME"))}

@@ -109,11 +109,11 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack(kube: str, *, overrides: dict[str, str] | None = None) -> Iterator[Stack]:
+def running_stack(*, overrides: dict[str, str] | None = None) -> Iterator[Stack]:
     """Start everything, wait until the daemon listens; stop it all afterwards."""
     with (tempfile.TemporaryDirectory(prefix="mso-bench-") as scratch,
           LocalMosquitto(password=f"bench-{secrets.token_hex(8)}") as broker,
-          api_server(kube, history=200_000) as server):
+          api_server() as server):
         daemon = Daemon(env=daemon_env(broker, server, {"LOG_LEVEL": "INFO", **(overrides or {})}),
                         log_path=Path(scratch) / "daemon.log").start()
         so = SimulatorRecorder(broker)

@@ -4,7 +4,7 @@ docs/guarantees.md promises that a ReadyForProcessing is lost to a kill
 only within the moment between its arrival and the record that holds it, and
 that a lifecycle message is published again after a kill only within the
 moment between the broker releasing it and the record that says so. This
-measures both against the real control plane (or the stand-in, ``--kube``):
+measures both against the real control plane:
 
 - ready: from publishing a model's ReadyForProcessing to the record's part
   ConfigMap holding it as ready;
@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.api_server import KINDS
 from bench.kube import KubeHttp, terminated_status_patch
 from bench.runner import percentile
 from bench.stack import NAMESPACE, running_stack
@@ -54,11 +53,11 @@ def _until(condition: Callable[[], bool], timeout: float = 30.0) -> float:
     return time.monotonic()
 
 
-def measure(*, models: int, samples: int, kube: str) -> dict[str, Any]:
+def measure(*, models: int, samples: int) -> dict[str, Any]:
     """Both windows, ``samples`` of each, in a simulation of ``models`` models."""
     simulation = "sim-windows"
     names = [f"model-{index:05d}" for index in range(models)]
-    with running_stack(kube) as stack:
+    with running_stack() as stack:
         server, so = stack.server, stack.so
         so.deploy(simulation, [(name, IMAGE, []) for name in names], keep_logs_hours=1)
         client = server.driver
@@ -101,9 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.windows", description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=30)
-    parser.add_argument("--kube", choices=KINDS, default="real")
     arguments = parser.parse_args(argv)
-    print(json.dumps(measure(models=arguments.models, samples=arguments.samples, kube=arguments.kube), indent=2))
+    print(json.dumps(measure(models=arguments.models, samples=arguments.samples), indent=2))
     return 0
 
 

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Makes a development environment from nothing: a virtualenv with the pinned
-# dependencies, the package installed editable, and Mosquitto (the tests start
-# their own brokers) installed through apt-get when it is missing.
+# Makes a development environment from nothing: the Kubernetes control plane
+# (built once with Go into a cache outside the repository), Mosquitto (the
+# tests start their own brokers) through apt-get when it is missing, and a
+# virtualenv with the pinned dependencies and the package installed editable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3}"
 
+# First, before anything is installed: a machine that cannot build the control plane hears it at once.
+ci/build_control_plane.sh --check
+
 if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
-    echo "Installing Mosquitto..."
+    echo "Installing Mosquitto with apt-get..."
     SUDO=""
     if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq
@@ -17,10 +21,11 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
 fi
 
 if [ ! -x .venv/bin/python ]; then
+    echo "Creating the virtualenv .venv with the pinned dependencies..."
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r requirements.txt -r requirements-dev.txt
 .venv/bin/python -m pip install -q --no-deps -e .
-echo "Control plane for the tests (etcd, kube-apiserver, kube-controller-manager; built once with Go, then cached) in:" && ci/build_control_plane.sh
+echo "Control plane: $(ci/build_control_plane.sh)"
 echo "Development environment ready: . .venv/bin/activate"

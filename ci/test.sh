@@ -2,9 +2,8 @@
 # All checks and tests: lint, type check, then the whole test suite
 # (unit, property, and end to end against a real Mosquitto and a real
 # Kubernetes control plane: etcd, kube-apiserver and kube-controller-manager
-# built by ci/build_control_plane.sh, our kubelet, a fault proxy in front;
-# MSO_KUBE=stand-in runs the end-to-end tests on the stand-in API server
-# instead). Prepares the environment first when it is missing.
+# built by ci/build_control_plane.sh, our kubelet, a fault proxy in front).
+# Prepares the environment first when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ] || [ "${PREPARE:-auto}" = "always" ]; then

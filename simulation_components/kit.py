@@ -32,7 +32,8 @@ from model_services_orchestrator.messages import (
 from model_services_orchestrator.model_inventory import Delivery, Simulation
 from model_services_orchestrator.record_store import RecordStore
 from model_services_orchestrator.simulation_records import part_index, record_name
-from simulation_components.local_daemon import ApiEndpoint, LocalDaemon
+from simulation_components.control_plane import ControlPlane
+from simulation_components.local_daemon import LocalDaemon
 from simulation_components.local_mosquitto import LocalMosquitto
 
 __all__ = [
@@ -40,11 +41,9 @@ __all__ = [
     "NAMESPACE",
     "PRINTENV_IMAGE",
     "TEST_IMAGES",
-    "ApiServer",
     "BrokerAddress",
     "Daemon",
     "DaemonFactory",
-    "KubeAccess",
     "Received",
     "SimulatorRecorder",
     "core_api",
@@ -217,36 +216,7 @@ class Daemon(LocalDaemon):
 # ---------------------------------------------------------------- the cluster, as a kubelet or a reader sees it
 
 
-class KubeAccess(Protocol):
-    """An API server the tests reach with admin rights: the local stand-in or the real control plane."""
-
-    def kube_client_configuration(self) -> Any: ...
-
-
-class ApiServer(KubeAccess, ApiEndpoint, Protocol):
-    """What the integration tests use of an API server: the real control plane (``ControlPlane`` with its
-    fault proxy) or the stand-in (``LocalKubernetes``), under the same names.
-
-    ``kube_client_configuration()`` is an admin's (on the control plane: straight to kube-apiserver, never
-    faulted nor counted); ``daemon_client_configuration()`` is the daemon's (its token, through the proxy).
-    ``stop()``/``start()``: the API down for the daemon, and back.
-    """
-
-    @property
-    def running(self) -> bool: ...
-    def daemon_client_configuration(self) -> Any: ...
-    def inject_fault(self, status: int, count: int | None = None, seconds: float | None = None,
-                     methods: list[str] | None = None, path_contains: str | None = None) -> dict[str, Any]: ...
-    def clear_faults(self) -> None: ...
-    def close_watches(self) -> int: ...
-    def expire_watches_with_410(self) -> object: ...
-    def request_counts(self) -> dict[str, Any]: ...
-    def reset_request_counts(self) -> None: ...
-    def stop(self) -> object: ...
-    def start(self) -> object: ...
-
-
-def core_api(kube: KubeAccess) -> kubernetes.client.CoreV1Api:
+def core_api(kube: ControlPlane) -> kubernetes.client.CoreV1Api:
     return kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(kube.kube_client_configuration()))
 
 

@@ -1,9 +1,9 @@
 """The orchestrator as a local process, against a local broker and a local API server.
 
 The demo, the end-to-end tests and the benchmarks all run the daemon as its
-own process (exactly as in production) against ``LocalMosquitto`` and an API
-server: the real control plane (``control_plane.ControlPlane``) or the stand-in
-(``LocalKubernetes``); this is how they start it and what environment they give it.
+own process (exactly as in production) against ``LocalMosquitto`` and the real
+control plane (``control_plane.ControlPlane``); this is how they start it and
+what environment they give it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ _OWN_SETTINGS = ("MQTT_", "KUBERNETES_", "MODEL_", "LOG_")
 
 class ApiEndpoint(Protocol):
     """Where the daemon reaches an API server and with what token: ``ControlPlane`` (its ``url`` is the fault
-    proxy's when it has one; ``token`` is the daemon's RBAC-limited one) or ``LocalKubernetes``.
+    proxy's when it has one; ``token`` is the daemon's RBAC-limited one), or the benchmark's view of it.
     ``ca_cert_path``: the CA to verify the server with (``None``: plain HTTP, or TLS not verified)."""
 
     @property

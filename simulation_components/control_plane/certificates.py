@@ -1,9 +1,9 @@
 """The keys and certificates a real control plane needs, made with the ``openssl`` command line.
 
-The stand-in API server needed one serving certificate (``local_kubernetes.tls``); kube-apiserver needs a
-small PKI: a CA that clients verify the API server against, the API server's serving certificate, the
-client certificate it shows the kubelet when it fetches logs, the kubelet's serving certificate (which the
-API server verifies against the same CA), and the key pair that signs and checks service-account tokens.
+kube-apiserver needs a small PKI: a CA that clients verify the API server against, the API server's serving
+certificate, the client certificate it shows the kubelet when it fetches logs, the kubelet's serving
+certificate (which the API server verifies against the same CA), and the key pair that signs and checks
+service-account tokens.
 ECDSA P-256 keys throughout: generated in milliseconds (start-up time matters), accepted by Go's TLS and
 token code and by Python's ``ssl``. Each certificate carries the key identifiers and key usages that strict
 X.509 verification (Python 3.13's default) asks for.

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from ..processes import stop_process
 
-__all__ = ["Component", "ComponentError", "free_port", "tail"]
+__all__ = ["Component", "ComponentError", "die_with_parent", "free_port", "tail"]
 
 _T = TypeVar("_T")
 _PR_SET_PDEATHSIG = 1
@@ -56,7 +56,7 @@ def tail(path: Path, characters: int = 4000) -> str:
         return ""
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: SIGKILL when the thread that started it (the main thread) ends.
 
     Not SIGTERM: all components get it at once, and a kube-apiserver whose etcd is gone never finishes its
@@ -84,14 +84,14 @@ class Component:
         if self.running:
             raise RuntimeError(f"{self.name} is already running")
         # The parent-death signal follows the thread that forks: only the main thread outlives its children.
-        die_with_parent = sys.platform == "linux" and threading.current_thread() is threading.main_thread()
+        on_main_thread = sys.platform == "linux" and threading.current_thread() is threading.main_thread()
         with self.log_path.open("ab") as log:
             self._log_offset = log.tell()
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, env=self.env, cwd=self.cwd,
                                             start_new_session=True,
                                             # Safe with threads: the function makes one C call, takes no lock.
-                                            preexec_fn=_die_with_parent if die_with_parent else None)  # noqa: PLW1509
+                                            preexec_fn=die_with_parent if on_main_thread else None)  # noqa: PLW1509
 
     @property
     def running(self) -> bool:

@@ -1,10 +1,9 @@
 """A fault-injecting HTTPS reverse proxy in front of the real kube-apiserver: ``FaultProxy``.
 
 Why it exists: the daemon must survive what a real API server does only now and then (a 503 or a 429
-with ``Retry-After``, a watch stream that ends, the server gone), and a test needs those on demand. The
-stand-in API server (``local_kubernetes``) fakes them inside itself; a real kube-apiserver cannot be told
-to, so this proxy sits between the daemon and it and does what the stand-in's admin API did, with the
-same semantics (the rules and the counts are the stand-in's own ``Faults`` and ``RequestCounter``):
+with ``Retry-After``, a watch stream that ends, the server gone), and a test needs those on demand. A
+real kube-apiserver cannot be told to, so this proxy sits between the daemon and it (the rules and the
+counts are ``faults.py``'s ``Faults`` and ``RequestCounter``):
 
 * ``inject_fault(status, count=None, seconds=None, methods=None, path_contains=None)``: matching requests
   get a Kubernetes ``Status`` error (429 with ``Retry-After: 1``) instead of reaching the server;
@@ -44,8 +43,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from simulation_components.local_kubernetes.errors import ApiError
-from simulation_components.local_kubernetes.faults import Faults, RequestCounter
+from .faults import Faults, Refusal, RequestCounter
 
 __all__ = ["FaultProxy", "request_kind"]
 
@@ -61,7 +59,7 @@ _CHUNK = 64 * 1024
 
 
 def request_kind(method: str, path: str, watch_query: bool) -> tuple[str, bool]:
-    """``("VERB resource", is_watch)`` as the stand-in counts it: ``LIST pods``, ``WATCH pods``, ``GET pods/log``,
+    """``("VERB resource", is_watch)`` as the tests count requests: ``LIST pods``, ``WATCH pods``, ``GET pods/log``,
     ``DELETECOLLECTION pods``, ``PATCH pods``, ``GET namespaces``; ``other`` for what is no resource path."""
     match = _RESOURCE_PATH.match(path)
     if match is None or match.group("resource") is None:
@@ -85,8 +83,8 @@ def request_kind(method: str, path: str, watch_query: bool) -> tuple[str, bool]:
     return f"{verb} {resource}", watch and method == "GET"
 
 
-def _status_response(error: ApiError) -> web.Response:
-    return web.json_response(error.body(), status=error.code, headers=error.headers or None)
+def _status_response(refusal: Refusal) -> web.Response:
+    return web.json_response(refusal.body(), status=refusal.status, headers=dict(refusal.headers) or None)
 
 
 @dataclass(eq=False)
@@ -222,8 +220,8 @@ class FaultProxy:
 
     def inject_fault(self, status: int, count: int | None = None, seconds: float | None = None,
                      methods: Iterable[str] | None = None, path_contains: str | None = None) -> dict[str, Any]:
-        """Make matching requests fail with ``status`` for ``count`` requests or ``seconds`` (the stand-in's
-        rules: the first matching rule answers); returns the rule as the stand-in describes it."""
+        """Make matching requests fail with ``status`` for ``count`` requests or ``seconds`` (the first matching
+        rule answers); returns the rule as ``FaultRule.describe`` shows it."""
         spec: dict[str, Any] = {"status": status, "count": count, "seconds": seconds,
                                 "methods": None if methods is None else list(methods), "path_contains": path_contains}
         return self._call(lambda: self._faults.add({k: v for k, v in spec.items() if v is not None}).describe())
@@ -300,15 +298,12 @@ class FaultProxy:
         kind, watch = request_kind(request.method, request.path,
                                    request.query.get("watch", "") in ("true", "1"))
         self._counts.count(kind)
-        try:
-            self._faults.check(request.method, kind.split(" ", 1)[0], request.path)
-        except ApiError as error:
-            self._counts.answered(error.code)
-            return _status_response(error)
-        if request.headers.get("Upgrade"):
-            self._counts.answered(501)
-            return _status_response(ApiError(501, "the fault proxy does not forward upgrade requests",
-                                             "NotImplemented"))
+        refusal = self._faults.check(request.method, kind.split(" ", 1)[0], request.path)
+        if refusal is None and request.headers.get("Upgrade"):
+            refusal = Refusal(501, "the fault proxy does not forward upgrade requests", "NotImplemented")
+        if refusal is not None:
+            self._counts.answered(refusal.status)
+            return _status_response(refusal)
         self._in_flight += 1
         try:
             return await self._forward(request, watch)

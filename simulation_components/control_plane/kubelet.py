@@ -32,7 +32,7 @@ not restart a container; restart back-off is 1 s doubling to 5 s (never reset); 
 to 5 s; while it stops a pod it writes no intermediate status, only the terminal one once every process has
 ended; a status-only "container" ends with exit code 143 (as if it obeyed SIGTERM); the log endpoint
 ignores ``timestamps``/``sinceSeconds``/``sinceTime`` and does not check the client certificate; the node
-name is fixed (``local-node``, as in the stand-in). After a kubelet restart, pods bound to the node are
+name is fixed (``local-node``). After a kubelet restart, pods bound to the node are
 adopted: containers whose process is gone become ``ContainerStatusUnknown`` (exit 137) and restart as
 their restartPolicy says; status-only pods that are Running stay as they are.
 """
@@ -53,12 +53,10 @@ from pathlib import Path
 
 import aiohttp
 
-from simulation_components.local_kubernetes.images import load_images
-from simulation_components.local_kubernetes.logs import LogBuffer
-
+from .images import load_images
 from .kubelet_api import ApiError, KubeApi, read_kubeconfig
 from .kubelet_containers import KubeletContext, Settings
-from .kubelet_logs import LogServer, LogUnavailableError
+from .kubelet_logs import LogBuffer, LogServer, LogUnavailableError
 from .kubelet_pods import PodWorker
 from .kubelet_status import (
     NODE_LABELS,

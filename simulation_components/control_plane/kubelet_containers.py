@@ -14,32 +14,27 @@ CrashLoopBackOff of 1 s doubling to 5 s (not reset after a long run, unlike the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
-from simulation_components.local_kubernetes.environment import (
+from .components import die_with_parent
+from .container_env import (
     ContainerConfigError,
+    process_environment,
+    references,
     resolve_container_env,
     service_environment,
 )
-from simulation_components.local_kubernetes.images import ImageTable, pull_error
-from simulation_components.local_kubernetes.kubelet import (
-    _die_with_the_server,
-    _kill,
-    _kill_if_started,
-    process_environment,
-)
-from simulation_components.local_kubernetes.logs import LogBuffer
-from simulation_components.local_kubernetes.store import Store
-from simulation_components.local_kubernetes.validation import image_reference_is_valid
-
+from .images import ImageTable, image_reference_is_valid, pull_error
 from .kubelet_api import ApiError, KubeApi
-from .kubelet_logs import LogUnavailableError
+from .kubelet_logs import LogBuffer, LogUnavailableError
 from .kubelet_status import (
     Obj,
     container_status,
@@ -54,10 +49,7 @@ from .kubelet_status import (
     waiting,
 )
 
-if TYPE_CHECKING:
-    from .kubelet_pods import PodWorker
-
-__all__ = ["ContainerRun", "KubeletContext", "Settings"]
+__all__ = ["ContainerOwner", "ContainerRun", "KubeletContext", "Settings"]
 
 log = logging.getLogger(__name__)
 
@@ -101,43 +93,39 @@ class KubeletContext:
         return process_environment(self.settings.repo_root)
 
 
-class _Fetched:
-    """The Secrets and ConfigMaps a container references, fetched from the API, shaped like the stand-in
-    store for ``resolve_container_env`` (which only calls ``find(...).data``)."""
+class ContainerOwner(Protocol):
+    """What a container needs of its pod (the pod worker): where it runs, and a way to report a change."""
 
-    class _Object:
-        def __init__(self, data: Obj) -> None:
-            self.data = data
+    context: KubeletContext
+    namespace: str
+    name: str
+    uid: str
+    pod: Obj
+    restart_policy: str
+    terminating: bool
 
-    def __init__(self, objects: Mapping[tuple[str, str], Obj | None]) -> None:
-        self._objects = objects
-
-    def find(self, resource: str, _namespace: str, name: str) -> _Fetched._Object | None:
-        found = self._objects.get((resource, name))
-        return None if found is None else self._Object(found)
+    def publish(self) -> None:
+        """Write the pod's status again (soon)."""
 
 
-def _references(container: Mapping[str, Any]) -> set[tuple[str, str]]:
-    """(resource, name) of every Secret and ConfigMap the container's environment reads."""
-    found: set[tuple[str, str]] = set()
-    for source in container.get("envFrom") or []:
-        if source.get("configMapRef"):
-            found.add(("configmaps", str(source["configMapRef"].get("name", ""))))
-        if source.get("secretRef"):
-            found.add(("secrets", str(source["secretRef"].get("name", ""))))
-    for variable in container.get("env") or []:
-        value_from = variable.get("valueFrom") or {}
-        if value_from.get("secretKeyRef"):
-            found.add(("secrets", str(value_from["secretKeyRef"].get("name", ""))))
-        if value_from.get("configMapKeyRef"):
-            found.add(("configmaps", str(value_from["configMapKeyRef"].get("name", ""))))
-    return found
+def _kill(process: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+    """Signal the container's process group (its own session) once; the process alone if that fails."""
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(sig)
+
+
+def _kill_if_started(creation: asyncio.Future[asyncio.subprocess.Process]) -> None:
+    if not creation.cancelled() and creation.exception() is None:
+        _kill(creation.result(), signal.SIGKILL)
 
 
 class ContainerRun:
     """One container: its reported state, its process and the log of its current and previous run."""
 
-    def __init__(self, pod: PodWorker, spec: Mapping[str, Any], previous: Mapping[str, Any] | None) -> None:
+    def __init__(self, pod: ContainerOwner, spec: Mapping[str, Any], previous: Mapping[str, Any] | None) -> None:
         self.pod = pod
         self.name = str(spec["name"])
         self.image = str(spec["image"])
@@ -225,7 +213,7 @@ class ContainerRun:
         context = self.pod.context
         while True:
             objects: dict[tuple[str, str], Obj | None] = {}
-            for resource, name in sorted(_references(self.spec)):
+            for resource, name in sorted(references(self.spec)):
                 try:
                     objects[(resource, name)] = await context.api.request(
                         "GET", f"/api/v1/namespaces/{self.pod.namespace}/{resource}/{name}")
@@ -237,7 +225,7 @@ class ContainerRun:
                     objects[(resource, name)] = None
             else:
                 try:
-                    container_env = resolve_container_env(cast(Store, _Fetched(objects)), self.pod.pod, self.spec)
+                    container_env = resolve_container_env(objects, self.pod.pod, self.spec)
                 except ContainerConfigError as error:
                     self.set_state(waiting("CreateContainerConfigError", str(error)))
                     await asyncio.sleep(context.settings.config_retry_seconds)
@@ -257,7 +245,7 @@ class ContainerRun:
         creation = asyncio.ensure_future(asyncio.create_subprocess_exec(
             *argv, *(str(arg) for arg in self.spec.get("args") or []), stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
-            cwd=str(settings.repo_root), start_new_session=True, preexec_fn=_die_with_the_server))
+            cwd=str(settings.repo_root), start_new_session=True, preexec_fn=die_with_parent))
         try:
             process = await asyncio.shield(creation)
         except asyncio.CancelledError:
@@ -292,6 +280,11 @@ class ContainerRun:
         assert process.stdout is not None
         while chunk := await process.stdout.read(65536):
             buffer.append(chunk)
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Signal the running process, if there is one."""
+        if self.process is not None and self.process.returncode is None:
+            _kill(self.process, sig)
 
     def log_buffer(self, previous: bool) -> LogBuffer:
         """The log of the current (or last) run, or of the one before with ``previous``."""

@@ -26,14 +26,10 @@ from typing import Any
 
 import aiohttp
 
-from simulation_components.local_kubernetes.images import pull_error
-from simulation_components.local_kubernetes.kubelet import _kill
-from simulation_components.local_kubernetes.logs import LogBuffer
-from simulation_components.local_kubernetes.validation import image_reference_is_valid
-
+from .images import image_reference_is_valid, pull_error
 from .kubelet_api import ApiError
 from .kubelet_containers import ContainerRun, KubeletContext
-from .kubelet_logs import LogUnavailableError
+from .kubelet_logs import LogBuffer, LogUnavailableError
 from .kubelet_status import (
     DEADLINE_MESSAGE,
     DEADLINE_REASON,
@@ -235,8 +231,7 @@ class PodWorker:
     def signal_all(self, sig: signal.Signals) -> None:
         """Signal every running process of the pod."""
         for container in self.containers:
-            if container.process is not None and container.process.returncode is None:
-                _kill(container.process, sig)
+            container.signal(sig)
 
     async def _stop(self) -> None:
         await self.flush()  # the Running write of a status-only pod must land before we end it

@@ -11,21 +11,13 @@ field (``reason``/``message`` of an earlier write).
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from simulation_components.local_kubernetes.defaults import rfc3339 as _rfc3339
-from simulation_components.local_kubernetes.images import full_reference
-from simulation_components.local_kubernetes.kubelet import (
-    _UNSCHEDULABLE_MESSAGE,
-    NODE_IP,
-    NODE_LABELS,
-    NODE_NAME,
-    _image_id,
-    _node_selector_matches,
-)
+from .images import full_reference
 
 __all__ = [
     "DEADLINE_MESSAGE",
@@ -71,6 +63,14 @@ DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadlin
 LOST_REASON = "ContainerStatusUnknown"
 LOST_MESSAGE = "The container could not be located when the pod was terminated"
 
+NODE_NAME = "local-node"
+NODE_LABELS = {"type": "worker", "kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux"}
+NODE_IP = "127.0.0.1"
+_UNSCHEDULABLE_MESSAGE = (
+    "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. preemption: 0/1 nodes "
+    "are available: 1 Preemption is not helpful for scheduling."
+)
+
 _TERMINAL_PHASES = ("Succeeded", "Failed")
 _SIGKILL_EXIT = 137
 
@@ -84,7 +84,7 @@ def rfc3339(seconds: float) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _timestamp(seconds: int) -> str:  # thousands of pods a second share a handful of timestamps
-    return _rfc3339(seconds)
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(value: object) -> float | None:
@@ -105,12 +105,35 @@ def new_container_id() -> str:
 @functools.lru_cache(maxsize=1024)
 def image_id(image: str) -> str:
     """The ``imageID`` a runtime reports once the image is pulled (a stable fake digest)."""
-    return _image_id(image)
+    digest = hashlib.sha256(image.encode()).hexdigest()
+    return f"{full_reference(image).rsplit(':', 1)[0]}@sha256:{digest}"
 
 
 def node_selector_matches(spec: Mapping[str, Any]) -> bool:
     """Whether the pod's nodeSelector and required node affinity accept ``local-node``."""
-    return _node_selector_matches(spec)
+    if any(NODE_LABELS.get(key) != value for key, value in (spec.get("nodeSelector") or {}).items()):
+        return False
+    affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution")
+    if not affinity:
+        return True
+    return any(_term_matches(term) for term in affinity.get("nodeSelectorTerms") or [])
+
+
+def _term_matches(term: Mapping[str, Any]) -> bool:
+    for expression in term.get("matchExpressions") or []:
+        key, operator = expression.get("key"), expression.get("operator")
+        present = key in NODE_LABELS
+        value = NODE_LABELS.get(str(key))
+        ok = {
+            "In": present and value in (expression.get("values") or []),
+            "NotIn": not present or value not in (expression.get("values") or []),
+            "Exists": present,
+            "DoesNotExist": not present,
+        }.get(str(operator), False)
+        if not ok:
+            return False
+    return bool(term.get("matchExpressions"))
 
 
 def exit_code_of(returncode: int) -> int:

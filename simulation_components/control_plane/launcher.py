@@ -1,61 +1,47 @@
-"""A real Kubernetes control plane on 127.0.0.1 for tests and benchmarks: ``ControlPlane``.
+"""A real Kubernetes control plane on 127.0.0.1 for tests, the demo and benchmarks: ``ControlPlane``.
 
-``local_kubernetes`` imitates the API server; this runs the real one (etcd, kube-apiserver and
-kube-controller-manager built from the pinned release by ``ci/build_control_plane.sh``) plus our own
-kubelet (``simulation_components.control_plane.kubelet``), so the daemon meets real admission, real RBAC
-(its token is a service-account token bound to the project's own Role), real watch semantics and real
-garbage collection. It is shaped like ``LocalKubernetes`` (``url``, ``port``, ``token``, ``ca_cert_path``,
-``start()``/``stop()``/``close()``, a context manager) so ``local_daemon.daemon_environment(broker, kube)``
-takes either.
+It composes one type per component, as envtest's ``controlplane`` package does: ``Etcd`` (``etcd.py``),
+``APIServer`` (``apiserver.py``), ``ControllerManager`` (``controller_manager.py``), our kubelet
+(``KubeletProcess``, ``kubelet_process.py``) and, with ``fault_proxy=True``, a ``FaultProxy`` in front of
+kube-apiserver. The binaries are built from the pinned release by ``ci/build_control_plane.sh``, so the
+daemon meets real admission, real RBAC (its token is a service-account token bound to the project's own
+Role), real watch semantics and real garbage collection. Each process logs to ``<dir>/<name>.log``.
 
-What it starts, all on 127.0.0.1, each process logging to ``<dir>/<name>.log``:
+Once the components run, it applies ``k8s_cluster_configuration``'s namespace, service accounts, Role and
+RoleBinding as they are, and asks the TokenRequest API for a token of the daemon's service account:
+``token`` has exactly the daemon's permissions. ``admin_token`` has all of them.
 
-* etcd on free client and peer ports, data in ``<dir>/etcd`` (wiped at each start: every start is a new
-  cluster), without fsync (``--unsafe-no-fsync``: fast, and a crash loses data, which tests do not mind),
-  without etcd's own automatic compaction, with an 8 GiB quota for 10,000-pod benchmarks.
-* kube-apiserver on one free HTTPS port (no insecure port), TLS from a CA made at start, a static admin
-  token (group ``system:masters``), Node and RBAC authorisation, service-account tokens signed by a
-  generated key, API priority and fairness off with generous in-flight limits, compacting etcd every
-  5 minutes as in production (``compact()`` compacts at once: see there what clients then see).
-* kube-controller-manager with the garbage collector, namespace, service-account, service-account-token
-  and root CA publisher controllers. There is no scheduler: the kubelet binds pods to its node itself.
-* the kubelet (``kubelet="process"``, ``"status-only"``, or ``"none"`` for none).
-
-Then it applies ``k8s_cluster_configuration``'s namespace, service accounts, Role and RoleBinding as they
-are, and asks the TokenRequest API for a token of the daemon's service account: ``token`` has exactly the
-daemon's permissions. ``admin_token`` has all of them.
-
-With ``fault_proxy=True`` a ``FaultProxy`` (``fault_proxy.py``) also runs, in a thread of this process, in
-front of kube-apiserver: ``url`` and ``port`` (what the daemon is given) are then the proxy's, while
+With the fault proxy, ``url`` and ``port`` (what the daemon is given) are the proxy's, while
 ``apiserver_url`` and the admin helpers (``request``, ``kube_client_configuration``, the components'
-kubeconfig) go to kube-apiserver directly. The proxy gives the control plane the stand-in's test controls
-under the stand-in's names: ``inject_fault``, ``clear_faults``, ``close_watches``, ``request_counts``,
-``reset_request_counts``, and ``stop()``/``start()`` of a running plane take the API down for the daemon
-and bring it back (the proxy refuses connections); ``shutdown()``/``close()`` stop everything.
-``expire_watches_with_410()`` makes the daemon's watch end and its resourceVersion too old: the real way.
+kubeconfig) go to kube-apiserver directly. The tests' controls are then: ``inject_fault``,
+``clear_faults``, ``close_watches``, ``request_counts``, ``reset_request_counts``; ``stop()``/``start()`` of
+a running plane take the API down for the daemon and bring it back (the proxy refuses connections);
+``shutdown()``/``close()`` stop everything. ``expire_watches_with_410()`` makes the daemon's watch end and
+its resourceVersion too old: the real way.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import secrets
 import shlex
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from .api import ApiError, call
-from .binaries import REPO_ROOT, control_plane_binaries
+from .apiserver import APIServer
+from .binaries import control_plane_binaries
 from .certificates import ControlPlaneCertificates, generate_control_plane_certificates, issue_serving_certificate
-from .components import Component, ComponentError, free_port, tail
+from .components import Component, ComponentError, tail
+from .controller_manager import ControllerManager
+from .etcd import Etcd
 from .fault_proxy import FaultProxy
+from .kubelet_process import KUBELET_MODES, KubeletProcess
 from .manifests import apply_manifests, load_manifests
 
 __all__ = ["DAEMON_SERVICE_ACCOUNT", "KUBELET_MODES", "NAMESPACE", "NODE_NAME", "ApiError", "ComponentError",
@@ -64,18 +50,14 @@ __all__ = ["DAEMON_SERVICE_ACCOUNT", "KUBELET_MODES", "NAMESPACE", "NODE_NAME", 
 NAMESPACE = "dots"
 NODE_NAME = "local-node"
 DAEMON_SERVICE_ACCOUNT = "model-services-orchestrator"
-KUBELET_MODES = ("process", "status-only", "none")
+_Part = TypeVar("_Part")
 #: Lifetime asked for the daemon's token; a test session or a benchmark is much shorter.
 DAEMON_TOKEN_SECONDS = 24 * 3600
-SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
-SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
-#: Names of kube-controller-manager's controllers (the names of 1.28 and later; the old ones are aliases).
-CONTROLLERS = ("garbage-collector-controller", "namespace-controller", "serviceaccount-controller",
-               "serviceaccount-token-controller", "root-ca-certificate-publisher-controller")
 
 
 class ControlPlane:
-    """etcd, kube-apiserver, kube-controller-manager and our kubelet; a context manager, or start()/close().
+    """etcd, kube-apiserver, kube-controller-manager, our kubelet (and the fault proxy); a context manager, or
+    start()/close().
 
     ``directory``: where certificates, logs, the etcd data, ``admin.kubeconfig`` and ``daemon.env`` go
     (a temporary directory, deleted by ``close()``, when ``None``). ``bin_dir``: where the binaries are
@@ -116,12 +98,15 @@ class ControlPlane:
         self.fault_proxy = fault_proxy
         self.proxy: FaultProxy | None = None
         self._proxy_port = 0
-        self.etcd_url = ""
-        self.kubelet_port = 0
+        self.etcd = Etcd(self.dir)
+        self.apiserver: APIServer | None = None
+        self.controller_manager: ControllerManager | None = None
+        self.kubelet_process: KubeletProcess | None = None
         self.ca_cert_path = self.dir / "pki" / "ca.crt"
         self.admin_kubeconfig_path = self.dir / "admin.kubeconfig"
         self.daemon_env_path = self.dir / "daemon.env"
         self.certificates: ControlPlaneCertificates | None = None
+        #: The running components by name, in the order they started.
         self.components: dict[str, Component] = {}
         #: Seconds from start() to each milestone of the last start.
         self.timings: dict[str, float] = {}
@@ -162,29 +147,31 @@ class ControlPlane:
 
         try:
             bin_dir = control_plane_binaries(self._bin_dir)
-            etcd = self._start_etcd(bin_dir)
-            self.certificates = generate_control_plane_certificates(self.dir / "pki", node_name=self.node_name)
+            self._started(self.etcd.name, self.etcd.start(bin_dir))
+            certificates = generate_control_plane_certificates(self.dir / "pki", node_name=self.node_name)
+            self.certificates = certificates
             milestone("certificates")
             # kube-apiserver retries etcd while it starts: starting both at once saves etcd's start-up time.
-            apiserver = self._start_apiserver(bin_dir)
+            apiserver = self._start_apiserver(bin_dir, certificates)
             self._write_admin_kubeconfig()
-            etcd.wait_for(self._etcd_healthy, deadline, "healthy etcd")
+            self.components[self.etcd.name].wait_for(self.etcd.healthy, deadline, "healthy etcd")
             milestone("etcd")
-            apiserver.wait_for(self._apiserver_ready, deadline, "/readyz answer 200", interval=0.1)
+            apiserver.wait_ready(deadline)
             milestone("kube-apiserver")
             applied = apply_manifests(load_manifests(), self._admin_call)
             milestone("manifests")
-            self._start_controller_manager(bin_dir)
+            manager = ControllerManager(self.dir, certificates, self.admin_kubeconfig_path)
+            self.controller_manager = manager
+            self._started(manager.name, manager.start(bin_dir))
             if self.kubelet != "none":
-                self._start_kubelet()
+                self._start_kubelet(certificates)
             self.token = self._request_daemon_token()
             self._write_daemon_env()
             milestone("daemon token")
-            self._wait_for_controller_manager(deadline)
+            manager.wait_ready(self._admin_call, self.namespace, deadline)
             milestone("kube-controller-manager")
-            if self.kubelet != "none":
-                self.kubelet_port = self.components["kubelet"].wait_for(self._kubelet_ready, deadline,
-                                                                        "ready line")
+            if self.kubelet_process is not None:
+                self.kubelet_process.wait_ready(deadline)
                 milestone("kubelet")
             if self.fault_proxy:
                 self._start_proxy()
@@ -201,8 +188,8 @@ class ControlPlane:
         """Stop what runs (``shutdown()``).
 
         With a fault proxy, on a running control plane: the API is down for the daemon instead (the proxy
-        refuses connections and resets the open ones), as ``LocalKubernetes.stop()``; ``start()`` brings it
-        back. ``shutdown()`` or ``close()`` stop everything.
+        refuses connections and resets the open ones); ``start()`` brings it back. ``shutdown()`` or ``close()``
+        stop everything.
         """
         if self.components and self.proxy is not None:
             self.proxy.refuse()
@@ -246,20 +233,24 @@ class ControlPlane:
         """The end of a component's log."""
         return tail(self.dir / f"{name}.log", characters)
 
+    @property
+    def kubelet_port(self) -> int:
+        """The kubelet's log endpoint (0 without a kubelet)."""
+        return 0 if self.kubelet_process is None else self.kubelet_process.port
+
+    @property
+    def etcd_url(self) -> str:
+        return self.etcd.url
+
     def restart_apiserver(self, downtime: float = 0.0) -> None:
         """Stop kube-apiserver (SIGTERM: it closes its watches and drains), wait ``downtime`` seconds, start it
         again on the same port and wait until it is ready. etcd keeps the data; the watch cache starts anew."""
-        apiserver = self.components["kube-apiserver"]
-        apiserver.stop()
-        time.sleep(downtime)
-        apiserver.start()
-        apiserver.wait_for(self._apiserver_ready, time.monotonic() + self.start_timeout, "/readyz answer 200",
-                           interval=0.1)
+        self._require(self.apiserver).restart(self.start_timeout, downtime=downtime)
 
-    # ------------------------------------------------------------------ the fault proxy: the stand-in's controls
+    # ------------------------------------------------------------------ the fault proxy: the tests' controls
 
     def _start_proxy(self) -> None:
-        certificates = self._certificates()
+        certificates = self._require(self.certificates)
         cert, key = issue_serving_certificate(certificates.ca_cert.parent, "fault-proxy", certificates.ca_cert,
                                               certificates.ca_key)
         self.proxy = FaultProxy(self.apiserver_url, upstream_ca=certificates.ca_cert, cert=cert, key=key,
@@ -281,7 +272,7 @@ class ControlPlane:
     def inject_fault(self, status: int, count: int | None = None, seconds: float | None = None,
                      methods: list[str] | None = None, path_contains: str | None = None) -> dict[str, Any]:
         """Make the daemon's matching requests (those through the proxy) fail with ``status`` for ``count``
-        requests or ``seconds``; as ``LocalKubernetes.inject_fault``."""
+        requests or ``seconds``."""
         return self._require_proxy().inject_fault(status, count, seconds, methods, path_contains)
 
     def clear_faults(self) -> None:
@@ -309,13 +300,9 @@ class ControlPlane:
         watch cache that begins after them: a watch from any older resourceVersion gets 410 Expired, and
         reads at one too. Takes a few seconds (kube-apiserver's restart). Returns the compacted revision.
         """
-        apiserver = self.components["kube-apiserver"]
-        apiserver.stop()
-        revision = self.compact()
-        apiserver.start()
-        apiserver.wait_for(self._apiserver_ready, time.monotonic() + self.start_timeout, "/readyz answer 200",
-                           interval=0.1)
-        return revision
+        revisions: list[int] = []
+        self._require(self.apiserver).restart(self.start_timeout, while_down=lambda: revisions.append(self.compact()))
+        return revisions[0]
 
     def reset(self, timeout: float = 60.0) -> None:
         """Back to a fresh control plane's state for the next test, in a second or so.
@@ -365,165 +352,34 @@ class ControlPlane:
 
     def kubelet_children(self) -> list[int]:
         """The process ids of the kubelet's children (its containers); ``[]`` without a running kubelet."""
-        kubelet = self.components.get("kubelet")
-        if kubelet is None or kubelet.pid is None or not kubelet.running:
-            return []
-        children: list[int] = []
-        for task in Path(f"/proc/{kubelet.pid}/task").glob("*"):
-            try:
-                children += [int(pid) for pid in (task / "children").read_text().split()]
-            except OSError:
-                continue
-        return children
+        return [] if self.kubelet_process is None else self.kubelet_process.children()
 
     # ------------------------------------------------------------------ components
 
-    def _component(self, name: str, command: list[str | Path], env: Mapping[str, str] | None = None) -> Component:
-        component = Component(name, command, self.dir / f"{name}.log", env=env, cwd=self.dir)
+    def _started(self, name: str, component: Component) -> None:
         self.components[name] = component
-        component.start()
-        return component
 
-    def _start_etcd(self, bin_dir: Path) -> Component:
-        data = self.dir / "etcd"
-        shutil.rmtree(data, ignore_errors=True)
-        client, peer = free_port(), free_port()
-        self.etcd_url = f"http://127.0.0.1:{client}"
-        peer_url = f"http://127.0.0.1:{peer}"
-        return self._component("etcd", [
-            bin_dir / "etcd", "--name=mso", f"--data-dir={data}",
-            f"--listen-client-urls={self.etcd_url}", f"--advertise-client-urls={self.etcd_url}",
-            f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=mso={peer_url}", "--initial-cluster-state=new",
-            "--auto-compaction-retention=0",  # no automatic compaction: compact() and kube-apiserver's own
-            "--quota-backend-bytes=8589934592",
-            "--unsafe-no-fsync",  # tests only: a crash may lose or corrupt the data
-            "--log-level=warn",
-        ])
+    def _start_apiserver(self, bin_dir: Path, certificates: ControlPlaneCertificates) -> APIServer:
+        apiserver = APIServer(self.dir, certificates, etcd_url=self.etcd.url, admin_token=self.admin_token,
+                              port=self.apiserver_port)  # the port is kept across stop() and start()
+        self.apiserver = apiserver
+        self.apiserver_port, self.apiserver_url = apiserver.port, apiserver.url
+        self.port, self.url = apiserver.port, apiserver.url
+        self._started(apiserver.name, apiserver.start(bin_dir))
+        return apiserver
 
-    def apiserver_flags(self) -> list[str]:
-        """kube-apiserver's command line after the executable."""
-        certificates = self._certificates()
-        pki = certificates.ca_cert.parent
-        return [
-            "--bind-address=127.0.0.1", f"--secure-port={self.apiserver_port}", "--advertise-address=127.0.0.1",
-            f"--cert-dir={pki}",
-            f"--tls-cert-file={certificates.apiserver_cert}", f"--tls-private-key-file={certificates.apiserver_key}",
-            f"--client-ca-file={certificates.ca_cert}",
-            f"--token-auth-file={pki / 'tokens.csv'}",
-            "--authorization-mode=Node,RBAC",
-            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
-            f"--service-account-key-file={certificates.service_account_public_key}",
-            f"--service-account-signing-key-file={certificates.service_account_key}",
-            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-            f"--etcd-servers={self.etcd_url}",
-            # As in production. Not 0: that would also stop kube-apiserver from watching compact_rev_key, and
-            # then its watch cache would never learn of the compactions compact() makes.
-            "--etcd-compaction-interval=5m",
-            f"--kubelet-client-certificate={certificates.kubelet_client_cert}",
-            f"--kubelet-client-key={certificates.kubelet_client_key}",
-            f"--kubelet-certificate-authority={certificates.ca_cert}",
-            "--kubelet-preferred-address-types=InternalIP",
-            "--allow-privileged=true",
-            "--enable-priority-and-fairness=false",
-            "--max-requests-inflight=3000", "--max-mutating-requests-inflight=1000",
-            "--watch-cache=true",
-            "--endpoint-reconciler-type=none",
-            # End watches at shutdown (clients re-watch) rather than wait for them: otherwise SIGTERM takes the
-            # request timeout (60 s) whenever kube-controller-manager or the kubelet holds a watch open.
-            "--shutdown-watch-termination-grace-period=2s",
-            "--profiling=false",
-        ]
+    def _start_kubelet(self, certificates: ControlPlaneCertificates) -> None:
+        kubelet = KubeletProcess(self.dir, certificates, kubeconfig=self.admin_kubeconfig_path,
+                                 namespace=self.namespace, node_name=self.node_name, mode=self.kubelet,
+                                 images_file=self.images_file, log_level=self.log_level)
+        self.kubelet_process = kubelet
+        self._started(kubelet.name, kubelet.start())
 
-    def _certificates(self) -> ControlPlaneCertificates:
-        if self.certificates is None:
-            raise RuntimeError("the control plane's certificates are not generated yet")
-        return self.certificates
-
-    def _start_apiserver(self, bin_dir: Path) -> Component:
-        tokens = self._certificates().ca_cert.parent / "tokens.csv"
-        tokens.write_text(f'{self.admin_token},admin,admin,"system:masters"\n')
-        tokens.chmod(0o600)
-        if not self.apiserver_port:  # kept across stop() and start(), as LocalKubernetes keeps it
-            self.apiserver_port = free_port()
-            self.apiserver_url = f"https://127.0.0.1:{self.apiserver_port}"
-        self.port, self.url = self.apiserver_port, self.apiserver_url
-        return self._component("kube-apiserver", [bin_dir / "kube-apiserver", *self.apiserver_flags()])
-
-    def controller_manager_flags(self) -> list[str]:
-        """kube-controller-manager's command line after the executable."""
-        certificates = self._certificates()
-        return [
-            f"--kubeconfig={self.admin_kubeconfig_path}",
-            f"--controllers={','.join(CONTROLLERS)}",
-            f"--service-account-private-key-file={certificates.service_account_key}",
-            f"--root-ca-file={certificates.ca_cert}",
-            "--leader-elect=false",
-            "--use-service-account-credentials=false",
-            "--secure-port=0",
-            "--concurrent-gc-syncs=20",
-            # client-go's default 20/s would make garbage collection and namespace deletion crawl with
-            # thousands of pods.
-            "--kube-api-qps=500", "--kube-api-burst=1000",
-        ]
-
-    def _start_controller_manager(self, bin_dir: Path) -> Component:
-        return self._component("kube-controller-manager",
-                               [bin_dir / "kube-controller-manager", *self.controller_manager_flags()])
-
-    def kubelet_command(self) -> list[str]:
-        """Our kubelet's command line."""
-        certificates = self._certificates()
-        command = [sys.executable, "-m", "simulation_components.control_plane.kubelet",
-                   "--kubeconfig", str(self.admin_kubeconfig_path), "--namespace", self.namespace,
-                   "--node-name", self.node_name, "--mode", self.kubelet, "--port", str(free_port()),
-                   "--tls-cert", str(certificates.kubelet_cert), "--tls-key", str(certificates.kubelet_key),
-                   "--log-level", self.log_level]
-        if self.images_file is not None:
-            command += ["--images-file", str(self.images_file)]
-        return command
-
-    def _start_kubelet(self) -> Component:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-        return self._component("kubelet", list(self.kubelet_command()), env=env)
-
-    # ------------------------------------------------------------------ readiness
-
-    def _etcd_healthy(self) -> bool | None:
-        answer = call("GET", f"{self.etcd_url}/health", timeout=2)
-        return True if isinstance(answer, dict) and answer.get("health") == "true" else None
-
-    def _apiserver_ready(self) -> bool | None:
-        call("GET", f"{self.apiserver_url}/readyz", token=self.admin_token, ca_cert=self.ca_cert_path, timeout=2)
-        return True
-
-    def _wait_for_controller_manager(self, deadline: float) -> None:
-        # The root CA publisher puts kube-root-ca.crt into every namespace: proof that the controllers run.
-        # (``default`` would prove nothing: service-accounts.yaml creates it.)
-        def published() -> bool | None:
-            try:
-                self._admin_call("GET", f"/api/v1/namespaces/{self.namespace}/configmaps/kube-root-ca.crt")
-            except ApiError as error:
-                if error.status == 404:
-                    return None
-                raise
-            return True
-
-        self.components["kube-controller-manager"].wait_for(published, deadline, "kube-root-ca.crt in "
-                                                            f"namespace {self.namespace}", interval=0.1)
-        self._admin_call("GET", f"/api/v1/namespaces/{self.namespace}/serviceaccounts/default")
-
-    def _kubelet_ready(self) -> int | None:
-        for line in self.components["kubelet"].output_since_start().splitlines():
-            if line.startswith("{"):
-                try:
-                    announcement = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(announcement, dict) and announcement.get("kubelet") == "ready":
-                    return int(announcement["port"])
-        return None
+    @staticmethod
+    def _require(part: _Part | None) -> _Part:
+        if part is None:
+            raise RuntimeError("the control plane is not started")
+        return part
 
     # ------------------------------------------------------------------ files
 
@@ -611,14 +467,12 @@ class ControlPlane:
 
     def etcd_revision(self) -> int:
         """etcd's current revision (the newest resourceVersion of any object)."""
-        answer = call("POST", f"{self.etcd_url}/v3/kv/range", {"key": "AA==", "limit": 1, "count_only": True})
-        return int(answer["header"]["revision"])
+        return self.etcd.revision()
 
     def compact(self) -> int:
         """Compact etcd at its current revision, as kube-apiserver's own compactor does; returns the revision.
 
-        Like kube-apiserver, it first records the revision under etcd's ``compact_rev_key``, which every
-        kube-apiserver watches; then it compacts (physically: done when this returns). What clients see:
+        What clients see:
 
         * reads that reach etcd at an older revision answer 410 Expired at once;
         * but kube-apiserver serves most reads from its watch cache: lists at an exact older
@@ -629,9 +483,4 @@ class ControlPlane:
           compacted: they get an ERROR event with code 410 (in a 200 answer) only once the resourceVersion is
           older than that window, e.g. after :meth:`restart_apiserver`, which starts the cache afresh.
         """
-        revision = self.etcd_revision()
-        record = {"key": base64.b64encode(b"compact_rev_key").decode(),
-                  "value": base64.b64encode(str(revision).encode()).decode()}
-        call("POST", f"{self.etcd_url}/v3/kv/put", record)
-        call("POST", f"{self.etcd_url}/v3/kv/compaction", {"revision": str(revision), "physical": True}, timeout=60)
-        return revision
+        return self.etcd.compact()

@@ -6,6 +6,9 @@ from typing import Any
 
 import pytest
 
+from simulation_components.control_plane.container_env import ContainerConfigError, resolve_container_env
+from simulation_components.control_plane.images import image_reference_is_valid
+from simulation_components.control_plane.kubelet_logs import LogBuffer
 from simulation_components.control_plane.kubelet_status import (
     DEADLINE_MESSAGE,
     DEADLINE_REASON,
@@ -240,3 +243,44 @@ def test_messages() -> None:
     assert log_unavailable_message("c", "p", waiting("ImagePullBackOff")) == (
         'container "c" in pod "p" is waiting to start: trying and failing to pull image')
     assert log_unavailable_message("c", "p", {}) == 'container "c" in pod "p" is waiting to start: ContainerCreating'
+
+
+@pytest.mark.parametrize(("image", "valid"), [
+    ("fake_model:0.0.1", True),
+    ("dots/fake-model:latest", True),
+    ("ghcr.io/org/model@sha256:" + "a" * 64, True),
+    ("localhost:5000/x", True),
+    ("Upper/Case:1", False),
+    ("has space:1", False),
+    ("x:bad tag", False),
+    ("a//b", False),
+    ("", False),
+])
+def test_image_references(image: str, valid: bool) -> None:
+    assert image_reference_is_valid(image) is valid
+
+
+def test_log_tail_and_capacity() -> None:
+    buffer = LogBuffer(capacity=20)
+    buffer.append(b"one\ntwo\nthree\n")
+    assert buffer.read(tail_lines=2) == b"two\nthree\n"
+    assert buffer.read(tail_lines=10) == b"one\ntwo\nthree\n"
+    buffer.append(b"four\nfive\n")
+    assert buffer.read() == b"three\nfour\nfive\n"  # the oldest whole lines were dropped
+    assert buffer.read(limit_bytes=5) == b"three"
+
+
+def test_container_env_resolves_sources_in_the_kubelets_order() -> None:
+    pod = {"metadata": {"name": "p", "namespace": "dots"}}
+    fetched = {("configmaps", "shared"): {"data": {"A": "from-map", "B": "b"}},
+               ("secrets", "values"): {"data": {"token": "c2VjcmV0"}}}  # base64 of "secret"
+    container = {"envFrom": [{"configMapRef": {"name": "shared"}}],
+                 "env": [{"name": "A", "value": "own $(B) $$(B)"},
+                         {"name": "S", "valueFrom": {"secretKeyRef": {"name": "values", "key": "token"}}},
+                         {"name": "N", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                         {"name": "O", "valueFrom": {"secretKeyRef": {"name": "gone", "key": "k",
+                                                                      "optional": True}}}]}
+    assert resolve_container_env(fetched, pod, container) == {"B": "b", "A": "own b $(B)", "S": "secret", "N": "p"}
+    with pytest.raises(ContainerConfigError, match='secret "gone" not found'):
+        resolve_container_env({}, pod, {"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "gone",
+                                                                                            "key": "k"}}}]})

@@ -2,8 +2,7 @@
 
 The API server is the real control plane (etcd, kube-apiserver, kube-controller-manager and our kubelet,
 ``simulation_components.control_plane``) with a fault proxy in front of it: the daemon reaches it through
-the proxy with its own RBAC-limited token, verifying the CA. ``MSO_KUBE=stand-in`` runs the same tests
-against the stand-in (``local_kubernetes``) instead.
+the proxy with its own RBAC-limited token, verifying the CA.
 
 One control plane per kubelet mode serves the whole session (starting one costs ~4 s, stopping one ~1.5 s:
 a fresh one per test would add ~4 minutes); before each test that uses it, ``ControlPlane.reset()`` makes
@@ -15,7 +14,6 @@ test_isolation.py checks that this holds.
 
 from __future__ import annotations
 
-import os
 import secrets
 import socket
 from collections.abc import Iterator
@@ -27,16 +25,9 @@ import pytest
 from simulation_components.control_plane import ControlPlane
 from simulation_components.control_plane.api import ApiError
 from simulation_components.control_plane.components import ComponentError
-from simulation_components.kit import NAMESPACE, TEST_IMAGES, ApiServer, Daemon, DaemonFactory, SimulatorRecorder
+from simulation_components.kit import NAMESPACE, TEST_IMAGES, Daemon, DaemonFactory, SimulatorRecorder
 from simulation_components.local_daemon import ApiEndpoint, daemon_environment
-from simulation_components.local_kubernetes.launcher import LocalKubernetes
 from simulation_components.local_mosquitto import LocalMosquitto
-
-#: ``real`` (the default) or ``stand-in``.
-BACKEND = os.environ.get("MSO_KUBE", "real")
-if BACKEND not in ("real", "stand-in"):
-    raise pytest.UsageError(f"MSO_KUBE must be 'real' or 'stand-in', not {BACKEND!r}")
-STAND_IN = BACKEND == "stand-in"
 
 
 @pytest.fixture
@@ -69,29 +60,17 @@ def _control_plane(planes: dict[str, ControlPlane], mode: str) -> ControlPlane:
     return plane
 
 
-def _stand_in(mode: str) -> Iterator[LocalKubernetes]:
-    with LocalKubernetes(kubelet=mode, token=f"token-{secrets.token_hex(8)}", images=TEST_IMAGES) as kube:
-        yield kube
-
-
-def _kube(planes: dict[str, ControlPlane], mode: str) -> Iterator[ApiServer]:
-    if STAND_IN:
-        yield from _stand_in(mode)
-    else:
-        yield _control_plane(planes, mode)
-
-
 @pytest.fixture
-def kube(control_planes: dict[str, ControlPlane]) -> Iterator[ApiServer]:
+def kube(control_planes: dict[str, ControlPlane]) -> Iterator[ControlPlane]:
     """The API server with a kubelet that runs containers as local processes."""
-    yield from _kube(control_planes, "process")
+    yield _control_plane(control_planes, "process")
 
 
 @pytest.fixture
-def status_kube(control_planes: dict[str, ControlPlane]) -> Iterator[ApiServer]:
+def status_kube(control_planes: dict[str, ControlPlane]) -> Iterator[ControlPlane]:
     """The API server whose pods only change when a test sets their status (the kubelet binds each pod
     and reports it Running; ``activeDeadlineSeconds`` and deletion are honoured)."""
-    yield from _kube(control_planes, "status-only")
+    yield _control_plane(control_planes, "status-only")
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import pytest
 from simulation_components.control_plane import ControlPlane
 from simulation_components.kit import (
     NAMESPACE,
-    ApiServer,
     DaemonFactory,
     SimulatorRecorder,
     core_api,
@@ -33,7 +32,7 @@ def broker() -> Iterator[LocalMosquitto]:
         yield mosquitto
 
 
-def announced(kube: ApiServer, count: int) -> bool:
+def announced(kube: ControlPlane, count: int) -> bool:
     """Whether ``count`` pods' models have sent their ReadyForProcessing, as their logs say."""
     api = core_api(kube)
     names = [pod.metadata.name for pod in api.list_namespaced_pod(NAMESPACE).items if pod.metadata]
@@ -42,7 +41,7 @@ def announced(kube: ApiServer, count: int) -> bool:
 
 
 def test_readies_lost_while_the_daemon_was_away_are_announced_again_by_restarted_models(
-        broker: LocalMosquitto, kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        broker: LocalMosquitto, kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     sim = "sim-lost-readies"
     models = ["m1", "m2", "m3"]
     daemon = make_daemon(kube, READY_SETTLE_SECONDS=3)
@@ -65,7 +64,7 @@ def test_readies_lost_while_the_daemon_was_away_are_announced_again_by_restarted
 
 
 def test_a_broker_back_without_our_session_is_warned_about_once(
-        broker: LocalMosquitto, kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        broker: LocalMosquitto, kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(kube)
     so.deploy("sim-warned", [("m1", IMAGE, fake_model_env(broker, "sim-warned", "m1", run_seconds=600))])
     wait_for(lambda: so.of("sim-warned", "ModelsReady"), timeout=30, what="ModelsReady")

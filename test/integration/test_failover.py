@@ -16,8 +16,8 @@ from datetime import datetime
 
 import pytest
 
+from simulation_components.control_plane import ControlPlane
 from simulation_components.kit import (
-    ApiServer,
     Daemon,
     DaemonFactory,
     SimulatorRecorder,
@@ -35,7 +35,7 @@ ELECTION = {"LEADER_ELECTION_LEASE_SECONDS": LEASE_SECONDS, "LEADER_ELECTION_REN
             "LEADER_ELECTION_RETRY_SECONDS": 0.5}
 
 
-def replica(make_daemon: DaemonFactory, kube: ApiServer, name: str, *, leads: bool) -> Daemon:
+def replica(make_daemon: DaemonFactory, kube: ControlPlane, name: str, *, leads: bool) -> Daemon:
     daemon = make_daemon(kube, wait_subscribed=leads, POD_NAME=name, **ELECTION)
     if not leads:  # settled: standing by (or, were it to act as well, connected)
         wait_for(lambda: daemon.logged("standing by: another replica leads") or daemon.logged("mqtt subscribed"),
@@ -43,7 +43,7 @@ def replica(make_daemon: DaemonFactory, kube: ApiServer, name: str, *, leads: bo
     return daemon
 
 
-def running_simulation(so: SimulatorRecorder, kube: ApiServer, sim: str, count: int) -> list[str]:
+def running_simulation(so: SimulatorRecorder, kube: ControlPlane, sim: str, count: int) -> list[str]:
     """A simulation whose ``count`` models run and were announced ready; their pods' names."""
     models = [f"m{index}" for index in range(count)]
     so.deploy(sim, [(model, IMAGE, [("A", "1")]) for model in models])
@@ -67,7 +67,7 @@ def assert_kept_its_sessions(daemon: Daemon) -> None:
 
 @pytest.mark.timeout(120 + 60 * FAILOVERS)
 def test_a_killed_leaders_standby_answers_within_the_lease_and_nothing_is_lost_or_repeated(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     leader = replica(make_daemon, status_kube, "mso-0", leads=True)
     standby = replica(make_daemon, status_kube, "mso-1", leads=False)
     api = core_api(status_kube)
@@ -96,7 +96,7 @@ def test_a_killed_leaders_standby_answers_within_the_lease_and_nothing_is_lost_o
 
 
 def test_a_frozen_leader_woken_after_its_lease_acts_no_more_and_exits(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     sim = "sim-failover-freeze"
     leader = replica(make_daemon, status_kube, "mso-a", leads=True)
     standby = replica(make_daemon, status_kube, "mso-b", leads=False)
@@ -122,7 +122,7 @@ def test_a_frozen_leader_woken_after_its_lease_acts_no_more_and_exits(
 
 
 def test_a_rollout_hands_the_lease_over_at_once(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     sim = "sim-failover-rollout"
     old = replica(make_daemon, status_kube, "mso-a", leads=True)
     names = running_simulation(so, status_kube, sim, 4)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from simulation_components.control_plane import ControlPlane
 from simulation_components.kit import (
     NAMESPACE,
-    ApiServer,
     DaemonFactory,
     SimulatorRecorder,
     core_api,
@@ -27,7 +27,7 @@ from simulation_components.local_mosquitto import LocalMosquitto
 IMAGE = "fake_model:0.0.1"
 
 
-def test_every_failure_gets_exactly_one_answer(broker: LocalMosquitto, kube: ApiServer,
+def test_every_failure_gets_exactly_one_answer(broker: LocalMosquitto, kube: ControlPlane,
                                                so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     make_daemon(kube, model_start_timeout_seconds=3)
     sim = "sim-failures"
@@ -67,7 +67,7 @@ def test_every_failure_gets_exactly_one_answer(broker: LocalMosquitto, kube: Api
 
 
 def test_an_image_the_registry_says_does_not_exist_fails_within_seconds(
-        kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     # The default start timeout (300 s): the registry's "not found", heard twice, is answer enough.
     daemon = make_daemon(kube)
     sim = "sim-missing-image"
@@ -86,7 +86,7 @@ def test_an_image_the_registry_says_does_not_exist_fails_within_seconds(
              what="the pod stopped by its active deadline")
 
 
-def test_repeated_requests_are_answered_once(status_kube: ApiServer, so: SimulatorRecorder,
+def test_repeated_requests_are_answered_once(status_kube: ControlPlane, so: SimulatorRecorder,
                                              make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(status_kube)
     sim = "sim-again"
@@ -108,7 +108,7 @@ def test_repeated_requests_are_answered_once(status_kube: ApiServer, so: Simulat
 
 
 def test_the_client_side_rate_limit_holds_against_the_api_server(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     make_daemon(status_kube, kubernetes_qps=10, kubernetes_burst=2)
     status_kube.reset_request_counts()
     started = time.monotonic()
@@ -120,7 +120,7 @@ def test_the_client_side_rate_limit_holds_against_the_api_server(
 
 
 def test_a_burst_of_terminations_is_reported_in_full_through_the_shipped_broker_config(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     make_daemon(status_kube, kubernetes_qps=1000, kubernetes_burst=1000)
     sim = "sim-burst"
     count = 200
@@ -134,7 +134,7 @@ def test_a_burst_of_terminations_is_reported_in_full_through_the_shipped_broker_
 
 
 def test_a_second_deploy_that_adds_models_answers_each_of_them(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     # PROTOCOL.md section 5: every model named gets its ModelHasTerminated, also one a repeated
     # DeployModels of a running simulation adds (FAILED -1: that simulation is deployed already).
     make_daemon(status_kube)

@@ -9,9 +9,9 @@ cluster after keepLogsHours.
 
 from __future__ import annotations
 
+from simulation_components.control_plane import ControlPlane
 from simulation_components.kit import (
     NAMESPACE,
-    ApiServer,
     DaemonFactory,
     SimulatorRecorder,
     core_api,
@@ -30,7 +30,7 @@ MODELS = 24
 
 
 def test_faults_everywhere_and_the_so_hears_exactly_the_truth(
-        broker: LocalMosquitto, status_kube: ApiServer, so: SimulatorRecorder,
+        broker: LocalMosquitto, status_kube: ControlPlane, so: SimulatorRecorder,
         make_daemon: DaemonFactory) -> None:
     sim = "sim-faults"
     models = [f"model-{i:02d}" for i in range(MODELS)]

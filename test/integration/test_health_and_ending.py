@@ -9,9 +9,9 @@ import kubernetes.client
 from prometheus_client.parser import text_string_to_metric_families
 
 from model_services_orchestrator.messages import PingHealthSOToMSO, PongHealthMSOToSO, UnhealthyModel
+from simulation_components.control_plane import ControlPlane
 from simulation_components.kit import (
     NAMESPACE,
-    ApiServer,
     DaemonFactory,
     SimulatorRecorder,
     core_api,
@@ -39,7 +39,7 @@ def ping(so: SimulatorRecorder, instance: str, *active: str) -> PongHealthMSOToS
 
 
 def test_pings_are_answered_healthy_or_with_reasons(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     make_daemon(status_kube)
     so.deploy("sim-known", [("m1", IMAGE, [("A", "1")])])
     running_pods(core_api(status_kube), 1)
@@ -58,7 +58,7 @@ def test_pings_are_answered_healthy_or_with_reasons(
 
 
 def test_simulation_done_stops_running_models_after_the_grace_period_and_keeps_their_logs(
-        broker: LocalMosquitto, kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        broker: LocalMosquitto, kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     make_daemon(kube, model_stop_grace_seconds=2)
     sim = "sim-early"
     models = ["m1", "m2", "m3"]
@@ -83,7 +83,7 @@ def test_simulation_done_stops_running_models_after_the_grace_period_and_keeps_t
 
 
 def test_the_sos_simulation_done_to_each_model_lets_it_finish_its_work(
-        broker: LocalMosquitto, kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        broker: LocalMosquitto, kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     # Today's SO ends a simulation with SimulationDone to every model, which then writes its results
     # (minutes, for large ones) and exits 0. A grace of 1 s must not cut a model that takes 6 s.
     make_daemon(kube, model_stop_grace_seconds=1)
@@ -97,7 +97,7 @@ def test_the_sos_simulation_done_to_each_model_lets_it_finish_its_work(
 
 
 def test_a_model_without_progress_is_reported_once(
-        broker: LocalMosquitto, kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        broker: LocalMosquitto, kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(kube, model_healthcheck_interval_seconds=1)
     sim = "sim-health"
     env = {"stuck": [("FAKE_MODEL_ANSWER_PINGS", "1"), ("FAKE_MODEL_STALL", "1")],
@@ -121,7 +121,7 @@ def get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def test_probes_and_metrics(status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory,
+def test_probes_and_metrics(status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory,
                             unused_tcp_port: int) -> None:
     make_daemon(status_kube, http_port=unused_tcp_port)
     base = f"http://127.0.0.1:{unused_tcp_port}"

@@ -13,7 +13,6 @@ import kubernetes.client
 from simulation_components.control_plane import ControlPlane
 from simulation_components.kit import (
     NAMESPACE,
-    ApiServer,
     DaemonFactory,
     SimulatorRecorder,
     core_api,
@@ -27,7 +26,7 @@ from simulation_components.local_mosquitto import LocalMosquitto
 IMAGE = "fake_model:0.0.1"
 
 
-def test_a_test_that_leaves_a_mess_behind(broker: LocalMosquitto, kube: ApiServer, so: SimulatorRecorder,
+def test_a_test_that_leaves_a_mess_behind(broker: LocalMosquitto, kube: ControlPlane, so: SimulatorRecorder,
                                           make_daemon: DaemonFactory) -> None:
     make_daemon(kube)
     sim = "sim-mess"
@@ -43,7 +42,7 @@ def test_a_test_that_leaves_a_mess_behind(broker: LocalMosquitto, kube: ApiServe
     kube.stop()
 
 
-def test_the_next_test_finds_the_api_server_as_good_as_new(kube: ApiServer) -> None:
+def test_the_next_test_finds_the_api_server_as_good_as_new(kube: ControlPlane) -> None:
     assert kube.request_counts()["total"] == 0
     assert left_in_namespace(core_api(kube)) == []
     if isinstance(kube, ControlPlane):

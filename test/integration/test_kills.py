@@ -24,9 +24,9 @@ from collections import Counter
 import kubernetes.client
 import pytest
 
+from simulation_components.control_plane import ControlPlane
 from simulation_components.kit import (
     NAMESPACE,
-    ApiServer,
     Daemon,
     DaemonFactory,
     SimulatorRecorder,
@@ -46,7 +46,7 @@ SEED = int(os.environ.get("MSO_KILL_SEED", str(random.SystemRandom().randrange(1
 class Killer:
     """Kills the daemon at random instants and starts the next one."""
 
-    def __init__(self, make_daemon: DaemonFactory, kube: ApiServer, rng: random.Random) -> None:
+    def __init__(self, make_daemon: DaemonFactory, kube: ControlPlane, rng: random.Random) -> None:
         self._make = make_daemon
         self._kube = kube
         self._rng = rng
@@ -75,7 +75,7 @@ def terminate_all(api: kubernetes.client.CoreV1Api, names: list[str]) -> None:
 
 @pytest.mark.timeout(60 + 15 * KILLS)  # about 4 s a kill, on 2 busy cores
 def test_exactly_once_across_kills_at_random_instants(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     rng = random.Random(SEED)
     print(f"MSO_KILL_SEED={SEED}")  # to replay a failure
     api = core_api(status_kube)

@@ -20,8 +20,7 @@ from model_services_orchestrator.k8s_api import CreateOutcome, KubernetesGateway
 from model_services_orchestrator.kube_errors import Forbidden, ServerError, Unreachable
 from model_services_orchestrator.leadership import ANNOTATION_EPOCH, LeadershipLostError
 from simulation_components.control_plane import ControlPlane
-from simulation_components.kit import NAMESPACE, ApiServer
-from simulation_components.local_kubernetes.launcher import LocalKubernetes
+from simulation_components.kit import NAMESPACE
 
 _T = TypeVar("_T")
 
@@ -30,12 +29,12 @@ OTHER_MARKS = {"labels": {"app.kubernetes.io/managed-by": "gateway-test"}, "anno
 
 
 @pytest.fixture
-def kube(status_kube: ApiServer) -> ApiServer:
+def kube(status_kube: ControlPlane) -> ControlPlane:
     """Any kubelet will do: these tests are about the API server's answers."""
     return status_kube
 
 
-def make_gateway(kube: ApiServer, **options: Any) -> KubernetesGateway:
+def make_gateway(kube: ControlPlane, **options: Any) -> KubernetesGateway:
     configuration = kube.daemon_client_configuration()
     configuration.retries = 0  # as build_api_client: the retries are the gateway's
     settings: dict[str, Any] = {"namespace": NAMESPACE, "concurrency": 4, "request_timeout": 5.0, "qps": 1000.0,
@@ -43,7 +42,7 @@ def make_gateway(kube: ApiServer, **options: Any) -> KubernetesGateway:
     return KubernetesGateway(api_client=kubernetes.client.ApiClient(configuration), **settings)
 
 
-def run(kube: ApiServer, use: Callable[[KubernetesGateway], Awaitable[_T]], **options: Any) -> _T:
+def run(kube: ControlPlane, use: Callable[[KubernetesGateway], Awaitable[_T]], **options: Any) -> _T:
     gateway = make_gateway(kube, **options)
 
     async def main() -> _T:
@@ -62,7 +61,7 @@ def pod(name: str, marks: dict[str, dict[str, str]] = MARKS, image: str = "fake_
             "spec": {"restartPolicy": "Never", "containers": [{"name": "model", "image": image}]}}
 
 
-def test_a_503_twice_then_success_is_retried(kube: ApiServer) -> None:
+def test_a_503_twice_then_success_is_retried(kube: ControlPlane) -> None:
     kube.inject_fault(503, count=2, methods=["POST"], path_contains="/pods")
 
     async def use(gateway: KubernetesGateway) -> tuple[CreateOutcome, dict[int, int]]:
@@ -74,7 +73,7 @@ def test_a_503_twice_then_success_is_retried(kube: ApiServer) -> None:
     assert kube.request_counts()["by_status"] == {"201": 1, "503": 2}
 
 
-def test_an_invalid_pod_is_an_outcome_not_an_error(kube: ApiServer) -> None:
+def test_an_invalid_pod_is_an_outcome_not_an_error(kube: ControlPlane) -> None:
     async def use(gateway: KubernetesGateway) -> tuple[CreateOutcome, dict[int, int]]:
         return await gateway.create_pod(pod("m1", image=""), MARKS), dict(gateway.api_errors)
 
@@ -84,7 +83,7 @@ def test_an_invalid_pod_is_an_outcome_not_an_error(kube: ApiServer) -> None:
     assert errors == {422: 1}, "a permanent rejection is not retried"
 
 
-def test_a_persistent_503_raises_server_error_after_max_attempts(kube: ApiServer) -> None:
+def test_a_persistent_503_raises_server_error_after_max_attempts(kube: ControlPlane) -> None:
     kube.inject_fault(503, seconds=60, methods=["POST"], path_contains="/pods")
 
     async def use(gateway: KubernetesGateway) -> None:
@@ -99,7 +98,7 @@ def test_a_persistent_503_raises_server_error_after_max_attempts(kube: ApiServer
     assert kube.request_counts()["by_status"] == {"503": 2}
 
 
-def test_a_stopped_server_is_unreachable_until_it_is_back(kube: ApiServer) -> None:
+def test_a_stopped_server_is_unreachable_until_it_is_back(kube: ControlPlane) -> None:
     async def use(gateway: KubernetesGateway) -> None:
         assert await gateway.read_pod("m1") is None
         kube.stop()
@@ -116,7 +115,7 @@ def test_a_stopped_server_is_unreachable_until_it_is_back(kube: ApiServer) -> No
     run(kube, use, max_attempts=3)
 
 
-def test_rbac_refusal_is_forbidden_at_once_and_rejects_a_create(kube: ApiServer) -> None:
+def test_rbac_refusal_is_forbidden_at_once_and_rejects_a_create(kube: ControlPlane) -> None:
     kube.inject_fault(403, count=2, path_contains="/pods")
 
     async def use(gateway: KubernetesGateway) -> None:
@@ -129,10 +128,7 @@ def test_rbac_refusal_is_forbidden_at_once_and_rejects_a_create(kube: ApiServer)
     run(kube, use)
 
 
-def test_what_the_daemons_role_does_not_allow_is_forbidden_by_the_real_rbac(kube: ApiServer) -> None:
-    if isinstance(kube, LocalKubernetes):
-        pytest.skip("the stand-in has no RBAC: its one token may do anything")
-
+def test_what_the_daemons_role_does_not_allow_is_forbidden_by_the_real_rbac(kube: ControlPlane) -> None:
     # The Role is the namespace's only (k8s_cluster_configuration/role.yaml): elsewhere nothing is allowed.
     async def use(gateway: KubernetesGateway) -> None:
         with pytest.raises(Forbidden) as error:
@@ -147,7 +143,7 @@ def test_what_the_daemons_role_does_not_allow_is_forbidden_by_the_real_rbac(kube
     run(kube, use, namespace="default")
 
 
-def test_the_return_contracts_of_the_pod_and_object_calls(kube: ApiServer) -> None:
+def test_the_return_contracts_of_the_pod_and_object_calls(kube: ControlPlane) -> None:
     async def use(gateway: KubernetesGateway) -> None:
         assert await gateway.create_pod(pod("m1"), MARKS) == CreateOutcome(created=True, status=201)
         # A create retried after it reached the server: ours, so created.
@@ -182,10 +178,7 @@ def test_the_return_contracts_of_the_pod_and_object_calls(kube: ApiServer) -> No
     run(kube, use)
 
 
-def test_a_writer_that_is_no_longer_the_leader_is_fenced_off(kube: ApiServer) -> None:
-    if isinstance(kube, LocalKubernetes):
-        pytest.skip("the stand-in's ConfigMaps keep no resourceVersion preconditions")
-    assert isinstance(kube, ControlPlane)
+def test_a_writer_that_is_no_longer_the_leader_is_fenced_off(kube: ControlPlane) -> None:
     plane = kube  # the admin's requests: another writer
     records = f"/api/v1/namespaces/{NAMESPACE}/configmaps"
 
@@ -224,7 +217,7 @@ def test_a_writer_that_is_no_longer_the_leader_is_fenced_off(kube: ApiServer) ->
     run(kube, use)
 
 
-def test_the_watch_lists_again_after_410_gone(kube: ApiServer) -> None:
+def test_the_watch_lists_again_after_410_gone(kube: ControlPlane) -> None:
     gateway = make_gateway(kube)
     delivered: list[Any] = []
     watcher = PodWatcher(gateway=gateway, label_selector="app=none", deliver=delivered.append,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import kubernetes.client
 
+from simulation_components.control_plane import ControlPlane
 from simulation_components.kit import (
     NAMESPACE,
-    ApiServer,
     DaemonFactory,
     SimulatorRecorder,
     core_api,
@@ -27,7 +27,7 @@ def pods_of(api: kubernetes.client.CoreV1Api, simulation_id: str) -> list[kubern
     return list(api.list_namespaced_pod(NAMESPACE, label_selector=f"simulation_id={simulation_id}").items)
 
 
-def test_quickstart(broker: LocalMosquitto, kube: ApiServer, so: SimulatorRecorder,
+def test_quickstart(broker: LocalMosquitto, kube: ControlPlane, so: SimulatorRecorder,
                     make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(kube)
     sim = "sim02-abc"
@@ -57,7 +57,7 @@ def test_quickstart(broker: LocalMosquitto, kube: ApiServer, so: SimulatorRecord
 
 
 def test_all_ready_gives_one_models_ready_and_the_pods_are_as_specified(
-        broker: LocalMosquitto, kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        broker: LocalMosquitto, kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     make_daemon(kube, kubernetes_pull_image_secret_name="regcred")
     sim = "sim-ready"
     models = ["m1", "m2", "m3"]

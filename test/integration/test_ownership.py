@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import kubernetes.client
 
+from simulation_components.control_plane import ControlPlane
 from simulation_components.kit import (
     NAMESPACE,
-    ApiServer,
     DaemonFactory,
     SimulatorRecorder,
     core_api,
@@ -18,7 +18,7 @@ from simulation_components.kit import (
 IMAGE = "fake_model:0.0.1"
 
 
-def _pods_by_ids(kube: ApiServer) -> dict[tuple[str, str], str]:
+def _pods_by_ids(kube: ControlPlane) -> dict[tuple[str, str], str]:
     found = {}
     for pod in core_api(kube).list_namespaced_pod(NAMESPACE).items:
         annotations = (pod.metadata.annotations or {}) if pod.metadata else {}
@@ -28,7 +28,7 @@ def _pods_by_ids(kube: ApiServer) -> dict[tuple[str, str], str]:
 
 
 def test_models_whose_pod_names_coincide_each_get_their_own_pod(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     make_daemon(status_kube)
     so.deploy("x-y", [("z", IMAGE, [])], keep_logs_hours=1)
     so.deploy("x", [("y-z", IMAGE, []), ("ModelA", IMAGE, []), ("modela", IMAGE, [])], keep_logs_hours=1)
@@ -47,7 +47,7 @@ def test_models_whose_pod_names_coincide_each_get_their_own_pod(
 
 
 def test_a_pod_someone_else_made_under_the_wanted_name_is_left_alone(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     api = core_api(status_kube)
     foreign = kubernetes.client.V1Pod(
         metadata=kubernetes.client.V1ObjectMeta(name="so01-sim-own-m1", labels={"app": "mine"}),

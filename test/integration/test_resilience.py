@@ -9,9 +9,9 @@ import subprocess
 import pytest
 
 from model_services_orchestrator.messages import DeployModels, ModelConfiguration
+from simulation_components.control_plane import ControlPlane
 from simulation_components.kit import (
     NAMESPACE,
-    ApiServer,
     DaemonFactory,
     SimulatorRecorder,
     core_api,
@@ -26,7 +26,7 @@ IMAGE = "fake_model:0.0.1"
 
 
 def test_hostile_messages_are_dropped_once_each_and_the_daemon_keeps_serving(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(status_kube, max_payload_bytes=1000)
     deploy = "/lifecycle/dots-so/mso/{}/DeployModels"
     hostile = [
@@ -52,7 +52,7 @@ def test_hostile_messages_are_dropped_once_each_and_the_daemon_keeps_serving(
 
 
 def test_broker_restart_mid_simulation_loses_nothing_and_keeps_the_lifecycle_order(
-        broker: LocalMosquitto, status_kube: ApiServer, so: SimulatorRecorder,
+        broker: LocalMosquitto, status_kube: ControlPlane, so: SimulatorRecorder,
         make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(status_kube)
     sim = "sim-broker"
@@ -85,7 +85,7 @@ def test_broker_restart_mid_simulation_loses_nothing_and_keeps_the_lifecycle_ord
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signals_end_the_daemon_cleanly_within_ten_seconds(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory, sig: signal.Signals) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory, sig: signal.Signals) -> None:
     daemon = make_daemon(status_kube)
     so.deploy("sim-sig", [(f"m{i}", IMAGE, [("A", "1")]) for i in range(3)])
     running_pods(core_api(status_kube), 3)
@@ -97,7 +97,7 @@ def test_signals_end_the_daemon_cleanly_within_ten_seconds(
 
 
 def test_a_dead_long_lived_task_ends_the_process_with_an_error(
-        status_kube: ApiServer, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, make_daemon: DaemonFactory) -> None:
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))  # noqa: S104 (the daemon's probes listen on all addresses)
         taken.listen()

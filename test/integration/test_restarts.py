@@ -12,9 +12,9 @@ from typing import Any
 
 from model_services_orchestrator.model_inventory import Delivery
 from model_services_orchestrator.simulation_records import part_name, record_name, values_name
+from simulation_components.control_plane import ControlPlane
 from simulation_components.kit import (
     NAMESPACE,
-    ApiServer,
     DaemonFactory,
     SimulatorRecorder,
     core_api,
@@ -33,7 +33,7 @@ IMAGE = "fake_model:0.0.1"
 
 
 def test_sigkill_keeps_running_pods_and_reports_what_ended_meanwhile_once(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(status_kube)
     sim = "sim-kill"
     models = ["m0", "m1", "m2", "m3"]
@@ -71,7 +71,7 @@ def test_sigkill_keeps_running_pods_and_reports_what_ended_meanwhile_once(
 
 
 def test_ready_for_processing_published_while_down_still_counts(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(status_kube)
     sim = "sim-down"
     so.deploy(sim, [(m, IMAGE, [("A", "1")]) for m in ("m0", "m1")])
@@ -87,7 +87,7 @@ def test_ready_for_processing_published_while_down_still_counts(
 
 
 def test_keep_logs_hours_deadline_survives_a_restart(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(status_kube)
     sim = "sim-keep"
     so.deploy(sim, [("m0", IMAGE, [("A", "1")])], keep_logs_hours=0.001)  # 3.6 s
@@ -108,7 +108,7 @@ def test_keep_logs_hours_deadline_survives_a_restart(
 
 
 def test_a_record_deleted_by_hand_leaves_no_orphan_pods(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(status_kube)
     sim = "sim-orphan"
     so.deploy(sim, [(m, IMAGE, [("A", "1")]) for m in ("m0", "m1")])
@@ -127,7 +127,7 @@ def test_a_record_deleted_by_hand_leaves_no_orphan_pods(
 
 
 def test_a_record_deleted_by_hand_while_running_is_written_again_with_its_specs(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(status_kube)
     sim = "sim-rewritten"
     so.deploy(sim, [(m, IMAGE, [("A", "1"), ("DB_PASSWORD", "hunter2")]) for m in ("m0", "m1")])
@@ -165,7 +165,7 @@ def test_a_record_deleted_by_hand_while_running_is_written_again_with_its_specs(
 
 
 def test_a_record_in_several_parts_survives_restarts_and_is_cleaned_up_whole(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     # Long ids make each model's share of the record large: 1,300 of them need two parts of 768 KiB;
     # a long env value does the same for the specs.
     models = [f"house-{i:04d}-" + "x" * 240 for i in range(1300)]
@@ -205,7 +205,7 @@ def test_a_record_in_several_parts_survives_restarts_and_is_cleaned_up_whole(
 
 
 def test_a_record_whose_name_resembles_another_simulations_part_is_never_taken_for_it(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     # Simulation "r-p0" against part 0 of simulation "r": each keeps its own record across a restart.
     daemon = make_daemon(status_kube)
     so.deploy("r", [("m1", IMAGE, [("A", "1")])])

@@ -10,7 +10,6 @@ from __future__ import annotations
 from simulation_components.control_plane import ControlPlane
 from simulation_components.kit import (
     NAMESPACE,
-    ApiServer,
     DaemonFactory,
     SimulatorRecorder,
     core_api,
@@ -29,12 +28,12 @@ def end_each(so: SimulatorRecorder, simulation_id: str, models: list[str]) -> No
         so.publish(f"/lifecycle/dots-so/model/{simulation_id}/{model}/SimulationDone", qos=0)
 
 
-def running_pods(kube: ApiServer) -> int:
+def running_pods(kube: ControlPlane) -> int:
     return sum(1 for pod in core_api(kube).list_namespaced_pod(NAMESPACE).items
                if pod.status and pod.status.phase == "Running")
 
 
-def no_model_process_left(kube: ApiServer) -> None:
+def no_model_process_left(kube: ControlPlane) -> None:
     assert isinstance(kube, ControlPlane)
     wait_for(lambda: not kube.kubelet_children(), timeout=30, what="no model process left running")
 
@@ -45,7 +44,7 @@ def assert_answered_once(so: SimulatorRecorder, simulation_id: str, models: list
 
 
 def test_a_missing_image_ends_the_simulation_and_the_slow_starters_are_stopped(
-        broker: LocalMosquitto, kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        broker: LocalMosquitto, kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     make_daemon(kube, MODEL_STOP_GRACE_SECONDS=2)
     sim = "sim-missing-and-slow"
     slow = ["s1", "s2"]
@@ -61,7 +60,7 @@ def test_a_missing_image_ends_the_simulation_and_the_slow_starters_are_stopped(
 
 
 def test_a_simulation_deleted_during_its_deploy_gets_no_models_ready_from_readies_after_its_end(
-        broker: LocalMosquitto, kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        broker: LocalMosquitto, kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     make_daemon(kube, MODEL_STOP_GRACE_SECONDS=8)
     sim = "sim-deleted"
     models = ["m1", "m2", "m3"]
@@ -79,7 +78,7 @@ def test_a_simulation_deleted_during_its_deploy_gets_no_models_ready_from_readie
 
 
 def test_a_model_hung_after_its_simulation_done_is_stopped_after_the_finish_timeout(
-        broker: LocalMosquitto, kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        broker: LocalMosquitto, kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(kube, MODEL_FINISH_TIMEOUT_SECONDS=4)
     sim = "sim-hung"
     so.deploy(sim, [("ok", IMAGE, fake_model_env(broker, sim, "ok", run_seconds=600, finish_seconds=1)),

@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from model_services_orchestrator import __version__
-from simulation_components.kit import ApiServer, DaemonFactory, SimulatorRecorder, core_api, running_pods
+from simulation_components.control_plane import ControlPlane
+from simulation_components.control_plane.certificates import generate_control_plane_certificates
+from simulation_components.kit import DaemonFactory, SimulatorRecorder, core_api, running_pods
 from simulation_components.local_daemon import REPO_ROOT
-from simulation_components.local_kubernetes.launcher import LocalKubernetes
-from simulation_components.local_kubernetes.tls import generate_certificates
 from simulation_components.local_mosquitto import LocalMosquitto
 
 
@@ -49,36 +48,27 @@ def test_an_unusable_configuration_fails_with_one_clear_line(env: dict[str, str]
     assert len(lines) == 1 and says in lines[0] and "configuration error" in lines[0]
 
 
-@pytest.fixture
-def tls_kube(status_kube: ApiServer) -> Iterator[ApiServer]:
-    """An API server behind TLS: the real control plane always is; the stand-in only when asked."""
-    if not isinstance(status_kube, LocalKubernetes):
-        yield status_kube
-        return
-    with LocalKubernetes(kubelet="status-only", tls=True) as kube:
-        yield kube
-
-
 def test_tls_is_verified_against_the_given_ca_and_the_kubelet_port_form_is_accepted(
-        tls_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
-    assert tls_kube.ca_cert_path is not None
-    daemon = make_daemon(tls_kube, kubernetes_ca_cert=tls_kube.ca_cert_path,
-                         kubernetes_port=f"tcp://10.0.0.1:{tls_kube.port}")
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+    assert status_kube.ca_cert_path is not None
+    daemon = make_daemon(status_kube, kubernetes_ca_cert=status_kube.ca_cert_path,
+                         kubernetes_port=f"tcp://10.0.0.1:{status_kube.port}")
     so.deploy("sim-tls", [("m1", "fake_model:0.0.1", [("A", "1")])])
     daemon.wait_logged("deploying models")
-    running_pods(core_api(tls_kube), 1)
+    running_pods(core_api(status_kube), 1)
 
 
-def test_a_wrong_ca_is_refused(tls_kube: ApiServer, make_daemon: DaemonFactory, tmp_path: Path) -> None:
-    other_ca = generate_certificates(tmp_path / "other").ca_cert  # a CA that signed nothing the server shows
-    daemon = make_daemon(tls_kube, kubernetes_ca_cert=other_ca, wait_subscribed=False)
+def test_a_wrong_ca_is_refused(status_kube: ControlPlane, make_daemon: DaemonFactory, tmp_path: Path) -> None:
+    # A CA that signed nothing the server shows.
+    other_ca = generate_control_plane_certificates(tmp_path / "other").ca_cert
+    daemon = make_daemon(status_kube, kubernetes_ca_cert=other_ca, wait_subscribed=False)
     failure = daemon.wait_logged("kubernetes call failed, retrying")
     assert "CERTIFICATE_VERIFY_FAILED" in failure["detail"]
 
 
 @pytest.mark.parametrize("wrong", ["password", "username"])
 def test_a_refused_mqtt_login_ends_the_daemon_with_one_clear_line(
-        wrong: str, status_kube: ApiServer, broker: LocalMosquitto, make_daemon: DaemonFactory) -> None:
+        wrong: str, status_kube: ControlPlane, broker: LocalMosquitto, make_daemon: DaemonFactory) -> None:
     # Kubernetes shows the pod in CrashLoopBackOff: what an operator looks at, rather than warnings forever.
     overrides = {"mqtt_password": "wrong-\"pass\\word"} if wrong == "password" else {"mqtt_username": "nobody"}
     daemon = make_daemon(status_kube, wait_subscribed=False, **overrides)

@@ -8,9 +8,9 @@ from __future__ import annotations
 import time
 
 from model_services_orchestrator.pod_specs import label_value
+from simulation_components.control_plane import ControlPlane
 from simulation_components.kit import (
     NAMESPACE,
-    ApiServer,
     DaemonFactory,
     SimulatorRecorder,
     core_api,
@@ -24,14 +24,14 @@ from simulation_components.local_mosquitto import LocalMosquitto
 IMAGE = "fake_model:0.0.1"
 
 
-def pods_by_model(kube: ApiServer) -> dict[str, str]:
+def pods_by_model(kube: ControlPlane) -> dict[str, str]:
     """Pod names by the exact model id in their annotations."""
     pods = [pod.to_dict()["metadata"] for pod in core_api(kube).list_namespaced_pod(NAMESPACE).items]
     return {str(metadata["annotations"]["dots.mso/model-id"]): str(metadata["name"]) for metadata in pods}
 
 
 def test_re_lists_during_creates_take_no_running_pod_for_lost(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     """A list is a snapshot: a pod created after it was requested is missing from it, and runs."""
     # Slow enough that the creates (15 s at 40 a second) span every re-list (each a fraction of a second, a few
     # on a loaded machine); 410 on the watch that resumes a cut stream is what a compaction past the watch's
@@ -66,7 +66,7 @@ def test_re_lists_during_creates_take_no_running_pod_for_lost(
 
 
 def test_creates_refused_403_for_three_seconds_are_retried(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     """kube-apiserver answers 403 for about 2 s after a restart, until its RBAC caches are filled."""
     make_daemon(status_kube)
     sim = "sim-forbidden"
@@ -80,7 +80,7 @@ def test_creates_refused_403_for_three_seconds_are_retried(
 
 
 def test_creates_refused_403_past_the_start_deadline_fail_minus_two_with_the_reason(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     make_daemon(status_kube, MODEL_START_TIMEOUT_SECONDS=2)
     sim = "sim-forbidden-long"
     status_kube.inject_fault(403, seconds=120, methods=["POST"], path_contains="/pods")
@@ -92,7 +92,7 @@ def test_creates_refused_403_past_the_start_deadline_fail_minus_two_with_the_rea
 
 
 def test_the_cleanup_of_a_b_leaves_the_pods_of_simulation_a_b_hash(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     """``a b`` is labelled ``a_b-<hash>``, which is itself a valid id another simulation may have."""
     make_daemon(status_kube)
     other = label_value("a b")
@@ -112,7 +112,7 @@ def test_the_cleanup_of_a_b_leaves_the_pods_of_simulation_a_b_hash(
 
 
 def test_two_sos_in_one_namespace_run_equal_ids(
-        broker: LocalMosquitto, status_kube: ApiServer, make_daemon: DaemonFactory) -> None:
+        broker: LocalMosquitto, status_kube: ControlPlane, make_daemon: DaemonFactory) -> None:
     """Ids that differ only in case take the unique names, which must differ between SOs."""
     recorders = {name: SimulatorRecorder(broker, so=name) for name in ("so-a", "so-b")}
     try:
@@ -133,7 +133,7 @@ def test_two_sos_in_one_namespace_run_equal_ids(
 
 
 def test_an_id_no_topic_may_carry_is_refused_and_stops_no_one(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(status_kube)
     so.deploy("sim-bad", [("ok", IMAGE, []), ("bad\x00id", IMAGE, []), ("bell\x07", IMAGE, []),
                           ("nonchar\ufffe", IMAGE, []), ("c1\x85", IMAGE, [])])

@@ -10,10 +10,10 @@ import kubernetes.client
 
 from model_services_orchestrator.k8s_api import KubernetesGateway, PodWatcher
 from model_services_orchestrator.logs import secret_forms
+from simulation_components.control_plane import ControlPlane
 from simulation_components.kit import (
     NAMESPACE,
     PRINTENV_IMAGE,
-    ApiServer,
     DaemonFactory,
     SimulatorRecorder,
     core_api,
@@ -26,7 +26,7 @@ from simulation_components.local_mosquitto import LocalMosquitto
 
 
 def test_the_watch_survives_a_stream_end_and_410_gone(
-        status_kube: ApiServer, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(status_kube)
     sim = "sim-watch"
     models = [f"m{i}" for i in range(5)]
@@ -61,7 +61,7 @@ def test_the_watch_survives_a_stream_end_and_410_gone(
     assert any(e.get("event") == "pod watch expired, listing again" for e in daemon.log_events())
 
 
-def test_no_secret_in_the_logs(broker: LocalMosquitto, kube: ApiServer, so: SimulatorRecorder,
+def test_no_secret_in_the_logs(broker: LocalMosquitto, kube: ControlPlane, so: SimulatorRecorder,
                                make_daemon: DaemonFactory) -> None:
     daemon = make_daemon(kube)
     sim = "sim-secrets"
@@ -96,7 +96,7 @@ def _fragments(text: str, value: str) -> set[str]:
     return {text[start:start + length] for length in lengths for start in range(len(text) - length + 1)}
 
 
-def test_stopping_the_watch_ends_its_thread_whenever_it_comes(status_kube: ApiServer) -> None:
+def test_stopping_the_watch_ends_its_thread_whenever_it_comes(status_kube: ControlPlane) -> None:
     """A stop that lands while the watch request is on its way must still end the thread at once.
 
     Otherwise the daemon's exit waits for the stream's silence timeout (90 s by default).

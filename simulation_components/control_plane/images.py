@@ -1,4 +1,4 @@
-"""The image table: which "container image" runs which local command in the process kubelet.
+"""The image table: which "container image" runs which local command in the control plane's kubelet.
 
 There is no container runtime here: an image name maps to an argv that the kubelet starts as a
 subprocess. An image mapped to ``null`` is known to be missing (ErrImagePull in every kubelet mode, with
@@ -10,11 +10,12 @@ Requests``...).
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
-__all__ = ["PYTHON_PLACEHOLDER", "ImageEntry", "ImageTable", "default_images", "full_reference", "load_images",
-           "pull_error"]
+__all__ = ["PYTHON_PLACEHOLDER", "ImageEntry", "ImageTable", "default_images", "full_reference",
+           "image_reference_is_valid", "load_images", "pull_error"]
 
 PYTHON_PLACEHOLDER = "{python}"
 
@@ -47,7 +48,7 @@ def pull_error(table: ImageTable, image: str) -> str | None:
 
 
 def default_images() -> ImageTable:
-    """The images every server knows: the fake model, under its local and its registry name."""
+    """The images every kubelet knows: the fake model, under its local and its registry name."""
     fake_model = [sys.executable, "-m", "simulation_components.fake_model"]
     return {"fake_model:0.0.1": list(fake_model), "dots/fake-model:latest": list(fake_model)}
 
@@ -55,7 +56,7 @@ def default_images() -> ImageTable:
 def load_images(path: str | Path | None) -> ImageTable:
     """The default table extended (and overridden) by a JSON file ``{image: [argv...] | "pull error" | null}``.
 
-    ``{python}`` in an argv stands for the interpreter running the server.
+    ``{python}`` in an argv stands for the interpreter running the kubelet.
     """
     table = default_images()
     if path is None:
@@ -71,3 +72,40 @@ def load_images(path: str | Path | None) -> ImageTable:
             raise ValueError(f"{path}: image {image!r} must map to a non-empty list of strings, a string or null")
         table[image] = [sys.executable if arg == PYTHON_PLACEHOLDER else arg for arg in argv]
     return table
+
+
+# The grammar of a docker reference (distribution/reference), as the kubelet parses it.
+_ALPHANUMERIC = r"[a-z0-9]+"
+_SEPARATOR = r"(?:[._]|__|[-]+)"
+_PATH_COMPONENT = re.compile(rf"{_ALPHANUMERIC}(?:{_SEPARATOR}{_ALPHANUMERIC})*")
+_DOMAIN = re.compile(
+    r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*"
+    r"(?::[0-9]+)?"
+)
+_TAG = re.compile(r"[\w][\w.-]{0,127}")
+_DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
+
+
+def image_reference_is_valid(image: str) -> bool:
+    """Whether the kubelet could parse ``image`` as a docker reference (else: InvalidImageName)."""
+    if not image or len(image) > 255 + 128 + 100:
+        return False
+    name = image
+    if "@" in name:
+        name, digest = name.split("@", 1)
+        if not _DIGEST.fullmatch(digest):
+            return False
+    components = name.split("/")
+    last = components[-1]
+    if ":" in last:
+        last, tag = last.split(":", 1)
+        if not _TAG.fullmatch(tag):
+            return False
+        components[-1] = last
+    if len(components) > 1 and ("." in components[0] or ":" in components[0] or components[0] == "localhost"):
+        if not _DOMAIN.fullmatch(components[0]):
+            return False
+        components = components[1:]
+    if len("/".join(components)) > 255:
+        return False
+    return all(_PATH_COMPONENT.fullmatch(component) for component in components)

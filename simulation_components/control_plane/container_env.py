@@ -1,21 +1,27 @@
-"""The environment the kubelet gives a container: service variables, then the container's ``env``.
+"""The environment our kubelet gives a container process: the process basics, the ``kubernetes`` service
+variables, then the container's own ``env``.
 
 Resolution follows the kubelet: ``envFrom`` first, then ``env`` in order (a later duplicate name wins),
 ``$(VAR)`` references expanded against what is defined before, ``secretKeyRef``/``configMapKeyRef``
-read from the pod's namespace (a missing one is ``CreateContainerConfigError`` unless optional),
-``fieldRef`` for the usual downward-API fields.
+read from the Secrets and ConfigMaps fetched for the container (a missing one is
+``CreateContainerConfigError`` unless optional), ``fieldRef`` for the usual downward-API fields.
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from .store import Store
+__all__ = ["ContainerConfigError", "Fetched", "process_environment", "references", "resolve_container_env",
+           "service_environment"]
 
-__all__ = ["ContainerConfigError", "resolve_container_env", "service_environment"]
+Obj = dict[str, Any]
+#: The Secrets and ConfigMaps a container reads, by ``(resource, name)``; ``None`` for one that is missing.
+Fetched = Mapping[tuple[str, str], Obj | None]
 
 _REFERENCE = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
 
@@ -38,6 +44,36 @@ def service_environment() -> dict[str, str]:
     }
 
 
+def process_environment(repo_root: Path) -> dict[str, str]:
+    """What every container process starts from: PATH and PYTHONPATH (the repository root first), and
+    the locale and home of the kubelet itself."""
+    python_path = str(repo_root)
+    if os.environ.get("PYTHONPATH"):
+        python_path += os.pathsep + os.environ["PYTHONPATH"]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": python_path}
+    for name in ("HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
+
+
+def references(container: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """(resource, name) of every Secret and ConfigMap the container's environment reads."""
+    found: set[tuple[str, str]] = set()
+    for source in container.get("envFrom") or []:
+        if source.get("configMapRef"):
+            found.add(("configmaps", str(source["configMapRef"].get("name", ""))))
+        if source.get("secretRef"):
+            found.add(("secrets", str(source["secretRef"].get("name", ""))))
+    for variable in container.get("env") or []:
+        value_from = variable.get("valueFrom") or {}
+        if value_from.get("secretKeyRef"):
+            found.add(("secrets", str(value_from["secretKeyRef"].get("name", ""))))
+        if value_from.get("configMapKeyRef"):
+            found.add(("configmaps", str(value_from["configMapKeyRef"].get("name", ""))))
+    return found
+
+
 def _expand(value: str, defined: Mapping[str, str]) -> str:
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
@@ -48,21 +84,21 @@ def _expand(value: str, defined: Mapping[str, str]) -> str:
     return _REFERENCE.sub(replace, value)
 
 
-def _key_of(store: Store, resource: str, namespace: str, reference: Mapping[str, Any]) -> str | None:
+def _key_of(fetched: Fetched, resource: str, namespace: str, reference: Mapping[str, Any]) -> str | None:
     kind = "secret" if resource == "secrets" else "configmap"
     name = str(reference.get("name", ""))
     key = str(reference.get("key", ""))
     optional = bool(reference.get("optional"))
-    stored = store.find(resource, namespace, name)
+    stored = fetched.get((resource, name))
     if stored is None:
         if optional:
             return None
         raise ContainerConfigError(f'{kind} "{name}" not found')
-    data = stored.data.get("data") or {}
+    data = stored.get("data") or {}
     if key in data:
         value = data[key]
         return base64.b64decode(value).decode(errors="replace") if resource == "secrets" else str(value)
-    binary = stored.data.get("binaryData") or {}
+    binary = stored.get("binaryData") or {}
     if resource == "configmaps" and key in binary:
         return base64.b64decode(binary[key]).decode(errors="replace")
     if optional:
@@ -94,7 +130,7 @@ def _field(pod: Mapping[str, Any], path: str) -> str:
 
 
 def resolve_container_env(  # noqa: PLR0912 - one branch per kind of variable source
-        store: Store, pod: Mapping[str, Any], container: Mapping[str, Any]) -> dict[str, str]:
+        fetched: Fetched, pod: Mapping[str, Any], container: Mapping[str, Any]) -> dict[str, str]:
     """The container's own variables, in order, with references resolved (no service variables)."""
     namespace = str((pod.get("metadata") or {}).get("namespace", ""))
     result: dict[str, str] = {}
@@ -104,13 +140,13 @@ def resolve_container_env(  # noqa: PLR0912 - one branch per kind of variable so
             reference = source.get(field_name)
             if not reference:
                 continue
-            stored = store.find(resource, namespace, str(reference.get("name", "")))
+            stored = fetched.get((resource, str(reference.get("name", ""))))
             if stored is None:
                 if reference.get("optional"):
                     continue
                 kind = "secret" if resource == "secrets" else "configmap"
                 raise ContainerConfigError(f'{kind} "{reference.get("name")}" not found')
-            for key, encoded in (stored.data.get("data") or {}).items():
+            for key, encoded in (stored.get("data") or {}).items():
                 text = base64.b64decode(encoded).decode(errors="replace") if resource == "secrets" else str(encoded)
                 result[prefix + key] = text
     defined = {**service_environment(), **result}
@@ -121,9 +157,9 @@ def resolve_container_env(  # noqa: PLR0912 - one branch per kind of variable so
         if source is None:
             value = _expand(str(variable.get("value", "")), defined)
         elif source.get("secretKeyRef") is not None:
-            value = _key_of(store, "secrets", namespace, source["secretKeyRef"])
+            value = _key_of(fetched, "secrets", namespace, source["secretKeyRef"])
         elif source.get("configMapKeyRef") is not None:
-            value = _key_of(store, "configmaps", namespace, source["configMapKeyRef"])
+            value = _key_of(fetched, "configmaps", namespace, source["configMapKeyRef"])
         elif source.get("fieldRef") is not None:
             value = _field(pod, str(source["fieldRef"].get("fieldPath", "")))
         else:

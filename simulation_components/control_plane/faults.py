@@ -1,4 +1,4 @@
-"""Fault injection and request accounting for the admin API (``/_local/...``).
+"""The fault proxy's rules and counts, apart from its I/O.
 
 Tests make the API fail on purpose (503, 429 with Retry-After, 500, ...) for a number of requests or
 for some seconds, optionally only for some methods or paths, and read back how many requests of each
@@ -11,14 +11,37 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ApiError
-
-__all__ = ["FaultRule", "Faults", "RequestCounter"]
+__all__ = ["FaultRule", "Faults", "Refusal", "RequestCounter"]
 
 _VERBS = ("GET", "LIST", "WATCH", "POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION")
+
+
+_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
+            410: "Expired", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable",
+            504: "Timeout"}
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The answer an injected fault gives instead of the server's: a Kubernetes ``Status`` failure."""
+
+    status: int
+    message: str
+    reason: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    details: Mapping[str, Any] | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The ``Status`` object, as the API server words a failure."""
+        body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                "message": self.message, "reason": self.reason or _REASONS.get(self.status, "Unknown"),
+                                "code": self.status}
+        if self.details:
+            body["details"] = dict(self.details)
+        return body
 
 
 @dataclass
@@ -40,22 +63,22 @@ class FaultRule:
             "methods": sorted(self.methods) if self.methods else None, "path_contains": self.path_contains,
         }
 
-    def error(self) -> ApiError:
-        """The error a matching request gets."""
+    def refusal(self) -> Refusal:
+        """The answer a matching request gets."""
         if self.status == 429:
-            return ApiError(429, "Too many requests, please try again later.", "TooManyRequests",
-                            {"retryAfterSeconds": 1}, headers={"Retry-After": "1"})
+            return Refusal(429, "Too many requests, please try again later.", "TooManyRequests",
+                           headers={"Retry-After": "1"}, details={"retryAfterSeconds": 1})
         if self.status == 503:
             # no Retry-After, like most real 503s (urllib3 under the official client would silently
             # retry GETs that carry one)
-            return ApiError(503, "The server is currently unable to handle the request (injected fault)",
-                            "ServiceUnavailable")
+            return Refusal(503, "The server is currently unable to handle the request (injected fault)",
+                           "ServiceUnavailable")
         if self.status == 504:
-            return ApiError(504, "The server was unable to return a response in the time allotted, but may still "
-                                 "be processing the request (injected fault)", "Timeout")
+            return Refusal(504, "The server was unable to return a response in the time allotted, but may still "
+                                "be processing the request (injected fault)", "Timeout")
         if self.status == 500:
-            return ApiError(500, "Internal error occurred: injected fault", "InternalError")
-        return ApiError(self.status, f"injected fault with status {self.status}")
+            return Refusal(500, "Internal error occurred: injected fault", "InternalError")
+        return Refusal(self.status, f"injected fault with status {self.status}")
 
 
 class Faults:
@@ -102,10 +125,10 @@ class Faults:
                        and (r.until is None or r.until > now)]
         return list(self._rules)
 
-    def check(self, method: str, verb: str, path: str) -> None:
-        """Raise the injected error if a rule matches this request (consuming one of its count)."""
+    def check(self, method: str, verb: str, path: str) -> Refusal | None:
+        """The injected answer if a rule matches this request (consuming one of its count)."""
         if not self._rules:
-            return
+            return None
         for rule in self.rules():
             if rule.methods is not None and method not in rule.methods and verb not in rule.methods:
                 continue
@@ -113,7 +136,8 @@ class Faults:
                 continue
             if rule.remaining is not None:
                 rule.remaining -= 1
-            raise rule.error()
+            return rule.refusal()
+        return None
 
 
 class RequestCounter:
