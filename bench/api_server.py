@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.kube import KubeHttp
 from simulation_components.control_plane import ControlPlane
+from simulation_components.control_plane.api import HttpClient
 
 __all__ = ["BenchApiServer", "api_server"]
 
@@ -33,7 +33,7 @@ class BenchApiServer:
 
     version: str
     backend: ControlPlane
-    driver: KubeHttp  # admin rights: the benchmark plays the kubelet and reads what it needs
+    driver: HttpClient  # admin rights: the benchmark plays the kubelet and reads what it needs
     _baseline: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
     @property
@@ -100,5 +100,5 @@ class BenchApiServer:
 def api_server() -> Iterator[BenchApiServer]:
     """Start the real control plane with a status-only kubelet."""
     with ControlPlane(kubelet="status-only") as plane:
-        driver = KubeHttp(plane.url, plane.admin_token, ca_file=plane.ca_cert_path)
+        driver = HttpClient(plane.url, plane.admin_token, ca_file=plane.ca_cert_path)
         yield BenchApiServer(plane.version(), plane, driver)

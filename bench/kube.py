@@ -1,7 +1,8 @@
-"""The driver's own view of the API server: a keep-alive HTTP client and a pod watch that stamps every change.
+"""The driver's own view of the API server: a pod watch that stamps every change.
 
-Both use only ``http.client``, so the driver's cost per request stays small
-and nothing of the daemon's Kubernetes stack is shared with what measures it.
+It streams over the tooling's ``HttpClient`` (``http.client`` only), so the
+driver's cost per event stays small and nothing of the daemon's Kubernetes
+stack is shared with what measures it.
 Times are ``time.monotonic()`` (CLOCK_MONOTONIC, one clock for every thread
 of the driver).
 """
@@ -11,100 +12,16 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import ssl
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-__all__ = ["ApiError", "KubeHttp", "PodWatch", "terminated_status_patch"]
+from simulation_components.control_plane.api import ApiError, HttpClient, decode
 
-
-class ApiError(RuntimeError):
-    """The API server answered with a status outside 2xx."""
-
-    def __init__(self, method: str, path: str, status: int, body: bytes) -> None:
-        super().__init__(f"{method} {path}: {status} {body[:300]!r}")
-        self.status = status
-
-
-class KubeHttp:
-    """One keep-alive connection per thread to an API server, with the bearer token.
-
-    HTTPS verified against ``ca_file`` (plain HTTP when the URL says so).
-    """
-
-    def __init__(self, url: str, token: str, *, timeout: float = 30.0, ca_file: Path | None = None) -> None:
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme not in ("http", "https") or parsed.hostname is None or parsed.port is None:
-            raise ValueError(f"expected http(s)://host:port, got {url!r}")
-        if parsed.scheme == "https" and ca_file is None:
-            raise ValueError("an https API server needs the CA to verify it against")
-        self.host = parsed.hostname
-        self.port = parsed.port
-        self.timeout = timeout
-        self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-        self._tls = ssl.create_default_context(cafile=str(ca_file)) if parsed.scheme == "https" else None
-        self._local = threading.local()
-
-    def new_connection(self, timeout: float | None) -> http.client.HTTPConnection:
-        if self._tls is not None:
-            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self._tls)
-        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-
-    def _connection(self) -> http.client.HTTPConnection:
-        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = self.new_connection(self.timeout)
-            self._local.connection = connection
-        return connection
-
-    def request_text(self, method: str, path: str) -> str:
-        """A non-JSON answer (``/metrics``), as text."""
-        connection = self.new_connection(self.timeout)
-        try:
-            connection.request(method, path, headers={"Authorization": self.headers["Authorization"]})
-            response = connection.getresponse()
-            payload = response.read()
-        finally:
-            connection.close()
-        if not 200 <= response.status <= 299:
-            raise ApiError(method, path, response.status, payload)
-        return payload.decode("utf-8", "replace")
-
-    def request(self, method: str, path: str, body: Any = None,
-                content_type: str = "application/json") -> Any:
-        """Send one request and return the decoded JSON answer; retried once on a dropped keep-alive connection."""
-        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-        headers = dict(self.headers)
-        if data is not None:
-            headers["Content-Type"] = content_type
-        for attempt in (1, 2):
-            connection = self._connection()
-            try:
-                connection.request(method, path, body=data, headers=headers)
-                response = connection.getresponse()
-                payload = response.read()
-            except (ConnectionError, http.client.HTTPException):
-                connection.close()
-                self._local.connection = None
-                if attempt == 2:
-                    raise
-                continue
-            if not 200 <= response.status <= 299:
-                raise ApiError(method, path, response.status, payload)
-            return json.loads(payload) if payload else None
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        """Close this thread's connection (other threads' close when they end)."""
-        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
+__all__ = ["PodWatch", "terminated_status_patch"]
 
 
 def terminated_status_patch(container_name: str, exit_code: int = 0) -> dict[str, Any]:
@@ -130,7 +47,7 @@ class PodTimes:
 class PodWatch:
     """A watch on a namespace's pods in a thread of its own, resumed from its resourceVersion if the stream ends."""
 
-    def __init__(self, kube: KubeHttp, namespace: str, label_selector: str = "") -> None:
+    def __init__(self, kube: HttpClient, namespace: str, label_selector: str = "") -> None:
         self._kube = kube
         self._namespace = namespace
         self._selector = label_selector
@@ -184,7 +101,7 @@ class PodWatch:
             connection.request("GET", self._path(), headers=self._kube.headers)
             response = connection.getresponse()
             if response.status != 200:
-                raise ApiError("WATCH", "pods", response.status, response.read())
+                raise ApiError("WATCH", self._path(), response.status, decode(response.read()))
             self._opened.set()
             while True:
                 line = response.readline()

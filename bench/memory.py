@@ -48,7 +48,7 @@ def measure(*, simulations: int, every: int) -> dict[str, Any]:
             wait_for(lambda simulation=simulation: so.of(simulation, "ModelsReady"), interval=0.005,  # type: ignore[misc]
                      what="ModelsReady")
             client.request("PATCH", f"/api/v1/namespaces/{NAMESPACE}/pods/{name}/status",
-                           terminated_status_patch(name), "application/strategic-merge-patch+json")
+                           terminated_status_patch(name), content_type="application/strategic-merge-patch+json")
             so.wait_all_terminated(simulation)
             if index % every == 0:
                 daemon.check_alive()

@@ -34,7 +34,7 @@ from typing import Any
 
 from bench.api_server import BenchApiServer, api_server
 from bench.ceiling import measure_ceiling
-from bench.kube import KubeHttp, PodWatch, terminated_status_patch
+from bench.kube import PodWatch, terminated_status_patch
 from bench.mqtt_driver import ModelsPublisher, SimulatorDriver
 from bench.proc import sample
 from bench.profiles import summarize
@@ -42,8 +42,10 @@ from bench.scenarios import IMAGE, SIMULATOR_ID, SO, Scenario, model_env
 from bench.stack import NAMESPACE, Profiler, daemon_env
 from model_services_orchestrator.pod_specs import owned_pods_selector, pod_name
 from model_services_orchestrator.simulation_records import records_selector
+from simulation_components.control_plane.api import HttpClient
 from simulation_components.local_daemon import LocalDaemon
 from simulation_components.local_mosquitto import LocalMosquitto
+from simulation_components.waiting import wait_for
 
 __all__ = ["RunOptions", "code_version", "machine_info", "percentile", "run_scenario"]
 
@@ -110,11 +112,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def _wait_until(condition: Callable[[], bool], deadline: float, what: str, check: Callable[[], None]) -> None:
-    while not condition():
-        check()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+    wait_for(condition, timeout=deadline - time.monotonic(), interval=0.01, what=what, check=check)
 
 
 class _Phases:
@@ -286,7 +284,7 @@ class _Lifecycle:
     figures: dict[str, Any]
     deadline: float
     kube: BenchApiServer
-    client: KubeHttp
+    client: HttpClient
     watch: PodWatch
     so: SimulatorDriver
     publisher: ModelsPublisher
@@ -402,7 +400,8 @@ class _Lifecycle:
         path = f"/api/v1/namespaces/{NAMESPACE}/pods/{{}}/status"
 
         def terminate(pod: str) -> float:
-            client.request("PATCH", path.format(pod), terminated_status_patch(pod), "application/merge-patch+json")
+            client.request("PATCH", path.format(pod), terminated_status_patch(pod),
+                           content_type="application/merge-patch+json")
             return time.monotonic()
 
         self._say(f"terminate: PATCHing {len(self.all_pods):,} pods from {self.options.patch_threads} threads ...")

@@ -24,10 +24,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.kube import KubeHttp, terminated_status_patch
+from bench.kube import terminated_status_patch
 from bench.runner import percentile
 from bench.stack import NAMESPACE, running_stack
 from model_services_orchestrator.simulation_records import PART_KEY, part_name, record_name
+from simulation_components.control_plane.api import HttpClient
 from simulation_components.kit import ready, wait_for
 
 __all__ = ["main", "measure"]
@@ -37,7 +38,7 @@ IMAGE = "fake_model:0.0.1"
 _READY, _REPORTED = 2, 4
 
 
-def _flags(client: KubeHttp, part: str, model: str) -> int:
+def _flags(client: HttpClient, part: str, model: str) -> int:
     data = client.request("GET", f"/api/v1/namespaces/{NAMESPACE}/configmaps/{part}")["data"][PART_KEY]
     for model_id, flags, _ in json.loads(data):
         if model_id == model:
@@ -81,7 +82,8 @@ def measure(*, models: int, samples: int) -> dict[str, Any]:
         delivered_ms: list[float] = []
         for name in names[:samples]:
             client.request("PATCH", f"/api/v1/namespaces/{NAMESPACE}/pods/{by_model[name]}/status",
-                           terminated_status_patch(by_model[name]), "application/strategic-merge-patch+json")
+                           terminated_status_patch(by_model[name]),
+                           content_type="application/strategic-merge-patch+json")
             wait_for(lambda: name in so.terminations(simulation), interval=0.0005,  # noqa: B023 (waited for here)
                      what=f"{name}'s ModelHasTerminated")
             heard = time.monotonic()

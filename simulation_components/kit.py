@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from model_services_orchestrator.simulation_records import part_index, record_na
 from simulation_components.control_plane import ControlPlane
 from simulation_components.local_daemon import LocalDaemon
 from simulation_components.local_mosquitto import LocalMosquitto
+from simulation_components.waiting import wait_for
 
 __all__ = [
     "CLUSTER_OBJECTS",
@@ -68,19 +68,6 @@ TEST_IMAGES: dict[str, list[str] | str | None] = {
 }
 
 _T = TypeVar("_T")
-
-
-def wait_for(condition: Callable[[], _T | None], *, timeout: float = 30.0, interval: float = 0.05,
-             what: str = "condition") -> _T:
-    """Poll until ``condition()`` is truthy and return it; fail the test with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 @dataclass(frozen=True)

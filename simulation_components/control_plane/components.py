@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..processes import stop_process
+from ..waiting import wait_for
 
 __all__ = ["Component", "ComponentError", "die_with_parent", "free_port", "tail"]
 
@@ -134,19 +135,10 @@ class Component:
                                  f"the end of {self.log_path}:\n{self.log_tail()}")
 
     def wait_for(self, probe: Callable[[], _T | None], deadline: float, what: str, interval: float = 0.05) -> _T:
-        """Call ``probe`` until it returns something other than ``None`` (exceptions count as not yet), checking
-        that the process lives; ``ComponentError`` at ``deadline`` (a ``time.monotonic()`` value)."""
-        last_error: BaseException | None = None
-        while True:
-            self.check()
-            try:
-                result = probe()
-            except Exception as error:  # noqa: BLE001 - whatever the reason, not ready yet
-                last_error = error
-            else:
-                if result is not None:
-                    return result
-            if time.monotonic() >= deadline:
-                raise ComponentError(f"{self.name}: no {what} in time (last error: {last_error!r}); "
-                                     f"the end of {self.log_path}:\n{self.log_tail()}")
-            time.sleep(interval)
+        """Call ``probe`` until it returns something truthy (exceptions count as not yet), checking that the
+        process lives; ``ComponentError`` with the log's end when it dies or at ``deadline`` (``time.monotonic()``)."""
+        try:
+            return wait_for(probe, timeout=max(deadline - time.monotonic(), 0.0), interval=interval,
+                            what=f"{self.name}'s {what}", check=self.check, retry=(Exception,))
+        except TimeoutError as error:
+            raise ComponentError(f"{error}; the end of {self.log_path}:\n{self.log_tail()}") from None

@@ -22,6 +22,8 @@ import aiohttp
 import orjson
 import yaml  # type: ignore[import-untyped]  # no types-PyYAML among the dev pins
 
+from .api import ApiError
+
 __all__ = ["ApiError", "KubeApi", "KubeConfig", "read_kubeconfig"]
 
 log = logging.getLogger(__name__)
@@ -31,16 +33,6 @@ Obj = dict[str, Any]
 # Statuses worth another try: the server is busy or restarting.
 _RETRYABLE = frozenset({429, 500, 502, 503, 504})
 _TIMEOUT = aiohttp.ClientTimeout(total=60)
-
-
-class ApiError(Exception):
-    """An error answer of the API server: HTTP status, Status reason and message."""
-
-    def __init__(self, method: str, path: str, status: int, body: Any) -> None:
-        self.status = status
-        self.reason = str(body.get("reason", "")) if isinstance(body, dict) else ""
-        self.message = str(body.get("message", "")) if isinstance(body, dict) else str(body)
-        super().__init__(f"{method} {path}: {status} {self.reason} {self.message}")
 
 
 class KubeConfig:

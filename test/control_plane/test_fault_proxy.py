@@ -127,9 +127,8 @@ def test_stopped_the_api_is_unreachable_on_its_port_until_started(plane: Control
     assert kept.getresponse().read()
     plane.stop()
     assert plane.running, "only the proxy stopped accepting: the control plane runs on"
-    with pytest.raises(OSError) as refused:
+    with pytest.raises(ConnectionRefusedError):
         daemon_call(plane, "GET", PODS)
-    assert isinstance(getattr(refused.value, "reason", None), ConnectionRefusedError)
     with pytest.raises((ConnectionError, http.client.RemoteDisconnected)):
         kept.request("GET", PODS, headers={"Authorization": f"Bearer {plane.token}"})
         kept.getresponse()
