@@ -155,8 +155,9 @@ class SimulatorRecorder:
         return {m.model_id: m.termination() for m in self.of(simulation_id, "ModelHasTerminated")}
 
     def wait_all_terminated(self, simulation_id: str, timeout: float = 60.0) -> None:
+        """Until AllModelsHaveTerminated; ``timeout`` counts from the simulation's last message heard."""
         wait_for(lambda: self.of(simulation_id, "AllModelsHaveTerminated"), timeout=timeout,
-                 what=f"AllModelsHaveTerminated of {simulation_id}")
+                 what=f"AllModelsHaveTerminated of {simulation_id}", progress=lambda: len(self.of(simulation_id)))
 
 
 def fake_model_env(broker: LocalMosquitto, simulation_id: str, model_id: str, *, exit_code: int | None = None,
@@ -231,12 +232,16 @@ def set_terminated(api: kubernetes.client.CoreV1Api, name: str, exit_code: int) 
 
 
 def running_pods(api: kubernetes.client.CoreV1Api, count: int, timeout: float = 20.0) -> list[str]:
-    """The names of exactly ``count`` running pods, once there are."""
+    """The names of exactly ``count`` running pods, once there are; ``timeout`` counts from the last pod that
+    started running, so a thousand pods on a busy machine get the time they need."""
+    found: list[str] = []
+
     def names() -> list[str]:
+        nonlocal found
         pods = [pod.to_dict() for pod in api.list_namespaced_pod(NAMESPACE).items]
         found = sorted(p["metadata"]["name"] for p in pods if (p.get("status") or {}).get("phase") == "Running")
         return found if len(found) == count else []
-    return wait_for(names, timeout=timeout, what=f"{count} running pods")
+    return wait_for(names, timeout=timeout, what=f"{count} running pods", progress=lambda: len(found))
 
 
 def ready(so: SimulatorRecorder, simulation_id: str, *models: str) -> None:

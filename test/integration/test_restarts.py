@@ -200,8 +200,13 @@ def test_a_record_in_several_parts_survives_restarts_and_is_cleaned_up_whole(
     assert len(so.of(sim, "ModelsReady")) == 1
     assert len(so.of(sim, "ModelHasTerminated")) == len(models)
     assert set(so.terminations(sim).values()) == {("SUCCESSFULL", 0)}
-    wait_for(lambda: not left_in_namespace(api), timeout=30,
-             what="pods, every part of the record and the specs deleted")
+    left: list[str] = []
+
+    def cleaned_up() -> bool:
+        left[:] = left_in_namespace(api)
+        return not left
+    wait_for(cleaned_up, timeout=30, what="pods, every part of the record and the specs deleted",
+             progress=lambda: len(left))
 
 
 def test_a_record_whose_name_resembles_another_simulations_part_is_never_taken_for_it(
