@@ -1,7 +1,7 @@
 """The driver's MQTT side: an SO that deploys and stamps what it hears, and models that say they are ready.
 
-The SO subscribes exactly as the DOTS SO does (``/lifecycle/mso/<so>/#`` and
-``/lifecycle/model/<so>/#``, QoS 1 like the fake SO), plus its health pong
+The SO is the kit's recording SO. It subscribes exactly as the DOTS SO does (``/lifecycle/mso/<so>/#`` and
+``/lifecycle/model/<so>/#``, QoS 1), plus its health pong
 topic, which the driver uses to know the daemon is subscribed and its pod
 watch in sync before deploying. The models share one connection: the
 daemon sees only topics, and ten thousand client connections would measure
@@ -23,15 +23,8 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from model_services_orchestrator.messages import (
-    HEALTHY,
-    DeployModels,
-    EnvironmentVariable,
-    ModelConfiguration,
-    ModelHasTerminated,
-    PingHealthSOToMSO,
-    PongHealthMSOToSO,
-)
+from model_services_orchestrator.messages import HEALTHY, ModelHasTerminated, PingHealthSOToMSO, PongHealthMSOToSO
+from simulation_components.kit import SimulatorRecorder
 from simulation_components.local_mosquitto import LocalMosquitto
 
 __all__ = ["Heard", "ModelsPublisher", "SimulatorDriver"]
@@ -74,34 +67,22 @@ class Heard:
     last_arrival: float = 0.0  # of any lifecycle message
 
 
-class SimulatorDriver:
-    """Plays the SO: deploys simulations, pings the daemon, records the lifecycle messages addressed to it."""
+class SimulatorDriver(SimulatorRecorder):
+    """The kit's recording SO, which also stamps what it hears by arrival and pings the daemon's health."""
 
     def __init__(self, broker: LocalMosquitto, so: str = "dots-so", subscribe_qos: int = 1) -> None:
-        self.so = so
         self.heard = Heard()
         self.instance = f"bench-{uuid.uuid4().hex[:8]}"
         self._healthy = threading.Event()
         self._pong_reasons: list[str] = []
-        self._subscribed = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-so-{uuid.uuid4().hex[:8]}")
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda *_args: self._subscribed.set()
-        _connect(self.client, broker)
-        self.client.subscribe([
-            (f"/lifecycle/mso/{so}/#", subscribe_qos),
-            (f"/lifecycle/model/{so}/#", subscribe_qos),
-            (f"/healthcheck/mso/{so}/{self.instance}/PongHealthMSOToSO", 0),
-        ])
-        if not self._subscribed.wait(_CONNECT_SECONDS):
-            raise RuntimeError("the bench SO could not subscribe")
+        super().__init__(broker, so, subscribe_qos=subscribe_qos)
 
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+    def subscriptions(self) -> list[tuple[str, int]]:
+        return [*super().subscriptions(), (f"/healthcheck/mso/{self.so}/{self.instance}/PongHealthMSOToSO", 0)]
 
-    def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         now = time.monotonic()
+        super()._on_message(client, userdata, message)
         parts = message.topic.split("/")
         kind = parts[-1]
         heard = self.heard
@@ -137,20 +118,6 @@ class SimulatorDriver:
                                    f"{self._pong_reasons})")
             self.client.publish(topic, ping, qos=0)
             self._healthy.wait(0.25)
-
-    @staticmethod
-    def deploy_payload(models: Sequence[tuple[str, Sequence[tuple[str, str]]]], *, image: str,
-                       simulator_id: str, keep_logs_hours: float) -> bytes:
-        """A DeployModels of ``(model id, env)`` pairs, all with ``image``."""
-        return DeployModels(simulatorId=simulator_id, keepLogsHours=keep_logs_hours, modelConfigurations=[
-            ModelConfiguration(modelID=model_id, imageUrl=image, environmentVariables=[
-                EnvironmentVariable(name=name, value=value) for name, value in env])
-            for model_id, env in models]).SerializeToString()
-
-    def deploy(self, simulation_id: str, payload: bytes) -> None:
-        """Publish one DeployModels (QoS 1) and wait until the broker has it."""
-        info = self.client.publish(f"/lifecycle/{self.so}/mso/{simulation_id}/DeployModels", payload, qos=1)
-        info.wait_for_publish(_CONNECT_SECONDS)
 
 
 class ModelsPublisher:

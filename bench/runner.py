@@ -43,6 +43,7 @@ from bench.stack import NAMESPACE, Profiler, daemon_env
 from model_services_orchestrator.pod_specs import owned_pods_selector, pod_name
 from model_services_orchestrator.simulation_records import records_selector
 from simulation_components.control_plane.api import HttpClient
+from simulation_components.kit import deploy_models
 from simulation_components.local_daemon import LocalDaemon
 from simulation_components.local_mosquitto import LocalMosquitto
 from simulation_components.waiting import wait_for
@@ -299,8 +300,8 @@ class _Lifecycle:
         self.so.wait_daemon_healthy(timeout=60)
         phases = _Phases(self.daemon.pid, self.kube.server_pids())
         self.figures["daemon_rss_before_deploy_mib"] = round(sample(self.daemon.pid).rss_mb, 1)
-        payloads = {sim: SimulatorDriver.deploy_payload(self.models[sim], image=IMAGE, simulator_id=SIMULATOR_ID,
-                                                        keep_logs_hours=0.0) for sim in self.models}
+        payloads = {sim: deploy_models([(model_id, IMAGE, env) for model_id, env in self.models[sim]],
+                                       simulator_id=SIMULATOR_ID).SerializeToString() for sim in self.models}
         self.result["deploy_payload_bytes"] = sum(len(payload) for payload in payloads.values())
         self.profiler.start("deploy")
         phases.mark("start")
@@ -331,7 +332,7 @@ class _Lifecycle:
         figures = self.figures
         sent = time.monotonic()
         for sim, payload in payloads.items():
-            self.so.deploy(sim, payload)
+            self.so.deploy_encoded(sim, payload)
         created = self.watch.wait("added", self.all_pods, self.deadline, self.daemon.check_alive)
         running = self.watch.wait("running", self.all_pods, self.deadline, self.daemon.check_alive)
         figures["creation_seconds"] = round(created - sent, 3)

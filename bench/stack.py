@@ -1,7 +1,7 @@
 """The real parts a benchmark runs against: the daemon as its own process, and py-spy attached to it.
 
-The broker (``LocalMosquitto``) and the API server (``LocalKubernetes``) come
-from ``simulation_components``; the daemon runs exactly as in production,
+The broker (``LocalMosquitto``) and the API server (the real control plane,
+``bench.api_server``) come from ``simulation_components``; the daemon runs exactly as in production,
 ``python -m model_services_orchestrator`` configured by environment variables.
 """
 

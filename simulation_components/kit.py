@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -47,6 +48,7 @@ __all__ = [
     "Received",
     "SimulatorRecorder",
     "core_api",
+    "deploy_models",
     "fake_model_env",
     "left_in_namespace",
     "read_records",
@@ -102,11 +104,25 @@ class BrokerAddress(Protocol):
     def password(self) -> str: ...
 
 
-class SimulatorRecorder:
-    """Plays the SO on MQTT: sends DeployModels, records every lifecycle message addressed to it."""
+def deploy_models(models: Sequence[tuple[str, str, Sequence[tuple[str, str]]]], *, simulator_id: str = "so01",
+                  keep_logs_hours: float = 0.0) -> DeployModels:
+    """The DeployModels of ``(model id, image, env)`` triples."""
+    return DeployModels(simulatorId=simulator_id, keepLogsHours=keep_logs_hours, modelConfigurations=[
+        ModelConfiguration(modelID=model_id, imageUrl=image, environmentVariables=[
+            EnvironmentVariable(name=name, value=value) for name, value in env])
+        for model_id, image, env in models])
 
-    def __init__(self, broker: BrokerAddress, so: str = "dots-so") -> None:
+
+class SimulatorRecorder:
+    """Plays the SO on MQTT: sends DeployModels, records every lifecycle message addressed to it.
+
+    ``subscribe_qos``: 2 for the tests (a broker restart cannot deliver a message twice to them either);
+    the benchmark subscribes at 1, as today's SO does.
+    """
+
+    def __init__(self, broker: BrokerAddress, so: str = "dots-so", *, subscribe_qos: int = 2) -> None:
         self.so = so
+        self.subscribe_qos = subscribe_qos
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
@@ -123,9 +139,18 @@ class SimulatorRecorder:
         if not self._subscribed.wait(10):
             raise AssertionError("the test SO could not subscribe")
 
+    def subscriptions(self) -> list[tuple[str, int]]:
+        """Where the SO listens (section 2 of docs/protocol.md)."""
+        return [(f"/lifecycle/mso/{self.so}/#", self.subscribe_qos),
+                (f"/lifecycle/model/{self.so}/#", self.subscribe_qos)]
+
     def _on_connect(self, client: paho.Client, *_args: Any) -> None:
-        # QoS 2, so that a broker restart cannot deliver a message twice to the test either.
-        client.subscribe([(f"/lifecycle/mso/{self.so}/#", 2), (f"/lifecycle/model/{self.so}/#", 2)])
+        # paho leaves Nagle's algorithm on: a second small publish would wait for the broker's delayed ACK
+        # (40 ms), which real clients, one message at a time, never see.
+        sock = client.socket()
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.subscribe(self.subscriptions())
 
     def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
         with self._lock:
@@ -138,13 +163,14 @@ class SimulatorRecorder:
     def publish(self, topic: str, payload: bytes = b"", qos: int = 1) -> None:
         self.client.publish(topic, payload, qos=qos).wait_for_publish(10)
 
-    def deploy(self, simulation_id: str, models: list[tuple[str, str, list[tuple[str, str]]]], *,
+    def deploy(self, simulation_id: str, models: Sequence[tuple[str, str, Sequence[tuple[str, str]]]], *,
                simulator_id: str = "so01", keep_logs_hours: float = 0.0) -> None:
-        message = DeployModels(simulatorId=simulator_id, keepLogsHours=keep_logs_hours, modelConfigurations=[
-            ModelConfiguration(modelID=model_id, imageUrl=image, environmentVariables=[
-                EnvironmentVariable(name=name, value=value) for name, value in env])
-            for model_id, image, env in models])
-        self.publish(f"/lifecycle/{self.so}/mso/{simulation_id}/DeployModels", message.SerializeToString())
+        message = deploy_models(models, simulator_id=simulator_id, keep_logs_hours=keep_logs_hours)
+        self.deploy_encoded(simulation_id, message.SerializeToString())
+
+    def deploy_encoded(self, simulation_id: str, payload: bytes) -> None:
+        """Publish a DeployModels already serialised (QoS 1) and wait until the broker has it."""
+        self.publish(f"/lifecycle/{self.so}/mso/{simulation_id}/DeployModels", payload)
 
     def of(self, simulation_id: str, kind: str | None = None) -> list[Received]:
         with self._lock:

@@ -1,4 +1,4 @@
-"""The fault proxy in front of the real kube-apiserver: transparent when told nothing, the stand-in's faults
+"""The fault proxy in front of the real kube-apiserver: transparent when told nothing, the tests' faults
 when told, watches forwarded event by event and cut cleanly, the API down and back on the same port.
 
 One ``ControlPlane(kubelet="none", fault_proxy=True)`` serves the module.
@@ -59,7 +59,7 @@ def connection(plane: ControlPlane) -> http.client.HTTPSConnection:
     ("GET", "/apis/rbac.authorization.k8s.io/v1/namespaces/dots/roles", False, ("LIST roles", False)),
     ("GET", "/version", False, ("GET other", False)),
 ])
-def test_requests_are_counted_as_the_stand_in_counts_them(method: str, path: str, watch: bool,
+def test_requests_are_counted_by_verb_and_resource(method: str, path: str, watch: bool,
                                                           kind: tuple[str, bool]) -> None:
     assert request_kind(method, path, watch) == kind
 

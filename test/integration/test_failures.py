@@ -34,7 +34,7 @@ def test_every_failure_gets_exactly_one_answer(broker: LocalMosquitto, kube: Con
     long_id = "Model_With_An_Id_That_Is_Far_Too_Long_For_A_Kubernetes_Name_" + "x" * 20
     models = [
         ("good", IMAGE, fake_model_env(broker, sim, "good", run_seconds=2)),
-        # (Kubernetes 1.34 and later take any printable ASCII but "=" as a name; older ones, and the stand-in,
+        # (Kubernetes 1.34 and later take any printable ASCII but "=" as a name; older ones
         # take C identifiers (and "-", ".") only: "=" is refused by all.)
         ("bad-env", IMAGE, [("NOT=AN_ENV_NAME", "x")]),
         ("no-image", "registry.invalid/nothing-here:1", []),
