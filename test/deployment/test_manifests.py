@@ -425,3 +425,66 @@ def test_broker_service_selects_the_broker() -> None:
     assert service["spec"]["selector"].items() <= labels.items()
     assert service["spec"]["ports"][0]["port"] == int(_directives(
         _one("ConfigMap", "mosquitto-config")["data"]["mosquitto.conf"])["listener"])
+
+
+# ---------------------------------------------------------------- the network policy
+
+
+def _peers_and_ports(rule: dict[str, Any]) -> tuple[list[dict[str, Any]], set[tuple[str, int]]]:
+    ports = {(port.get("protocol", "TCP"), port["port"]) for port in rule.get("ports", [])}
+    assert all(isinstance(port, int) for _, port in ports), f"numbered ports, so that they can be checked: {rule}"
+    return rule.get("to", rule.get("from", [])), ports
+
+
+def test_network_policy_selects_the_daemon_and_restricts_both_ways() -> None:
+    policy = _one("NetworkPolicy", "model-services-orchestrator")["spec"]
+    deployment = _one("Deployment", "model-services-orchestrator")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selector = policy["podSelector"]
+    assert set(selector) == {"matchLabels"} and selector["matchLabels"], "select the daemon's pods by label"
+    assert selector["matchLabels"].items() <= pod_labels.items(), "the policy does not select the daemon's pods"
+    # The Deployment's own selector: no other pod may carry it (its ReplicaSet would adopt it), so no model pod.
+    assert selector["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
+
+
+def test_network_policy_lets_in_only_the_http_port() -> None:
+    policy = _one("NetworkPolicy", "model-services-orchestrator")["spec"]
+    container = _container(_one("Deployment", "model-services-orchestrator"))
+    [http_port] = [port for port in container["ports"] if port["name"] == "http"]
+    config = _one("ConfigMap", "model-services-orchestrator-config")["data"]
+    [rule] = policy["ingress"]
+    _, ports = _peers_and_ports(rule)
+    assert ports == {(http_port.get("protocol", "TCP"), http_port["containerPort"])}
+    assert http_port["containerPort"] == int(config["HTTP_PORT"])
+
+
+def test_network_policy_lets_out_the_api_server_the_broker_and_dns() -> None:
+    policy = _one("NetworkPolicy", "model-services-orchestrator")["spec"]
+    rules = [_peers_and_ports(rule) for rule in policy["egress"]]
+    by_ports = {frozenset(ports): peers for peers, ports in rules}
+    assert len(by_ports) == len(rules) == 3, "three rules: the API server, the broker, DNS"
+
+    # The API server: its address is the cluster's own, so any destination, on its two usual ports only.
+    api = by_ports[frozenset({("TCP", 443), ("TCP", 6443)})]
+    assert api == []
+
+    # The broker: the mosquitto pods, on the port the broker listens on and the Service targets.
+    broker = _one("Deployment", "mosquitto")
+    broker_port = _container(broker)["ports"][0]
+    service = _one("Service", "mosquitto")
+    listener = int(_directives(_one("ConfigMap", "mosquitto-config")["data"]["mosquitto.conf"])["listener"])
+    assert broker_port["containerPort"] == listener
+    assert service["spec"]["ports"][0]["targetPort"] == broker_port["name"]
+    [peers] = [peers for peers, ports in rules if ports == {("TCP", broker_port["containerPort"])}]
+    [peer] = peers
+    assert set(peer) == {"podSelector"}, "the broker runs in this namespace"
+    broker_labels = broker["spec"]["template"]["metadata"]["labels"]
+    assert peer["podSelector"]["matchLabels"].items() <= broker_labels.items()
+    assert peer["podSelector"]["matchLabels"] == service["spec"]["selector"]
+    daemon_labels = _one("Deployment", "model-services-orchestrator")["spec"]["template"]["metadata"]["labels"]
+    assert not peer["podSelector"]["matchLabels"].items() <= daemon_labels.items()
+
+    # DNS: both protocols, to kube-system only.
+    dns = by_ports[frozenset({("UDP", 53), ("TCP", 53)})]
+    assert dns == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}]
