@@ -97,8 +97,9 @@ class BenchApiServer:
 
 
 @contextlib.contextmanager
-def api_server() -> Iterator[BenchApiServer]:
-    """Start the real control plane with a status-only kubelet."""
-    with ControlPlane(kubelet="status-only") as plane:
+def api_server(*, profiling: bool = False) -> Iterator[BenchApiServer]:
+    """Start the real control plane with a status-only kubelet (kube-apiserver's ``/debug/pprof`` on with
+    ``profiling``)."""
+    with ControlPlane(kubelet="status-only", profiling=profiling) as plane:
         driver = HttpClient(plane.url, plane.admin_token, ca_file=plane.ca_cert_path)
         yield BenchApiServer(plane.version(), plane, driver)

@@ -13,11 +13,13 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.api_server import api_server
 from bench.kube import PodWatch
 from bench.proc import sample
+from bench.server_breakdown import CreationProbe
 from model_services_orchestrator.pod_specs import PodSettings, build_pod, owned_pods_selector, secret_key
 from model_services_orchestrator.settings import DEFAULT_SECRET_ENV_NAME_PATTERN
 from model_services_orchestrator.simulation_records import record_name, values_name
@@ -46,6 +48,7 @@ class CeilingResult:
     seconds_to_last_seen: float  # first request -> the last pod seen by the watch
     seconds_to_last_response: float  # first request -> the last 201 returned
     server_cpu_seconds: float
+    server: dict[str, Any] | None = None  # where kube-apiserver's time went (server_breakdown), when asked
 
     @property
     def pods_per_second(self) -> float:
@@ -54,11 +57,15 @@ class CeilingResult:
 
 def measure_ceiling(*, namespace: str, so: str, simulator_id: str,
                     simulations: dict[str, Sequence[tuple[str, Sequence[tuple[str, str]]]]], image: str,
-                    threads: int, timeout: float) -> CeilingResult:
-    """Create the pods of these simulations on a fresh status-only API server, as fast as ``threads`` threads can."""
+                    threads: int, timeout: float, server_profile: tuple[int, Path] = (0, Path())) -> CeilingResult:
+    """Create the pods of these simulations on a fresh status-only API server, as fast as ``threads`` threads can.
+
+    ``server_profile``: (seconds, file) of kube-apiserver's CPU profile, with the server's breakdown; 0 for none.
+    """
     bodies = [body for simulation_id, models in simulations.items()
               for body in pod_bodies(so, simulator_id, simulation_id, models, image=image, keep_logs_hours=0.0)]
-    with api_server() as server:
+    with api_server(profiling=server_profile[0] > 0) as server:
+        probe = CreationProbe(server, *server_profile)
         client = server.driver
         for simulation_id, models in simulations.items():
             # The Secret the daemon's pods take their secret env vars from.
@@ -77,6 +84,7 @@ def measure_ceiling(*, namespace: str, so: str, simulator_id: str,
             client.request("POST", path, body)
             return time.monotonic()
 
+        probe.begin()
         started = time.monotonic()
         try:
             with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ceiling") as pool:
@@ -85,5 +93,7 @@ def measure_ceiling(*, namespace: str, so: str, simulator_id: str,
         finally:
             watch.stop()
         server_cpu = sum(sample(pid).cpu_seconds for pid in pids) - server_cpu
+        server_breakdown = probe.end(len(bodies))
     return CeilingResult(pods=len(bodies), threads=threads, seconds_to_last_seen=last_seen - started,
-                         seconds_to_last_response=answered - started, server_cpu_seconds=server_cpu)
+                         seconds_to_last_response=answered - started, server_cpu_seconds=server_cpu,
+                         server=server_breakdown)

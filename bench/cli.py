@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--idle-seconds", type=float, help="how long idle API requests are counted")
     parser.add_argument("--profile", action="store_true",
                         help="sample the daemon with py-spy, one profile per phase, into bench/results/")
+    parser.add_argument("--server-profile", type=int, default=0, metavar="SECONDS",
+                        help="during the ceiling's creation and the daemon's deploy: kube-apiserver's CPU profile of "
+                             "SECONDS (into bench/results/) and the server's requests, time and etcd writes per pod")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the plain client's ceiling measurement")
     parser.add_argument("--ceiling-threads", type=int, default=64)
     parser.add_argument("--ceiling-runs", type=int, default=2, help="the ceiling is the best of this many runs")
@@ -74,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print("--profile needs py-spy: .venv/bin/pip install py-spy", file=sys.stderr)
         return 2
     options = RunOptions(results_dir=arguments.results_dir, tag=arguments.tag, profile=arguments.profile,
+                         server_profile_seconds=arguments.server_profile,
                          ceiling=not arguments.no_ceiling, ceiling_threads=arguments.ceiling_threads,
                          ceiling_runs=max(1, arguments.ceiling_runs),
                          patch_threads=arguments.patch_threads, ready_rate=arguments.ready_rate,

@@ -39,6 +39,7 @@ from bench.mqtt_driver import ModelsPublisher, SimulatorDriver
 from bench.proc import sample
 from bench.profiles import summarize
 from bench.scenarios import IMAGE, SIMULATOR_ID, SO, Scenario, model_env
+from bench.server_breakdown import CreationProbe
 from bench.stack import NAMESPACE, Profiler, daemon_env
 from model_services_orchestrator.pod_specs import owned_pods_selector, pod_name
 from model_services_orchestrator.simulation_records import records_selector
@@ -59,6 +60,7 @@ class RunOptions:
     results_dir: Path
     tag: str = ""  # in the names of the files written
     profile: bool = False
+    server_profile_seconds: int = 0  # > 0: where kube-apiserver's time goes during creation (server_breakdown)
     ceiling: bool = True
     ceiling_threads: int = 64
     ceiling_runs: int = 2  # the best of these is the ceiling (the machine is shared, and noisy)
@@ -178,6 +180,11 @@ class _PhaseProfiler:
             self._current = None
 
 
+def _results_path(options: RunOptions, scenario: Scenario, suffix: str) -> Path:
+    tag = f"-{options.tag}" if options.tag else ""
+    return options.results_dir / f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d}-{scenario.name}{tag}-{suffix}"
+
+
 def _ceiling(scenario: Scenario, options: RunOptions, log: Log, result: dict[str, Any],
              models: dict[str, Models]) -> None:
     """The same pods from a plain client on a fresh API server, best of ``options.ceiling_runs``."""
@@ -185,9 +192,11 @@ def _ceiling(scenario: Scenario, options: RunOptions, log: Log, result: dict[str
     for attempt in range(options.ceiling_runs):
         log(f"[{scenario.name}] ceiling {attempt + 1}/{options.ceiling_runs}: {scenario.models:,} pods from "
             f"{options.ceiling_threads} plain threads ...")
+        profile = (options.server_profile_seconds,
+                   _results_path(options, scenario, f"ceiling-{attempt + 1}-apiserver.pprof"))
         runs.append(measure_ceiling(namespace=NAMESPACE, so=SO, simulator_id=SIMULATOR_ID,
                                     simulations=dict(models.items()), image=IMAGE, threads=options.ceiling_threads,
-                                    timeout=scenario.timeout_seconds))
+                                    timeout=scenario.timeout_seconds, server_profile=profile))
         log(f"[{scenario.name}] ceiling {attempt + 1}/{options.ceiling_runs}: {runs[-1].pods_per_second:,.0f} pods/s")
     ceiling = max(runs, key=lambda run: run.pods_per_second)  # the ceiling is the best the server did
     result["ceiling"] = {"pods": ceiling.pods, "threads": ceiling.threads, "runs": len(runs),
@@ -195,6 +204,8 @@ def _ceiling(scenario: Scenario, options: RunOptions, log: Log, result: dict[str
                          "seconds_to_last_pod_seen": round(ceiling.seconds_to_last_seen, 3),
                          "seconds_to_last_response": round(ceiling.seconds_to_last_response, 3),
                          "api_server_cpu_seconds": round(ceiling.server_cpu_seconds, 3)}
+    if ceiling.server is not None:
+        result["server_breakdown"] = {"ceiling": ceiling.server}
     result["figures"]["ceiling_pods_per_second"] = round(ceiling.pods_per_second, 1)
 
 
@@ -233,7 +244,7 @@ def run_scenario(scenario: Scenario, options: RunOptions, log: Log = print) -> d
     profile_prefix = options.results_dir / f"{stamp:%Y-%m-%d}-{scenario.name}{tag}-profile"
     with (tempfile.TemporaryDirectory(prefix="mso-bench-") as scratch,
           LocalMosquitto(password=f"bench-{secrets.token_hex(8)}", extra_config=options.broker_config) as broker,
-          api_server() as kube):
+          api_server(profiling=options.server_profile_seconds > 0) as kube):
         result["api_server"] = {"kind": "real", "version": kube.version}
         client = kube.driver
         watch = PodWatch(client, NAMESPACE, owned_pods_selector(SO)).start()
@@ -330,10 +341,15 @@ class _Lifecycle:
     def _deploy(self, payloads: dict[str, bytes]) -> None:
         self._say(f"deploy: {self.scenario.describe()} ...")
         figures = self.figures
+        probe = CreationProbe(self.kube, self.options.server_profile_seconds,
+                              _results_path(self.options, self.scenario, "daemon-apiserver.pprof"))
+        probe.begin()
         sent = time.monotonic()
         for sim, payload in payloads.items():
             self.so.deploy_encoded(sim, payload)
         created = self.watch.wait("added", self.all_pods, self.deadline, self.daemon.check_alive)
+        if (server := probe.end(len(self.all_pods))) is not None:
+            self.result.setdefault("server_breakdown", {})["daemon"] = server
         running = self.watch.wait("running", self.all_pods, self.deadline, self.daemon.check_alive)
         figures["creation_seconds"] = round(created - sent, 3)
         figures["daemon_pods_per_second"] = round(len(self.all_pods) / (created - sent), 1)

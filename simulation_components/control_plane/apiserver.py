@@ -28,11 +28,12 @@ class APIServer:
     name = "kube-apiserver"
 
     def __init__(self, directory: Path, certificates: ControlPlaneCertificates, *, etcd_url: str,
-                 admin_token: str, port: int = 0) -> None:
+                 admin_token: str, port: int = 0, profiling: bool = False) -> None:
         self.directory = directory
         self.certificates = certificates
         self.etcd_url = etcd_url
         self.admin_token = admin_token
+        self.profiling = profiling
         self.port = port or free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.component: Component | None = None
@@ -68,7 +69,8 @@ class APIServer:
             # End watches at shutdown (clients re-watch) rather than wait for them: otherwise SIGTERM takes the
             # request timeout (60 s) whenever kube-controller-manager or the kubelet holds a watch open.
             "--shutdown-watch-termination-grace-period=2s",
-            "--profiling=false",
+            # /debug/pprof (admin only) for the benchmark's CPU profiles; off otherwise, as it costs a little.
+            f"--profiling={'true' if self.profiling else 'false'}",
         ]
 
     def start(self, bin_dir: Path) -> Component:

@@ -63,13 +63,14 @@ class ControlPlane:
     (a temporary directory, deleted by ``close()``, when ``None``). ``bin_dir``: where the binaries are
     (default: ``control_plane_binaries()``, which builds them the first time). ``images`` (an image table,
     written to a file) or ``images_file``: the kubelet's ``--images-file``. ``fault_proxy``: also run a
-    ``FaultProxy`` in front of kube-apiserver for the daemon (see the module's docstring).
+    ``FaultProxy`` in front of kube-apiserver for the daemon (see the module's docstring). ``profiling``:
+    kube-apiserver serves ``/debug/pprof`` (to the admin).
     """
 
     def __init__(self, *, kubelet: str = "process", images: Mapping[str, Any] | None = None,
                  images_file: str | Path | None = None, directory: str | Path | None = None,
                  bin_dir: str | Path | None = None, start_timeout: float = 60.0,
-                 log_level: str = "WARNING", fault_proxy: bool = False) -> None:
+                 log_level: str = "WARNING", fault_proxy: bool = False, profiling: bool = False) -> None:
         if kubelet not in KUBELET_MODES:
             raise ValueError(f"kubelet must be one of {', '.join(KUBELET_MODES)}, not {kubelet!r}")
         if images is not None and images_file is not None:
@@ -96,6 +97,7 @@ class ControlPlane:
         self.apiserver_port = 0
         self.apiserver_url = ""
         self.fault_proxy = fault_proxy
+        self.profiling = profiling
         self.proxy: FaultProxy | None = None
         self._proxy_port = 0
         self.etcd = Etcd(self.dir)
@@ -361,7 +363,7 @@ class ControlPlane:
 
     def _start_apiserver(self, bin_dir: Path, certificates: ControlPlaneCertificates) -> APIServer:
         apiserver = APIServer(self.dir, certificates, etcd_url=self.etcd.url, admin_token=self.admin_token,
-                              port=self.apiserver_port)  # the port is kept across stop() and start()
+                              port=self.apiserver_port, profiling=self.profiling)  # the port is kept across restarts
         self.apiserver = apiserver
         self.apiserver_port, self.apiserver_url = apiserver.port, apiserver.url
         self.port, self.url = apiserver.port, apiserver.url

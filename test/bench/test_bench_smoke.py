@@ -18,9 +18,11 @@ from bench.scenarios import custom
 from bench.stack import TUNED_BROKER
 
 
-def _run(tmp_path: Path, broker_config: tuple[str, ...] = (), ready_rate: float = 0.0) -> dict[str, Any]:
+def _run(tmp_path: Path, broker_config: tuple[str, ...] = (), ready_rate: float = 0.0,
+         server_profile_seconds: int = 0) -> dict[str, Any]:
     options = RunOptions(results_dir=tmp_path, ceiling=False, idle_seconds=1.0, quiet_seconds=5.0,
-                         patch_threads=16, broker_config=broker_config, ready_rate=ready_rate)
+                         patch_threads=16, broker_config=broker_config, ready_rate=ready_rate,
+                         server_profile_seconds=server_profile_seconds)
     return run_scenario(custom(1, 50, idle_seconds=1.0), options, log=lambda _line: None)
 
 
@@ -40,8 +42,14 @@ def _assert_correct(result: dict[str, Any]) -> None:
 def test_the_smallest_scenario_scaled_down_gets_every_answer_once(tmp_path: Path) -> None:
     # Against the deployment's broker config as it is: with Mosquitto's default max_inflight_messages (20),
     # a daemon with more unacknowledged QoS 2 publishes than that loses lifecycle messages.
-    result = _run(tmp_path)
+    result = _run(tmp_path, server_profile_seconds=1)
     _assert_correct(result)
+    # Where kube-apiserver's time went during the deploy: one POST per pod, etcd's writes, a CPU profile.
+    server = result["server_breakdown"]["daemon"]
+    creates = next(row for row in server["requests"] if row["request"] == "POST pods")
+    assert (creates["count"], creates["per_pod"]) == (50, 1.0) and creates["server_ms_per_pod"] > 0
+    assert server["etcd_put_bytes_per_pod"] > 0 and server["etcd_puts_per_pod"] >= 1
+    assert (tmp_path / server["cpu_profile"]["file"]).stat().st_size > 0
     # Every figure the report needs was measured, and the JSON file is written.
     for key in ("daemon_pods_per_second", "models_ready_latency_ms", "termination_p99_ms",
                 "idle_requests_per_minute_excluding_watch", "daemon_peak_rss_mib",
