@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes a development environment from nothing: the Kubernetes control plane
 # (built once with Go into a cache outside the repository), Mosquitto (the
-# tests start their own brokers) through apt-get when it is missing, and a
+# tests start their own brokers) and Prometheus (its promtool checks the alert
+# rules; the tests start their own servers) through apt-get when they are missing, and a
 # virtualenv with the pinned dependencies and the package installed editable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,15 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
     # The package starts a broker on 1883 where systemd runs; the tests do not need it.
+fi
+
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+    echo "Installing Prometheus (prometheus, promtool) with apt-get..."
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    # The package may start a Prometheus on 9090 where systemd runs; the tests start their own.
 fi
 
 if [ ! -x .venv/bin/python ]; then

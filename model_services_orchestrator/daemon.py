@@ -18,8 +18,9 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-from model_services_orchestrator.http_endpoints import MetricsSnapshot, serve_http
+from model_services_orchestrator.http_endpoints import serve_http
 from model_services_orchestrator.k8s_api import (
     KubernetesGateway,
     PodWatcher,
@@ -27,15 +28,18 @@ from model_services_orchestrator.k8s_api import (
     WatchListed,
     WatchListing,
     build_api_client,
+    measure_requests,
 )
 from model_services_orchestrator.leader_election import LeaderElector
 from model_services_orchestrator.leadership import LeadershipLostError
 from model_services_orchestrator.logs import SecretRedactor, get_logger
 from model_services_orchestrator.messages import codec
+from model_services_orchestrator.metrics import RestClientStats
 from model_services_orchestrator.mqtt_outbox import MqttOutboxes
 from model_services_orchestrator.mqtt_session import LoginRefusedError, MqttSession, MqttSettings
 from model_services_orchestrator.pod_observation import observe_pod
 from model_services_orchestrator.pod_specs import PodSettings, owned_pods_selector, secret_env_names
+from model_services_orchestrator.prometheus_export import MetricsSnapshot, QueueSnapshot
 from model_services_orchestrator.record_store import RecordStore
 from model_services_orchestrator.runtime import PodChange, Runtime, RuntimeSettings
 from model_services_orchestrator.settings import Settings
@@ -54,8 +58,12 @@ class Daemon:
     def __init__(self, *, settings: Settings, redactor: SecretRedactor) -> None:
         self.settings = settings
         so = settings.so_name
+        api_client = build_api_client(settings)
+        # Every request to the API server, as client-go counts them (rest_client_*).
+        self.api_requests = RestClientStats(host=urlsplit(api_client.configuration.host).netloc)
+        measure_requests(api_client, self.api_requests)
         self.gateway = KubernetesGateway(
-            api_client=build_api_client(settings),
+            api_client=api_client,
             namespace=settings.kubernetes_namespace,
             concurrency=settings.pod_create_concurrency,
             request_timeout=settings.kubernetes_request_timeout_seconds,
@@ -193,14 +201,32 @@ class Daemon:
         self.mqtt.publish_volatile(self.runtime.topics.pong_health(ping.instance_id), codec.encode_pong(reasons))
 
     def metrics(self) -> MetricsSnapshot:
-        runtime = self.runtime
+        runtime, queue = self.runtime, self.runtime.queue
+        api_requests, api_durations = self.api_requests.snapshot()
         return MetricsSnapshot(
             active_simulations=len(runtime.inventory.simulations),
+            simulations_by_phase=runtime.simulations_by_phase(),
             models_by_state=runtime.models_by_state(),
             pods_created=runtime.pods_created,
             models_restarted=runtime.models_restarted,
-            pod_create_latency_buckets=runtime.create_latency.cumulative(),
-            pod_create_latency_sum=runtime.create_latency.total,
+            pod_create_latency=runtime.create_latency.snapshot(),
+            queue=QueueSnapshot(
+                depth=queue.depth(), adds=queue.adds, retries=queue.retries,
+                queue_duration=queue.queue_duration.snapshot(), work_duration=queue.work_duration.snapshot(),
+                unfinished_work_seconds=queue.unfinished_work_seconds(),
+                longest_running_processor_seconds=queue.longest_running_processor_seconds(),
+                active_workers=queue.processing(), max_workers=runtime.settings.workers),
+            reconciles=dict(runtime.reconciles.results),
+            reconcile_time=runtime.reconciles.time.snapshot(),
+            api_host=self.api_requests.host,
+            api_requests=api_requests,
+            api_durations=api_durations,
+            lifecycle_messages=dict(runtime.lifecycle.messages),
+            model_failures=dict(runtime.lifecycle.failures),
+            model_start=runtime.lifecycle.model_start.snapshot(),
+            models_ready_latency=runtime.lifecycle.models_ready.snapshot(),
+            mqtt_connected={"subscriber": self.mqtt.connected, "outbox": self.outbox.connected},
+            outbox_depth={"subscriber": self.mqtt.pending(), "outbox": self.outbox.pending()},
             api_errors=dict(self.gateway.api_errors),
             mqtt_reconnects=self.mqtt.reconnects + self.outbox.reconnects,
             messages_received=dict(runtime.messages_received),

@@ -22,6 +22,7 @@ import random
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from model_services_orchestrator.kube_errors import (
 )
 from model_services_orchestrator.leadership import ANNOTATION_EPOCH, LeadershipLostError
 from model_services_orchestrator.logs import get_logger
+from model_services_orchestrator.metrics import RestClientStats
 from model_services_orchestrator.pod_specs import ownership_tests, owns
 from model_services_orchestrator.rate_limit import TokenBucket
 from model_services_orchestrator.settings import Settings
@@ -61,6 +63,7 @@ __all__ = [
     "WatchListing",
     "api_request",
     "build_api_client",
+    "measure_requests",
 ]
 
 _log = get_logger(__name__)
@@ -113,6 +116,33 @@ def build_api_client(settings: Settings) -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(configuration)
 
 
+def measure_requests(api_client: kubernetes.client.ApiClient, stats: RestClientStats) -> None:
+    """Count and time every request ``api_client`` sends, as client-go's ``rest_client_*`` metrics do.
+
+    Wrapped where every request of the official client passes (``RESTClientObject.request``): the
+    gateway's calls, the pod watch's lists and watches (timed to their answer's headers, as client-go's
+    are) and the Lease's reads and writes.
+    """
+    rest = api_client.rest_client
+    send: Callable[..., Any] = rest.request
+
+    def measured(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        code = "<error>"
+        try:
+            response = send(method, url, *args, **kwargs)
+            code = str(response.status)
+            return response
+        except ApiException as exc:
+            if exc.status:  # the client's own "no answer" errors carry status 0
+                code = str(exc.status)
+            raise
+        finally:
+            stats.observe(method, code, time.monotonic() - started)
+
+    rest.request = measured  # type: ignore[method-assign]  # one wrapper, where every request passes
+
+
 @dataclass(frozen=True, slots=True)
 class CreateOutcome:
     """What became of a create: made (or already there), or rejected for good (``status`` and the API's
@@ -158,7 +188,8 @@ class KubernetesGateway:
 
     Every method raises only ``KubeError`` subclasses (``kube_errors``), transient ones only once
     ``max_attempts`` tries have failed; a bug (not a Kubernetes failure) propagates as it is.
-    ``api_errors`` counts failed requests by HTTP status (0: no answer); ``reachable`` is False after a
+    ``api_errors`` counts failed requests by HTTP status (0: no answer), except the 404s a caller expects
+    (a pod or object read or deleted that is already gone); ``reachable`` is False after a
     call gave up without an answer, True again after any answer.
     """
 
@@ -224,7 +255,8 @@ class KubernetesGateway:
                     error = translate(exc, what)
                     if error is None:
                         raise
-                    self.api_errors[error.status] = self.api_errors.get(error.status, 0) + 1
+                    if not (isinstance(error, NotFound) and isinstance(error, passthrough)):
+                        self.api_errors[error.status] = self.api_errors.get(error.status, 0) + 1
                     if (isinstance(error, passthrough) or not isinstance(error, TRANSIENT)
                             or attempt >= self._max_attempts):
                         if isinstance(error, Unreachable):

@@ -38,11 +38,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from model_services_orchestrator import model_inventory as inv
-from model_services_orchestrator.http_endpoints import LatencyHistogram
 from model_services_orchestrator.kube_errors import TRANSIENT, Forbidden, KubeError
 from model_services_orchestrator.leadership import LeadershipLostError
 from model_services_orchestrator.logs import SecretRedactor, get_logger
 from model_services_orchestrator.messages import codec
+from model_services_orchestrator.metrics import CREATE_BUCKETS, Histogram, LifecycleStats, ReconcileStats
 from model_services_orchestrator.model_health import ModelHealth
 from model_services_orchestrator.pod_observation import ContainerState, PodObservation
 from model_services_orchestrator.pod_specs import (
@@ -61,7 +61,8 @@ from model_services_orchestrator.record_store import RecordStore
 from model_services_orchestrator.topics import OutgoingTopics
 from model_services_orchestrator.work_queue import WorkQueue
 
-__all__ = ["CreateResult", "Outbox", "PodApi", "PodChange", "Publisher", "Runtime", "RuntimeSettings"]
+__all__ = ["MODEL_STATES", "SIMULATION_PHASES", "CreateResult", "Outbox", "PodApi", "PodChange", "Publisher", "Runtime",
+           "RuntimeSettings"]
 
 _log = get_logger(__name__)
 _T = TypeVar("_T")
@@ -69,6 +70,8 @@ _T = TypeVar("_T")
 # Refusals of a create that pass by themselves: kube-apiserver answers 403 for a few seconds after it
 # restarts (its RBAC caches are empty). Retried with backoff until the model's start deadline (-2).
 _PASSING_CREATE_REFUSALS = frozenset({403})
+SIMULATION_PHASES = ("starting", "running", "ended")
+MODEL_STATES = ("pending", "running", "ready", "succeeded", "failed")
 
 
 class CreateResult(Protocol):
@@ -201,7 +204,11 @@ class Runtime:
         self.messages_received: dict[str, int] = {}
         self.pods_created = 0
         self.models_restarted = 0
-        self.create_latency = LatencyHistogram()
+        self.create_latency = Histogram(CREATE_BUCKETS)
+        self.reconciles = ReconcileStats()
+        self.lifecycle = LifecycleStats()
+        # When each simulation's DeployModels came (this daemon's life only), for its ModelsReady latency.
+        self._deployed_at: dict[str, float] = {}
 
     # -- inputs (in the event loop)
 
@@ -266,6 +273,7 @@ class Runtime:
                          answer="FAILED -1 for each model that can be answered")
             return
         if known is None:
+            self._deployed_at[request.simulation_id] = request.now
             _log.info("deploying models", simulation_id=request.simulation_id, simulator_id=request.simulator_id,
                       models=len(request.models), keep_logs_hours=request.keep_logs_hours)
             if request.keep_logs_hours > self.settings.max_keep_logs_hours:
@@ -287,17 +295,36 @@ class Runtime:
 
     def pods_listed(self, observations: Iterable[PodObservation | None]) -> None:
         """A full list of our pods, from the watch."""
-        self.apply([inv.PodListed(tuple(seen for seen in observations if seen is not None), self.clock())])
+        now = self.clock()
+        pods = tuple(seen for seen in observations if seen is not None)
+        for seen in pods:
+            self._observe_start(seen, now)
+        self.apply([inv.PodListed(pods, now)])
 
     def pods_changed(self, changes: Iterable[PodChange]) -> None:
         """Pods that changed, from the watch."""
         now = self.clock()
         events: list[inv.Event] = []
         for change in changes:
+            self._observe_start(change.pod, now)
             events.append(inv.PodSeen(change.pod, now))
             if change.gone:
                 events.append(inv.PodGone(change.pod.simulation_id, change.pod.model_id, change.pod.pod_name, now))
         self.apply(events)
+
+    def _observe_start(self, seen: PodObservation, now: float) -> None:
+        """A model's container seen running for the first time: how long since it was asked for.
+
+        Its start deadline, until then, is the time it was asked for (its DeployModels, its restart, or its
+        pod's creation when the daemon restarted meanwhile) plus the start timeout.
+        """
+        if seen.state is not ContainerState.RUNNING:
+            return
+        simulation = self.inventory.simulations.get(seen.simulation_id)
+        model = simulation.models.get(seen.model_id) if simulation is not None else None
+        if model is not None and model.start_deadline is not None and model.termination is None:
+            asked = model.start_deadline - self.settings.model_start_timeout_seconds
+            self.lifecycle.model_start.observe(max(0.0, now - asked))
 
     def apply(self, events: Iterable[inv.Event]) -> None:
         """Hand events to the inventory and queue the simulations they changed."""
@@ -403,11 +430,14 @@ class Runtime:
     async def _work(self) -> None:
         while True:
             simulation_id = await self.queue.get()
+            started = time.monotonic()
             try:
                 more = await self.sync(simulation_id)
             except LeadershipLostError:
+                self.reconciles.observe("error", time.monotonic() - started)
                 raise  # no retry: this process must stop acting at once (the daemon exits)
             except Exception as exc:  # noqa: BLE001 (a failed sync is retried with backoff, never fatal)
+                self.reconciles.observe("error", time.monotonic() - started)
                 delay = self.queue.add_rate_limited(simulation_id)
                 fields = {"simulation_id": simulation_id, "error": type(exc).__name__, "detail": str(exc)[:300],
                           "retry_in_seconds": round(delay, 2)}
@@ -416,6 +446,7 @@ class Runtime:
                 else:
                     _log.error("sync failed, retrying", **fields, exc_info=True)
             else:
+                self.reconciles.observe("requeue" if more else "success", time.monotonic() - started)
                 self.queue.forget(simulation_id)
                 if more:
                     self.queue.add(simulation_id)
@@ -504,9 +535,17 @@ class Runtime:
 
         self.outbox.send(message.packet_id, topic, payload, received=message.received,
                          on_received=lambda: self._received(message),
-                         on_delivered=lambda: self.apply([inv.Delivered(message)]))
+                         on_delivered=lambda: self._delivered(message))
         if message.received:
             self.outbox.release(message.packet_id)  # the record already holds its receipt
+
+    def _delivered(self, message: inv.Outgoing) -> None:
+        """The broker confirmed a lifecycle message (PUBCOMP): counted, and the inventory told."""
+        self.lifecycle.delivered(message.kind.value, message.exit_code)
+        if message.kind is inv.MessageKind.MODELS_READY and (
+                deployed := self._deployed_at.pop(message.simulation_id, None)) is not None:
+            self.lifecycle.models_ready.observe(max(0.0, self.clock() - deployed))
+        self.apply([inv.Delivered(message)])
 
     async def _report(self, report: inv.FailureReport) -> None:
         lines: list[str] = []
@@ -584,6 +623,7 @@ class Runtime:
         await self._delete_pods(simulation_id)
         await self.records.delete(simulation_id)
         self.apply([inv.SimulationCleanedUp(simulation.simulation_id)])
+        self._deployed_at.pop(simulation_id, None)
         self._acknowledge_saved()
         # Its models' logs are no longer read: their secrets need not be remembered.
         self.redactor.forget(simulation_id)
@@ -642,12 +682,24 @@ class Runtime:
             if model.termination is None and model.container is ContainerState.RUNNING
         ]
 
+    def simulations_by_phase(self) -> dict[str, int]:
+        """``starting`` (no ModelsReady yet), ``running`` (ModelsReady decided), ``ended`` (every model's end
+        decided; kept until its cleanup)."""
+        counts = dict.fromkeys(SIMULATION_PHASES, 0)
+        for simulation in self.inventory.simulations.values():
+            if simulation.all_terminated is not inv.Delivery.NONE:
+                counts["ended"] += 1
+            elif simulation.models_ready is not inv.Delivery.NONE:
+                counts["running"] += 1
+            else:
+                counts["starting"] += 1
+        return counts
+
     def models_by_state(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
+        counts = dict.fromkeys(MODEL_STATES, 0)
         for simulation in self.inventory.simulations.values():
             for model in simulation.models.values():
-                state = _model_state(model)
-                counts[state] = counts.get(state, 0) + 1
+                counts[_model_state(model)] += 1
         return counts
 
     async def _watch_model_health(self, interval: float) -> None:

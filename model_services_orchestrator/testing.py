@@ -100,6 +100,8 @@ class FakeCluster:
         detail: dict[str, Any] = {}
         if state == "waiting":
             detail = {"reason": reason or "ContainerCreating", "message": message}
+        elif state == "running":
+            detail = {"startedAt": "2026-01-01T00:00:00Z"}  # as a kubelet says it (an empty one reads as not running)
         elif state == "terminated":
             detail = {"exitCode": exit_code or 0, "reason": reason or ("Completed" if not exit_code else "Error")}
         phase = {"waiting": "Pending", "running": "Running"}.get(state, "Failed" if exit_code else "Succeeded")

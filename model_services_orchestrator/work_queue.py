@@ -6,13 +6,21 @@ syncs of it, not ten thousand. A key being processed that changes again is
 processed again once the current sync is done, never twice at once. A sync
 that fails comes back after a per-key exponential backoff (its rate limit),
 reset by the next success.
+
+It keeps client-go's workqueue metrics (controller-runtime exports them as
+``workqueue_*``): adds, retries, how long keys wait and how long their
+processing takes, and what is being processed now, all updated in place.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
+from collections.abc import Callable
 from typing import Generic, TypeVar
+
+from model_services_orchestrator.metrics import WORKQUEUE_BUCKETS, Histogram
 
 __all__ = ["WorkQueue"]
 
@@ -22,7 +30,8 @@ K = TypeVar("K")
 class WorkQueue(Generic[K]):
     """Deduplicating, with per-key backoff for retries."""
 
-    def __init__(self, *, base_delay: float = 0.05, max_delay: float = 30.0) -> None:
+    def __init__(self, *, base_delay: float = 0.05, max_delay: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._base_delay = base_delay
         self._max_delay = max_delay
         self._queue: deque[K] = deque()
@@ -32,15 +41,30 @@ class WorkQueue(Generic[K]):
         self._failures: dict[K, int] = {}
         self._later: dict[K, asyncio.TimerHandle] = {}
         self._ready = asyncio.Event()
+        # client-go's workqueue metrics.
+        self._clock = clock
+        self.adds = 0  # keys that were not queued yet (client-go counts no add of a key already waiting)
+        self.retries = 0  # add_rate_limited
+        self.queue_duration = Histogram(WORKQUEUE_BUCKETS)  # from its add to its get
+        self.work_duration = Histogram(WORKQUEUE_BUCKETS)  # from its get to its done
+        self._added_at: dict[K, float] = {}
+        self._started_at: dict[K, float] = {}
 
     def add(self, key: K) -> None:
         """Have ``key`` processed (once, however often it is added before that)."""
         if key in self._processing:
-            self._again.add(key)
+            if key not in self._again:
+                self._again.add(key)
+                self._added(key)
         elif key not in self._queued:
             self._queued.add(key)
             self._queue.append(key)
+            self._added(key)
             self._ready.set()
+
+    def _added(self, key: K) -> None:
+        self.adds += 1
+        self._added_at.setdefault(key, self._clock())
 
     def add_after(self, key: K, delay: float) -> None:
         """Have ``key`` processed in ``delay`` seconds (or sooner, if it is added meanwhile)."""
@@ -55,6 +79,7 @@ class WorkQueue(Generic[K]):
 
     def add_rate_limited(self, key: K) -> float:
         """Have a failed ``key`` processed again after its backoff; the delay chosen."""
+        self.retries += 1
         failures = self._failures[key] = self._failures.get(key, 0) + 1
         delay: float = min(self._max_delay, self._base_delay * 2.0 ** (failures - 1))
         self.add_after(key, delay)
@@ -72,17 +97,42 @@ class WorkQueue(Generic[K]):
         key = self._queue.popleft()
         self._queued.discard(key)
         self._processing.add(key)
+        now = self._clock()
+        if (added := self._added_at.pop(key, None)) is not None:
+            self.queue_duration.observe(now - added)
+        self._started_at[key] = now
         return key
 
     def done(self, key: K) -> None:
         self._processing.discard(key)
+        if (started := self._started_at.pop(key, None)) is not None:
+            self.work_duration.observe(self._clock() - started)
         if key in self._again:
+            # Added while it was processed: queued now, counted (and timed) as added then.
             self._again.discard(key)
-            self.add(key)
+            self._queued.add(key)
+            self._queue.append(key)
+            self._ready.set()
 
     def idle(self) -> bool:
         """Nothing queued and nothing being processed (keys waiting for their backoff do not count)."""
         return not self._queue and not self._processing
+
+    def depth(self) -> int:
+        """Keys waiting to be processed (client-go's depth: those added again while processed included)."""
+        return len(self._queue) + len(self._again)
+
+    def processing(self) -> int:
+        return len(self._processing)
+
+    def unfinished_work_seconds(self) -> float:
+        """How long the keys being processed have been at it, together (client-go's unfinished work)."""
+        now = self._clock()
+        return sum(now - started for started in self._started_at.values())
+
+    def longest_running_processor_seconds(self) -> float:
+        now = self._clock()
+        return max((now - started for started in self._started_at.values()), default=0.0)
 
     def close(self) -> None:
         for handle in self._later.values():
