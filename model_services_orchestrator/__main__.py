@@ -1,7 +1,8 @@
 """``python -m model_services_orchestrator`` and the ``model-services-orchestrator`` console script.
 
 Reads the settings, sets up logging and runs the daemon; an unusable
-configuration ends here with one clear line and exit code 2. ``--help`` and
+configuration ends here with one clear line and exit code 2 (as does one the
+daemon finds unusable by trying: ``startup``). ``--help`` and
 ``--version`` answer without starting anything: every setting is an
 environment variable, so there are no other arguments.
 """
@@ -22,10 +23,11 @@ from model_services_orchestrator.daemon import run
 from model_services_orchestrator.k8s_api import ConfigurationError, build_api_client
 from model_services_orchestrator.logs import SecretRedactor, configure_logging, get_logger
 from model_services_orchestrator.settings import Settings
+from model_services_orchestrator.startup import EXIT_CONFIGURATION
 
 __all__ = ["main"]
 
-_CONFIGURATION_ERROR = 2
+_CONFIGURATION_ERROR = EXIT_CONFIGURATION
 
 
 def _describe(error: ValidationError) -> str:
@@ -65,9 +67,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"model-services-orchestrator: configuration error: {exc}", file=sys.stderr)
         return _CONFIGURATION_ERROR
-    get_logger(__name__).info(
-        "starting", simulator_name=settings.simulator_name, namespace=settings.kubernetes_namespace,
-        mqtt_host=settings.mqtt_host, mqtt_port=settings.mqtt_port)
+    log = get_logger(__name__)
+    log.info("starting", simulator_name=settings.simulator_name, namespace=settings.kubernetes_namespace,
+             mqtt_host=settings.mqtt_host, mqtt_port=settings.mqtt_port)
+    if settings.api_tls_unverified:
+        log.warning("the Kubernetes API server's TLS certificate is not verified: any server can pose as it and "
+                    "receive the token; set KUBERNETES_CA_CERT to the CA file of the API server",
+                    setting="KUBERNETES_CA_CERT", kubernetes_host=settings.kubernetes_host)
     _exit_now(run(settings, redactor))
 
 

@@ -16,7 +16,7 @@ import gc
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -28,27 +28,42 @@ from model_services_orchestrator.k8s_api import (
     WatchListed,
     WatchListing,
     build_api_client,
+    credentials_source,
     measure_requests,
 )
+from model_services_orchestrator.kube_errors import TRANSIENT, KubeError
 from model_services_orchestrator.leader_election import LeaderElector
 from model_services_orchestrator.leadership import LeadershipLostError
 from model_services_orchestrator.logs import SecretRedactor, get_logger
 from model_services_orchestrator.messages import codec
 from model_services_orchestrator.metrics import RestClientStats
 from model_services_orchestrator.mqtt_outbox import MqttOutboxes
-from model_services_orchestrator.mqtt_session import LoginRefusedError, MqttSession, MqttSettings
+from model_services_orchestrator.mqtt_session import (
+    BrokerUnreachableError,
+    LoginRefusedError,
+    MqttSession,
+    MqttSettings,
+)
 from model_services_orchestrator.pod_observation import observe_pod
 from model_services_orchestrator.pod_specs import PodSettings, owned_pods_selector, secret_env_names
 from model_services_orchestrator.prometheus_export import MetricsSnapshot, QueueSnapshot
 from model_services_orchestrator.record_store import RecordStore
 from model_services_orchestrator.runtime import PodChange, Runtime, RuntimeSettings
 from model_services_orchestrator.settings import Settings
+from model_services_orchestrator.startup import (
+    EXIT_CONFIGURATION,
+    REFUSAL_CONFIRM_SECONDS,
+    StartupError,
+    broker_unreachable,
+    kube_refusal,
+)
 from model_services_orchestrator.topics import subscriptions
 
 __all__ = ["Daemon", "run"]
 
 _log = get_logger(__name__)
 _SHUTDOWN_SECONDS = 8.0
+_CHECK_RETRY_MAX_SECONDS = 10.0  # the most between two start-up checks of an API server that does not answer
 _E = TypeVar("_E", bound=BaseException)
 
 
@@ -91,6 +106,7 @@ class Daemon:
             subscriptions=tuple(subscriptions(so)),
             publish_qos=settings.mqtt_publish_qos,
             max_inflight=settings.mqtt_max_inflight_messages,
+            first_connect_timeout=settings.mqtt_connect_timeout_seconds,
         )
         # The lifecycle messages: their own session, under the packet ids their records hold.
         self.outbox = MqttOutboxes(settings=mqtt_settings, may_act=may_act)
@@ -254,7 +270,10 @@ class Daemon:
                     tasks.add(group.create_task(serve_http(
                         host=self.settings.http_host, port=self.settings.http_port, ready_reasons=self.ready_reasons,
                         snapshot=self.metrics), name="http"))
-                if self.elector is not None and not await self._lead(group, tasks):
+                # A token or namespace that cannot work ends the daemon here (StartupError), before a standby
+                # waits for a Lease it could never use.
+                checked = await self._unless_stopped(group, tasks, self._check_kubernetes(), "kubernetes-check")
+                if not checked or (self.elector is not None and not await self._lead(group, tasks)):
                     for task in tasks:
                         task.cancel()
                     return
@@ -282,15 +301,65 @@ class Daemon:
             if self.elector is not None:
                 self.elector.close()
 
+    async def _check_kubernetes(self) -> None:
+        """The first calls: raise ``StartupError`` when the token or the namespace cannot work.
+
+        A refusal (401, 403, a missing namespace) counts only once it has lasted ``REFUSAL_CONFIRM_SECONDS``
+        (kube-apiserver refuses for a moment after it restarts); no answer at all is waited out, as always;
+        any other answer proves nothing about the settings and the daemon goes on.
+        """
+        loop = asyncio.get_running_loop()
+        server = str(self.gateway.api_client.configuration.host)
+        credentials = credentials_source(self.settings)
+        refused_since: float | None = None
+        delay = 0.5
+        while True:
+            try:
+                await self.gateway.check_access(owned_pods_selector(self.settings.so_name))
+            except KubeError as error:
+                failure = kube_refusal(error, namespace=self.gateway.namespace, credentials=credentials,
+                                       server=server)
+                if failure is None and not isinstance(error, TRANSIENT):
+                    # Proves nothing about the settings (a webhook that cannot take a dry run, say): go on, and
+                    # let the calls that matter say what they find.
+                    _log.warning("kubernetes start-up check inconclusive, going on", call=error.what,
+                                 status=error.status, error=type(error).__name__, detail=str(error)[:300])
+                    return
+                if failure is None:
+                    refused_since = None
+                    _log.warning("kubernetes call failed, retrying", call=error.what, status=error.status or None,
+                                 error=type(error).__name__, detail=str(error)[:300], delay_seconds=round(delay, 2))
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _CHECK_RETRY_MAX_SECONDS)
+                    continue
+                refused_since = loop.time() if refused_since is None else refused_since
+                if loop.time() - refused_since >= REFUSAL_CONFIRM_SECONDS:
+                    raise failure from error
+                _log.info("kubernetes refused the first calls, asking again", call=error.what, status=error.status,
+                          give_up_in_seconds=round(REFUSAL_CONFIRM_SECONDS - (loop.time() - refused_since), 1))
+                await asyncio.sleep(1.0)
+                continue
+            if refused_since is not None:
+                _log.info("kubernetes accepted the first calls after refusing them")
+            return
+
+    async def _unless_stopped(self, group: asyncio.TaskGroup, tasks: set[asyncio.Task[Any]],
+                              step: Coroutine[Any, Any, None], name: str) -> bool:
+        """Run ``step`` to its end; False if one of ``tasks`` ends first (the stop signal, a failed HTTP server)."""
+        running = group.create_task(step, name=name)
+        done, _ = await asyncio.wait({*tasks, running}, return_when=asyncio.FIRST_COMPLETED)
+        if running not in done:
+            running.cancel()
+            for task in done:
+                task.result()  # a failed HTTP server fails the daemon; a stop signal returns
+            return False
+        running.result()
+        return True
+
     async def _lead(self, group: asyncio.TaskGroup, tasks: set[asyncio.Task[Any]]) -> bool:
         """Stand by until this replica takes the Lease, then keep it (a task of ``tasks``); False if stopped first."""
         assert self.elector is not None
-        acquiring = group.create_task(self.elector.acquire(), name="leader-election")
-        done, _ = await asyncio.wait({*tasks, acquiring}, return_when=asyncio.FIRST_COMPLETED)
-        if acquiring not in done:
-            acquiring.cancel()
-            for task in done:
-                task.result()  # a failed HTTP server fails the daemon; a stop signal returns
+        if not await self._unless_stopped(group, tasks, self.elector.acquire(), "leader-election"):
             return False
         # What this replica writes says which leader wrote it: an older leader's writes are refused.
         self.gateway.epoch = self.elector.tenure.epoch
@@ -384,6 +453,14 @@ def run(settings: Settings, redactor: SecretRedactor) -> int:
     try:
         asyncio.run(main())
     except Exception as exc:  # noqa: BLE001 (the process's last word: say what broke, exit non-zero)
+        failure = _first(exc, StartupError)
+        if failure is None and (unreachable := _first(exc, BrokerUnreachableError)) is not None:
+            failure = broker_unreachable(host=unreachable.host, port=unreachable.port,
+                                         waited_seconds=unreachable.waited_seconds, last_error=unreachable.last_error)
+        if failure is not None:
+            # A setting to fix, not a bug: one line that names it, no traceback.
+            _log.critical("cannot start", settings=list(failure.settings), detail=str(failure))
+            return EXIT_CONFIGURATION
         if (lost := _first(exc, LeadershipLostError)) is not None:
             # Another replica leads now: exit at once, and come back (restarted) as a standby.
             _log.error("leadership lost: stopping", detail=str(lost), ran_seconds=round(time.monotonic() - started, 1))

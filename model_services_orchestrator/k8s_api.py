@@ -63,6 +63,7 @@ __all__ = [
     "WatchListing",
     "api_request",
     "build_api_client",
+    "credentials_source",
     "measure_requests",
 ]
 
@@ -141,6 +142,15 @@ def measure_requests(api_client: kubernetes.client.ApiClient, stats: RestClientS
             stats.observe(method, code, time.monotonic() - started)
 
     rest.request = measured  # type: ignore[method-assign]  # one wrapper, where every request passes
+
+
+def credentials_source(settings: Settings) -> str:
+    """Where ``build_api_client`` takes the daemon's credentials from, as an operator would set them."""
+    if settings.kubernetes_api_token is not None and settings.kubernetes_api_token.get_secret_value():
+        return "KUBERNETES_API_TOKEN"
+    if (_SERVICE_ACCOUNT_DIR / "token").is_file():
+        return f"the pod's service account ({_SERVICE_ACCOUNT_DIR / 'token'})"
+    return "the kubeconfig (KUBECONFIG or ~/.kube/config)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,9 +239,10 @@ class KubernetesGateway:
 
     # -- plumbing
 
-    def _raw(self, method: str, path: str, **options: Any) -> Any:
-        """``api_request`` with this gateway's client and timeout; only the leader's requests change things."""
-        if method != "GET":
+    def _raw(self, method: str, path: str, *, fenced: bool = True, **options: Any) -> Any:
+        """``api_request`` with this gateway's client and timeout; only the leader's requests change things
+        (not ``fenced``: a dry run, which changes nothing)."""
+        if method != "GET" and fenced:
             self.fence()  # checked in the thread, just before the request leaves
         return api_request(self.api_client, method, path, timeout=self.request_timeout, **options)
 
@@ -273,6 +284,25 @@ class KubernetesGateway:
                     self.reachable = True
                     return result
             await asyncio.sleep(delay)
+
+    # -- the first calls
+
+    async def check_access(self, label_selector: str) -> None:
+        """The daemon's first calls, which change nothing: list (at most) one of our pods, and create a
+        ConfigMap as a dry run (admission checks that the namespace exists; nothing is stored).
+
+        Raises the ``KubeError`` of the first that fails (a transient one once the retries are spent):
+        ``Unauthorized`` for a refused token, ``Forbidden`` for a namespace the token may not use (or that
+        does not exist, as RBAC answers), ``NotFound`` for a namespace that does not exist, told to a token
+        allowed everywhere (a list in a missing namespace is merely empty).
+        """
+        pods = f"/api/v1/namespaces/{self.namespace}/pods"
+        await self._call("list pods", lambda: self._raw(
+            "GET", pods, query=[("labelSelector", label_selector), ("limit", 1)], accept=_METADATA_ONLY))
+        configmaps = f"/api/v1/namespaces/{self.namespace}/configmaps"
+        probe = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "mso-start-check-"}}
+        await self._call("create configmaps", lambda: self._raw(
+            "POST", configmaps, body=probe, query=[("dryRun", "All")], want_answer=False, fenced=False))
 
     # -- pods
 

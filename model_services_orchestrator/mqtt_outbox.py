@@ -34,7 +34,12 @@ from dataclasses import dataclass
 from model_services_orchestrator import mqtt_packets as packets
 from model_services_orchestrator.leadership import LeadershipLostError
 from model_services_orchestrator.logs import get_logger
-from model_services_orchestrator.mqtt_session import LoginRefusedError, MqttSettings, is_login_refused
+from model_services_orchestrator.mqtt_session import (
+    BrokerUnreachableError,
+    LoginRefusedError,
+    MqttSettings,
+    is_login_refused,
+)
 
 __all__ = ["OUTBOX_CONNECTIONS", "MqttOutbox", "MqttOutboxes"]
 
@@ -124,7 +129,13 @@ class MqttOutbox:
     # --- the connection ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Connect, resume, publish; reconnect with backoff. Raises ``LoginRefusedError`` on refused credentials."""
+        """Connect, resume, publish; reconnect with backoff. Raises ``LoginRefusedError`` on refused credentials,
+        ``BrokerUnreachableError`` when no first connection was accepted within the settings' first_connect_timeout.
+        """
+        settings = self._settings
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        ever_connected = False
         backoff = _FIRST_BACKOFF
         while True:
             try:
@@ -139,8 +150,20 @@ class MqttOutbox:
             if established:
                 backoff = _FIRST_BACKOFF
             delay = backoff * random.uniform(0.5, 1.0)  # noqa: S311 (jitter)
-            _log.warning("mqtt outbox connection lost, reconnecting", error=error, delay_seconds=round(delay, 2),
-                         unacknowledged=self.pending())
+            ever_connected = ever_connected or established or self.reconnects > 0
+            if ever_connected:
+                _log.warning("mqtt outbox connection lost, reconnecting", error=error, delay_seconds=round(delay, 2),
+                             unacknowledged=self.pending())
+            else:
+                # Never connected: nothing was lost, and a broker that never answers is a setting to fix.
+                waited = loop.time() - started
+                left = settings.first_connect_timeout - waited
+                if left <= 0:
+                    raise BrokerUnreachableError(host=settings.host, port=settings.port, waited_seconds=waited,
+                                                 last_error=error)
+                delay = min(delay, left)
+                _log.warning("mqtt outbox connection failed, retrying", client_id=self._client_id,
+                             host=settings.host, port=settings.port, error=error, delay_seconds=round(delay, 2))
             await asyncio.sleep(delay)
             backoff = min(backoff * 2, _MAX_BACKOFF)
 

@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import random
 import threading
 from collections import deque
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
     from paho.mqtt.client import ConnectFlags, DisconnectFlags, MQTTMessage, SocketLike
     from paho.mqtt.properties import Properties
 
-__all__ = ["LoginRefusedError", "MqttSession", "MqttSettings", "is_login_refused"]
+__all__ = ["BrokerUnreachableError", "LoginRefusedError", "MqttSession", "MqttSettings", "is_login_refused"]
 
 _log = get_logger(__name__)
 
@@ -78,6 +79,17 @@ class LoginRefusedError(RuntimeError):
     """The broker refused our credentials: retrying cannot help, an operator must fix them."""
 
 
+class BrokerUnreachableError(RuntimeError):
+    """No connection to the broker was ever accepted within ``first_connect_timeout``: most likely the wrong host
+    or port, which an operator must fix. Once connected, a session reconnects for ever instead."""
+
+    def __init__(self, *, host: str, port: int, waited_seconds: float, last_error: str) -> None:
+        super().__init__(f"no connection to the broker {host}:{port} accepted in {waited_seconds:.1f} s: {last_error}")
+        self.host, self.port = host, port
+        self.waited_seconds = waited_seconds
+        self.last_error = last_error
+
+
 @dataclass(frozen=True, slots=True)
 class MqttSettings:
     host: str
@@ -91,6 +103,9 @@ class MqttSettings:
     # MQTT 3.1.1 has no way to ask the broker how many unacknowledged QoS 2 messages it takes from a
     # client; Mosquitto drops those past its max_inflight_messages (20 by default) without a word.
     max_inflight: int = 20
+    # How long the first connection may take (a host that never answers, refuses or does not resolve) before
+    # BrokerUnreachableError; once a connection was accepted, reconnections are tried for ever.
+    first_connect_timeout: float = math.inf
 
 
 def is_login_refused(reason: ReasonCode | int) -> bool:
@@ -152,6 +167,7 @@ class MqttSession:
         self._refusal: ReasonCode | None = None
         self._subscribe_mid: int | None = None
         self._established = False
+        self._ever_connected = False  # a CONNACK accepted our connection, once in this session's life
 
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
@@ -237,25 +253,39 @@ class MqttSession:
         """Connect, subscribe, receive and publish; reconnect with backoff whenever the broker goes away.
 
         Raises :class:`LoginRefusedError` when the broker refuses our
-        credentials. Cancelling it disconnects cleanly and closes the socket.
+        credentials, :class:`BrokerUnreachableError` when no first connection
+        was accepted within ``first_connect_timeout``. Cancelling it
+        disconnects cleanly and closes the socket.
         """
-        self._loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         keepalive = asyncio.create_task(self._call_loop_misc(), name="mqtt-keepalive")
+        settings = self._settings
+        started = loop.time()
         backoff = _FIRST_BACKOFF
         try:
             while True:
                 error = await self._session()
                 if self._refusal is not None and is_login_refused(self._refusal):
-                    settings = self._settings
                     raise LoginRefusedError(
                         f"the broker {settings.host}:{settings.port} refused the login of user "
                         f"{settings.username!r}: {self._refusal}")
                 if self._established:
                     backoff = _FIRST_BACKOFF  # a session that got going starts the backoff over
                 delay = backoff * random.uniform(0.5, 1.0)  # noqa: S311 (jitter)
-                _log.warning("mqtt connection lost, reconnecting", error=error,
-                             delay_seconds=round(delay, 2), unacknowledged=self.pending())
+                if self._ever_connected:
+                    _log.warning("mqtt connection lost, reconnecting", error=error,
+                                 delay_seconds=round(delay, 2), unacknowledged=self.pending())
+                else:
+                    # Never connected: nothing was lost, and a broker that never answers is a setting to fix.
+                    waited = loop.time() - started
+                    left = settings.first_connect_timeout - waited
+                    if left <= 0:
+                        raise BrokerUnreachableError(host=settings.host, port=settings.port, waited_seconds=waited,
+                                                     last_error=error)
+                    delay = min(delay, left)
+                    _log.warning("mqtt connection failed, retrying", host=settings.host, port=settings.port,
+                                 error=error, delay_seconds=round(delay, 2))
                 await asyncio.sleep(delay)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
         finally:
@@ -325,6 +355,7 @@ class MqttSession:
             self._refusal = reason
             return
         self.reconnects += 1
+        self._ever_connected = True
         self._session_present = bool(flags.session_present)
         settings = self._settings
         _log.info("mqtt connected", host=settings.host, port=settings.port, client_id=settings.client_id,

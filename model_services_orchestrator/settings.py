@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     mqtt_keepalive_seconds: int = Field(default=30, gt=0)
     mqtt_publish_qos: int = Field(default=2, ge=1, le=2)
     mqtt_max_inflight_messages: int = Field(default=20, gt=0, le=65535)
+    mqtt_connect_timeout_seconds: float = Field(default=60.0, gt=0)  # inf: the first connection is tried for ever
 
     simulator_name: str = "dots-so"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -171,6 +172,12 @@ class Settings(BaseSettings):
         if problems := self.election_timing.problems():
             raise ValueError("LEADER_ELECTION_LEASE_SECONDS, _RENEW_SECONDS, _RETRY_SECONDS: " + "; ".join(problems))
         return self
+
+    @property
+    def api_tls_unverified(self) -> bool:
+        """Whether the API server's certificate goes unchecked: a token over https and no ``KUBERNETES_CA_CERT``."""
+        return (self.kubernetes_api_token is not None and bool(self.kubernetes_api_token.get_secret_value())
+                and self.kubernetes_scheme == "https" and self.kubernetes_ca_cert is None)
 
     @property
     def election_timing(self) -> ElectionTiming:
