@@ -35,9 +35,9 @@ from model_services_orchestrator import mqtt_packets as packets
 from model_services_orchestrator.leadership import LeadershipLostError
 from model_services_orchestrator.logs import get_logger
 from model_services_orchestrator.mqtt_session import (
-    BrokerUnreachableError,
     LoginRefusedError,
     MqttSettings,
+    first_connection_delay,
     is_login_refused,
 )
 
@@ -156,12 +156,7 @@ class MqttOutbox:
                              unacknowledged=self.pending())
             else:
                 # Never connected: nothing was lost, and a broker that never answers is a setting to fix.
-                waited = loop.time() - started
-                left = settings.first_connect_timeout - waited
-                if left <= 0:
-                    raise BrokerUnreachableError(host=settings.host, port=settings.port, waited_seconds=waited,
-                                                 last_error=error)
-                delay = min(delay, left)
+                delay = first_connection_delay(settings, waited=loop.time() - started, delay=delay, error=error)
                 _log.warning("mqtt outbox connection failed, retrying", client_id=self._client_id,
                              host=settings.host, port=settings.port, error=error, delay_seconds=round(delay, 2))
             await asyncio.sleep(delay)

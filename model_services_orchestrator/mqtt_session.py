@@ -57,7 +57,8 @@ if TYPE_CHECKING:
     from paho.mqtt.client import ConnectFlags, DisconnectFlags, MQTTMessage, SocketLike
     from paho.mqtt.properties import Properties
 
-__all__ = ["BrokerUnreachableError", "LoginRefusedError", "MqttSession", "MqttSettings", "is_login_refused"]
+__all__ = ["BrokerUnreachableError", "LoginRefusedError", "MqttSession", "MqttSettings", "first_connection_delay",
+           "is_login_refused"]
 
 _log = get_logger(__name__)
 
@@ -106,6 +107,15 @@ class MqttSettings:
     # How long the first connection may take (a host that never answers, refuses or does not resolve) before
     # BrokerUnreachableError; once a connection was accepted, reconnections are tried for ever.
     first_connect_timeout: float = math.inf
+
+
+def first_connection_delay(settings: MqttSettings, *, waited: float, delay: float, error: str) -> float:
+    """The pause before another attempt at a first connection: ``delay``, cut to what is left of
+    ``first_connect_timeout``; ``BrokerUnreachableError`` once nothing is left."""
+    left = settings.first_connect_timeout - waited
+    if left <= 0:
+        raise BrokerUnreachableError(host=settings.host, port=settings.port, waited_seconds=waited, last_error=error)
+    return min(delay, left)
 
 
 def is_login_refused(reason: ReasonCode | int) -> bool:
@@ -278,12 +288,7 @@ class MqttSession:
                                  delay_seconds=round(delay, 2), unacknowledged=self.pending())
                 else:
                     # Never connected: nothing was lost, and a broker that never answers is a setting to fix.
-                    waited = loop.time() - started
-                    left = settings.first_connect_timeout - waited
-                    if left <= 0:
-                        raise BrokerUnreachableError(host=settings.host, port=settings.port, waited_seconds=waited,
-                                                     last_error=error)
-                    delay = min(delay, left)
+                    delay = first_connection_delay(settings, waited=loop.time() - started, delay=delay, error=error)
                     _log.warning("mqtt connection failed, retrying", host=settings.host, port=settings.port,
                                  error=error, delay_seconds=round(delay, 2))
                 await asyncio.sleep(delay)
