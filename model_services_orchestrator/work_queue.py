@@ -57,10 +57,13 @@ class WorkQueue(Generic[K]):
                 self._again.add(key)
                 self._added(key)
         elif key not in self._queued:
-            self._queued.add(key)
-            self._queue.append(key)
+            self._enqueue(key)
             self._added(key)
-            self._ready.set()
+
+    def _enqueue(self, key: K) -> None:
+        self._queued.add(key)
+        self._queue.append(key)
+        self._ready.set()
 
     def _added(self, key: K) -> None:
         self.adds += 1
@@ -110,9 +113,7 @@ class WorkQueue(Generic[K]):
         if key in self._again:
             # Added while it was processed: queued now, counted (and timed) as added then.
             self._again.discard(key)
-            self._queued.add(key)
-            self._queue.append(key)
-            self._ready.set()
+            self._enqueue(key)
 
     def idle(self) -> bool:
         """Nothing queued and nothing being processed (keys waiting for their backoff do not count)."""
