@@ -20,11 +20,31 @@ from typing import Any
 from simulation_components.control_plane import ControlPlane
 from simulation_components.control_plane.api import HttpClient
 
-__all__ = ["BenchApiServer", "api_server"]
+__all__ = ["BenchApiServer", "api_server", "by_request", "unlabelled"]
 
 _DAEMONS_RESOURCES = frozenset({"pods", "configmaps", "secrets"})
-_REQUESTS = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$', re.MULTILINE)
+_SERIES = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$", re.MULTILINE)
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def by_request(text: str, metric: str) -> dict[tuple[str, str, str], float]:
+    """``metric``'s series in kube-apiserver's ``/metrics`` text, summed by verb, resource (with its
+    subresource) and code (``""`` for a metric without one)."""
+    found: dict[tuple[str, str, str], float] = {}
+    for match in _SERIES.finditer(text):
+        if match["name"] != metric:
+            continue
+        labels = dict(_LABEL.findall(match["labels"] or ""))
+        resource = labels.get("resource", "") + (f"/{labels['subresource']}" if labels.get("subresource") else "")
+        key = (labels.get("verb", ""), resource, labels.get("code", ""))
+        found[key] = found.get(key, 0.0) + float(match["value"])
+    return found
+
+
+def unlabelled(text: str, names: frozenset[str]) -> dict[str, float]:
+    """The series of ``names`` that carry no labels (etcd's totals), from a ``/metrics`` text."""
+    return {match["name"]: float(match["value"]) for match in _SERIES.finditer(text)
+            if match["name"] in names and not match["labels"]}
 
 
 @dataclass
@@ -87,13 +107,7 @@ class BenchApiServer:
     def _metrics(self) -> dict[tuple[str, str, str], int]:
         """``apiserver_request_total`` by verb, resource (with its subresource) and code, from ``/metrics``."""
         text = self.driver.request_text("GET", "/metrics")
-        found: dict[tuple[str, str, str], int] = {}
-        for match in _REQUESTS.finditer(text):
-            labels = dict(_LABEL.findall(match["labels"]))
-            resource = labels.get("resource", "") + (f"/{labels['subresource']}" if labels.get("subresource") else "")
-            key = (labels.get("verb", ""), resource, labels.get("code", ""))
-            found[key] = found.get(key, 0) + int(float(match["value"]))
-        return found
+        return {key: int(value) for key, value in by_request(text, "apiserver_request_total").items()}
 
 
 @contextlib.contextmanager

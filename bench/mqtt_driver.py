@@ -11,7 +11,6 @@ ReadyForProcessing at QoS 0, as DOTS models do.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -24,7 +23,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from model_services_orchestrator.messages import HEALTHY, ModelHasTerminated, PingHealthSOToMSO, PongHealthMSOToSO
-from simulation_components.kit import SimulatorRecorder
+from simulation_components.kit import SimulatorRecorder, no_delay
 from simulation_components.local_mosquitto import LocalMosquitto
 
 __all__ = ["Heard", "ModelsPublisher", "SimulatorDriver"]
@@ -39,11 +38,7 @@ def _connect(client: paho.Client, broker: LocalMosquitto) -> None:
     def on_connect(client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _properties: Any) -> None:
         if reason.is_failure:
             failure.append(str(reason))
-        # paho leaves Nagle's algorithm on: a second small publish would wait for the broker's delayed ACK
-        # (40 ms), which real models, one message per connection, never see.
-        sock = client.socket()
-        if isinstance(sock, socket.socket):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        no_delay(client)
         connected.set()
 
     client.on_connect = on_connect

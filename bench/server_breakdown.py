@@ -17,7 +17,6 @@ and of the daemon's deploy, so the two can be set side by side:
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import threading
@@ -25,13 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.api_server import BenchApiServer
+from bench.api_server import BenchApiServer, by_request, unlabelled
 from simulation_components.control_plane.api import HttpClient
 
 __all__ = ["CpuProfile", "CreationProbe", "ServerSample", "breakdown", "sample_server"]
 
-_SERIES = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>[-0-9.e+]+)$", re.MULTILINE)
-_LABEL = re.compile(r'(\w+)="([^"]*)"')
 _ETCD = ("etcd_debugging_mvcc_total_put_size_in_bytes", "etcd_disk_wal_write_bytes_total", "etcd_mvcc_put_total",
          "etcd_disk_backend_commit_duration_seconds_sum", "etcd_mvcc_db_total_size_in_bytes")
 
@@ -45,29 +42,24 @@ class ServerSample:
     etcd: dict[str, float]
 
 
-def _by_request(text: str, metric: str) -> dict[str, float]:
+def _by_verb_and_resource(text: str, metric: str) -> dict[str, float]:
     found: dict[str, float] = {}
-    for match in _SERIES.finditer(text):
-        if match["name"] != metric:
-            continue
-        labels = dict(_LABEL.findall(match["labels"] or ""))
-        resource = labels.get("resource", "")
-        if not resource:
-            continue  # /healthz, /readyz, discovery: no resource
-        if labels.get("subresource"):
-            resource += f"/{labels['subresource']}"
-        key = f"{labels.get('verb', '')} {resource}"
-        found[key] = found.get(key, 0.0) + float(match["value"])
+    for (verb, resource, _code), value in by_request(text, metric).items():
+        if resource:  # not /healthz, /readyz, discovery
+            found[f"{verb} {resource}"] = found.get(f"{verb} {resource}", 0.0) + value
     return found
 
 
 def sample_server(server: BenchApiServer) -> ServerSample:
     """The API server's and etcd's counters now."""
     apiserver = server.driver.request_text("GET", "/metrics")
-    etcd_text = HttpClient(server.backend.etcd_url).request_text("GET", "/metrics")
-    etcd = {match["name"]: float(match["value"]) for match in _SERIES.finditer(etcd_text) if match["name"] in _ETCD}
-    return ServerSample(_by_request(apiserver, "apiserver_request_total"),
-                        _by_request(apiserver, "apiserver_request_duration_seconds_sum"), etcd)
+    etcd_client = HttpClient(server.backend.etcd_url)
+    try:
+        etcd = unlabelled(etcd_client.request_text("GET", "/metrics"), frozenset(_ETCD))
+    finally:
+        etcd_client.close()
+    return ServerSample(_by_verb_and_resource(apiserver, "apiserver_request_total"),
+                        _by_verb_and_resource(apiserver, "apiserver_request_duration_seconds_sum"), etcd)
 
 
 def breakdown(before: ServerSample, after: ServerSample, pods: int) -> dict[str, Any]:

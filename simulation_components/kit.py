@@ -51,6 +51,7 @@ __all__ = [
     "deploy_models",
     "fake_model_env",
     "left_in_namespace",
+    "no_delay",
     "read_records",
     "ready",
     "ready_in_record",
@@ -113,6 +114,14 @@ def deploy_models(models: Sequence[tuple[str, str, Sequence[tuple[str, str]]]], 
         for model_id, image, env in models])
 
 
+def no_delay(client: paho.Client) -> None:
+    """Nagle's algorithm off on a connected client (paho leaves it on): a second small publish would wait
+    for the broker's delayed ACK (40 ms), which real clients, one message at a time, never see."""
+    sock = client.socket()
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class SimulatorRecorder:
     """Plays the SO on MQTT: sends DeployModels, records every lifecycle message addressed to it.
 
@@ -145,11 +154,7 @@ class SimulatorRecorder:
                 (f"/lifecycle/model/{self.so}/#", self.subscribe_qos)]
 
     def _on_connect(self, client: paho.Client, *_args: Any) -> None:
-        # paho leaves Nagle's algorithm on: a second small publish would wait for the broker's delayed ACK
-        # (40 ms), which real clients, one message at a time, never see.
-        sock = client.socket()
-        if isinstance(sock, socket.socket):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        no_delay(client)
         client.subscribe(self.subscriptions())
 
     def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:

@@ -26,14 +26,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from simulation_components.processes import stop_process
+from simulation_components.processes import free_port, stop_process
 
 __all__ = [
     "DEPLOYMENT_CONFIG",
     "LocalMosquitto",
     "MosquittoError",
     "find_mosquitto",
-    "free_port",
 ]
 
 DEPLOYMENT_CONFIG = Path(__file__).resolve().parent / "mosquitto" / "mosquitto.conf"
@@ -79,14 +78,6 @@ def _find_mosquitto_passwd(mosquitto: str) -> str:
         if os.access(candidate, os.X_OK):
             return str(candidate)
     raise MosquittoError("mosquitto_passwd is not installed (it comes with the mosquitto package)")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def shared_settings(config: Path = DEPLOYMENT_CONFIG) -> list[str]:

@@ -22,9 +22,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -32,8 +30,8 @@ from typing import Any, Self
 
 import yaml  # type: ignore[import-untyped]  # no types-PyYAML among the dev pins
 
-from simulation_components.local_mosquitto import free_port
-from simulation_components.processes import stop_process
+from simulation_components.control_plane.api import ApiError, HttpClient
+from simulation_components.processes import free_port, stop_process
 from simulation_components.waiting import wait_for
 
 __all__ = [
@@ -174,6 +172,7 @@ class LocalPrometheus:
         self._directory = Path(tempfile.mkdtemp(prefix="local-prometheus-"))
         self._startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
+        self._client = HttpClient(self.url, timeout=10)
         config = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(path) for path in rule_files],
@@ -203,11 +202,13 @@ class LocalPrometheus:
             if self._process is not None and self._process.poll() is not None:
                 raise RuntimeError(f"prometheus exited with code {self._process.returncode}:\n{self.log_text()}")
 
-        wait_for(lambda: self._get("/-/ready", raw=True) is not None, timeout=self._startup_timeout,
-                 what="prometheus ready", check=alive, retry=(OSError,), interval=0.1)
+        # Not listening yet (OSError), or not ready (503): not yet.
+        wait_for(lambda: self._client.request_text("GET", "/-/ready"), timeout=self._startup_timeout,
+                 what="prometheus ready", check=alive, retry=(OSError, ApiError), interval=0.1)
         return self
 
     def close(self) -> None:
+        self._client.close()
         if self._process is not None:
             stop_process(self._process, 10.0)
             self._process = None
@@ -222,18 +223,13 @@ class LocalPrometheus:
 
     # -- the HTTP API
 
-    def _get(self, path: str, *, raw: bool = False, **params: str) -> Any:
-        url = f"{self.url}{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
+    def _get(self, path: str, **params: str) -> Any:
+        """A GET of the HTTP API, decoded; ``PromQLError`` with Prometheus' own reason when it refuses."""
         try:
-            with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (our own loopback URL)
-                body = response.read()
-        except urllib.error.HTTPError as exc:
-            body = exc.read()
-            if raw:
-                raise OSError(f"{exc.code}: {body[:200]!r}") from exc
-            answer = json.loads(body)
-            raise PromQLError(f"{answer.get('errorType')}: {answer.get('error')}") from exc
-        return body if raw else json.loads(body)
+            return self._client.request("GET", path + (f"?{urllib.parse.urlencode(params)}" if params else ""))
+        except ApiError as exc:
+            answer = exc.body if isinstance(exc.body, dict) else {}
+            raise PromQLError(f"{answer.get('errorType')}: {answer.get('error') or exc.message}") from exc
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """The instant vector (or scalar, as one result) ``expr`` evaluates to now; ``PromQLError`` if refused."""

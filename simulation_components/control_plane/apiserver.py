@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..processes import free_port
 from .api import call
 from .certificates import ControlPlaneCertificates
-from .components import Component, free_port
+from .components import Component
 
 __all__ = ["SERVICE_ACCOUNT_ISSUER", "SERVICE_CLUSTER_IP_RANGE", "APIServer"]
 

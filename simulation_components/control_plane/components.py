@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ from typing import TypeVar
 from ..processes import stop_process
 from ..waiting import wait_for
 
-__all__ = ["Component", "ComponentError", "die_with_parent", "free_port", "tail"]
+__all__ = ["Component", "ComponentError", "die_with_parent", "tail"]
 
 _T = TypeVar("_T")
 _PR_SET_PDEATHSIG = 1
@@ -33,13 +32,6 @@ _PR_SET_PDEATHSIG = 1
 
 class ComponentError(RuntimeError):
     """A component exited or did not become ready; the message ends with its log tail."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # Looked up now: between fork and exec (where other threads' locks may be held) only the call itself runs.

@@ -11,8 +11,9 @@ import base64
 import shutil
 from pathlib import Path
 
+from ..processes import free_port
 from .api import call
-from .components import Component, free_port
+from .components import Component
 
 __all__ = ["Etcd"]
 

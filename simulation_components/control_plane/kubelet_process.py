@@ -13,9 +13,10 @@ import os
 import sys
 from pathlib import Path
 
+from ..processes import free_port
 from .binaries import REPO_ROOT
 from .certificates import ControlPlaneCertificates
-from .components import Component, free_port
+from .components import Component
 
 __all__ = ["KUBELET_MODES", "KubeletProcess"]
 

@@ -131,22 +131,13 @@ def _index(instructions: list[Instruction], keyword: str, pattern: str) -> int:
     raise AssertionError(f"no {keyword} matching {pattern!r} in the stage")
 
 
-def _env(stage: Stage) -> dict[str, str]:
+def _assignments(stage: Stage, keyword: str) -> dict[str, str]:
+    """The ``key=value`` pairs of a stage's ENV or LABEL instructions."""
     values: dict[str, str] = {}
-    for arguments in stage.all("ENV"):
+    for arguments in stage.all(keyword):
         for item in shlex.split(arguments):
             key, sep, value = item.partition("=")
-            assert sep, f"use the ENV key=value form: {arguments!r}"
-            values[key] = value
-    return values
-
-
-def _labels(stage: Stage) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for arguments in stage.all("LABEL"):
-        for item in shlex.split(arguments):
-            key, sep, value = item.partition("=")
-            assert sep, f"use the LABEL key=value form: {arguments!r}"
+            assert sep, f"use the {keyword} key=value form: {arguments!r}"
             values[key] = value
     return values
 
@@ -249,15 +240,15 @@ def test_final_stage_removes_pip_and_installs_nothing(final: Stage) -> None:
 
 
 def test_environment(builder: Stage, final: Stage) -> None:
-    assert _env(builder).get("PIP_NO_CACHE_DIR") == "1"
-    env = _env(final)
+    assert _assignments(builder, "ENV").get("PIP_NO_CACHE_DIR") == "1"
+    env = _assignments(final, "ENV")
     assert env.get("PYTHONUNBUFFERED") == "1"
     # The console script and `python` are the virtualenv's.
     assert env.get("PATH", "").startswith(f"{VENV}/bin:")
 
 
 def test_oci_labels(stages: list[Stage], final: Stage) -> None:
-    labels = {key: _expand(value, _args(final)) for key, value in _labels(final).items()}
+    labels = {key: _expand(value, _args(final)) for key, value in _assignments(final, "LABEL").items()}
     prefix = "org.opencontainers.image."
     assert labels[prefix + "title"] == PROJECT["name"]
     assert labels[prefix + "description"] == PROJECT["description"]

@@ -23,7 +23,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from model_services_orchestrator import mqtt_packets as packets
 from model_services_orchestrator.mqtt_outbox import MqttOutbox
 from model_services_orchestrator.mqtt_session import LoginRefusedError, MqttSession, MqttSettings
-from simulation_components.local_mosquitto import LocalMosquitto, free_port
+from simulation_components.local_mosquitto import LocalMosquitto
+from simulation_components.processes import free_port
 
 
 def _unique(prefix: str) -> str:
