@@ -12,22 +12,22 @@ PYTHON="${PYTHON:-python3}"
 # First, before anything is installed: a machine that cannot build the control plane hears it at once.
 ci/build_control_plane.sh --check
 
+# From Debian's packages, what is missing: Mosquitto (the tests start their own brokers) and Prometheus
+# with promtool (the monitoring tests start their own). Where systemd runs, the packages start a broker on
+# 1883 and a Prometheus on 9090; the tests do not use them.
+packages=()
 if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
-    echo "Installing Mosquitto with apt-get..."
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
-    # The package starts a broker on 1883 where systemd runs; the tests do not need it.
+    packages+=(mosquitto mosquitto-clients)
 fi
-
 if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
-    echo "Installing Prometheus (prometheus, promtool) with apt-get..."
+    packages+=(prometheus)
+fi
+if [ ${#packages[@]} -gt 0 ]; then
+    echo "Installing ${packages[*]} with apt-get..."
     SUDO=""
     if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-    # The package may start a Prometheus on 9090 where systemd runs; the tests start their own.
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then
