@@ -221,6 +221,9 @@ class Daemon:
             for event in item:
                 name, service = event.pod
                 self.registry.changed(name, service, deleted=event.type == "DELETED")
+                # Rare, and what every later DeployModels resolves with: worth a line.
+                _log.info("model service changed", name=name, change=event.type,
+                          image=service.image if service is not None else None)
 
     async def _registry_available(self) -> bool:
         """Whether the API serves ModelServices to the daemon: the registry is off (one warning) when the CRD is
