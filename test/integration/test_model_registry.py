@@ -18,6 +18,7 @@ import pytest
 from model_services_orchestrator.messages import ErrorOccurred
 from simulation_components.control_plane import ControlPlane
 from simulation_components.control_plane.api import ApiError
+from simulation_components.control_plane.manifests import load_manifests
 from simulation_components.kit import (
     MODEL_SERVICES,
     NAMESPACE,
@@ -190,3 +191,33 @@ def test_without_the_crd_the_registry_is_off(status_kube: ControlPlane, so: Simu
     assert so.terminations(sim) == {"named": ("FAILED", -1)}
     assert b"the model registry is off" in wait_for(lambda: so.of(sim, "ErrorOccurred"), timeout=10,
                                                     what="its ErrorOccurred")[0].payload
+
+
+def test_with_a_role_that_does_not_grant_them_the_registry_is_off(
+        registry_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+    role = next(load_manifests(("role.yaml",)))
+    path = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NAMESPACE}/roles/{role['metadata']['name']}"
+
+    def daemon_may_list() -> bool:
+        try:
+            registry_kube.request("GET", MODEL_SERVICES, token=registry_kube.token)
+        except ApiError as error:
+            if error.status == 403:
+                return False
+            raise
+        return True
+
+    def put_role(rules: list[dict[str, Any]]) -> None:
+        current = registry_kube.request("GET", path)
+        registry_kube.request("PUT", path, {**role, "metadata": {**role["metadata"], "resourceVersion": current[
+            "metadata"]["resourceVersion"]}, "rules": rules})
+
+    put_role([rule for rule in role["rules"] if rule["apiGroups"] != ["dots.mso.io"]])
+    try:
+        wait_for(lambda: not daemon_may_list(), timeout=20, what="the Role without ModelServices in force")
+        daemon = make_daemon(registry_kube)
+        off = daemon.logged("model registry off: ModelServices are not served to the daemon")
+        assert len(off) == 1 and off[0]["status"] == 403
+    finally:
+        put_role(role["rules"])
+        wait_for(daemon_may_list, timeout=20, what="the project's Role in force again")
