@@ -66,6 +66,7 @@ _log = get_logger(__name__)
 _SHUTDOWN_SECONDS = 8.0
 _CHECK_RETRY_MAX_SECONDS = 10.0  # the most between two start-up checks of an API server that does not answer
 _E = TypeVar("_E", bound=BaseException)
+_WatchItem = WatchListing | WatchListed | list[WatchEvent]
 
 
 class Daemon:
@@ -160,7 +161,7 @@ class Daemon:
         self.watcher = PodWatcher(
             gateway=self.gateway,
             label_selector=owned_pods_selector(so),
-            deliver=self._from_watch_thread,
+            deliver=self._in_loop(self._watched),
             reduce=observe_pod,
             watch_timeout_seconds=settings.kubernetes_watch_timeout_seconds,
             silence_seconds=settings.kubernetes_watch_silence_seconds,
@@ -168,7 +169,7 @@ class Daemon:
         self.registry_watcher = PodWatcher(
             gateway=self.gateway,
             label_selector="",
-            deliver=self._from_registry_thread,
+            deliver=self._in_loop(self._registry_watched),
             reduce=named_model_service,
             watch_timeout_seconds=settings.kubernetes_watch_timeout_seconds,
             silence_seconds=settings.kubernetes_watch_silence_seconds,
@@ -192,12 +193,17 @@ class Daemon:
 
     # -- the watch, from its thread
 
-    def _from_watch_thread(self, item: WatchListing | WatchListed | list[WatchEvent]) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._watched, item)
+    def _in_loop(self, handler: Callable[[_WatchItem], None]) -> Callable[[_WatchItem], None]:
+        """A watch thread's callback that hands each item to ``handler`` in the event loop."""
 
-    def _watched(self, item: WatchListing | WatchListed | list[WatchEvent]) -> None:
+        def deliver(item: _WatchItem) -> None:
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(handler, item)
+
+        return deliver
+
+    def _watched(self, item: _WatchItem) -> None:
         if isinstance(item, WatchListing):
             self.runtime.listing_started()
         elif isinstance(item, WatchListed):
@@ -206,12 +212,7 @@ class Daemon:
             self.runtime.pods_changed(PodChange(event.pod, gone=event.type == "DELETED")
                                       for event in item if event.pod is not None)
 
-    def _from_registry_thread(self, item: WatchListing | WatchListed | list[WatchEvent]) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._registry_watched, item)
-
-    def _registry_watched(self, item: WatchListing | WatchListed | list[WatchEvent]) -> None:
+    def _registry_watched(self, item: _WatchItem) -> None:
         if isinstance(item, WatchListed):
             self.registry.listed(item.pods)
             if not self._registry_synced.is_set():

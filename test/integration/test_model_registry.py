@@ -125,7 +125,7 @@ def test_models_run_with_what_the_registry_says(registry_kube: ControlPlane, so:
     assert container["resources"]["limits"] == {"memory": "96Mi"}
     assert named["node_selector"] == {"pool": "models"}
     # (Admission adds its own not-ready and unreachable tolerations after ours.)
-    assert [(t["key"], t["operator"], t["effect"]) for t in named["tolerations"]][0] == (
+    assert next((t["key"], t["operator"], t["effect"]) for t in named["tolerations"]) == (
         "models", "Exists", "NoSchedule")
 
     plain = _pod_of(registry_kube, "plain")
