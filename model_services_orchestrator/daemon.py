@@ -215,9 +215,9 @@ class Daemon:
     def _registry_watched(self, item: _WatchItem) -> None:
         if isinstance(item, WatchListed):
             self.registry.listed(item.pods)
-            if not self._registry_synced.is_set():
-                _log.info("model registry synced", model_services=len(self.registry))
-                self._registry_synced.set()
+            # At start, and after the watch expired (410): rare.
+            _log.info("model registry listed", model_services=len(self.registry))
+            self._registry_synced.set()
         elif not isinstance(item, WatchListing):
             for event in item:
                 name, service = event.pod

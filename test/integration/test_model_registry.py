@@ -49,6 +49,15 @@ PLAIN: dict[str, Any] = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_crd_after(control_planes: dict[str, ControlPlane]) -> Iterator[None]:
+    """The session's control planes left as this module found them: without the CRD (whose watch would take
+    a fault another module injects for the pod watch, and whose requests it would count)."""
+    yield
+    for plane in control_planes.values():
+        remove_model_service_crd(plane)
+
+
 @pytest.fixture
 def registry_kube(status_kube: ControlPlane) -> Iterator[ControlPlane]:
     """The session's control plane with the ModelService CRD served, and no ModelService left after the test."""
@@ -106,7 +115,7 @@ def test_models_run_with_what_the_registry_says(registry_kube: ControlPlane, so:
     _create(registry_kube, PRINTER)
     _create(registry_kube, PLAIN)
     daemon = make_daemon(registry_kube)
-    assert daemon.logged("model registry synced")[0]["model_services"] == 2
+    assert daemon.logged("model registry listed")[0]["model_services"] == 2
     sim = "sim-registry"
     so.deploy(sim, [("named", "modelservice:printer", [("B", "from-so"), ("C", "so-only")]),
                     ("plain", "registry.example/plain:1", [("X", "1")]),
@@ -221,3 +230,17 @@ def test_with_a_role_that_does_not_grant_them_the_registry_is_off(
     finally:
         put_role(role["rules"])
         wait_for(daemon_may_list, timeout=20, what="the project's Role in force again")
+
+
+def test_the_registry_lists_again_after_410_gone(registry_kube: ControlPlane, so: SimulatorRecorder,
+                                                 make_daemon: DaemonFactory) -> None:
+    daemon = make_daemon(registry_kube)
+    # kube-apiserver restarts after a compaction: the watch's resourceVersion is too old, the cache is re-listed.
+    registry_kube.expire_watches_with_410()
+    daemon.wait_logged("modelservice watch expired, listing again")
+    wait_for(lambda: len(daemon.logged("model registry listed")) == 2, timeout=30, what="the list after 410")
+    _create(registry_kube, PLAIN)
+    daemon.wait_logged("model service changed")  # the watch resumed from the new list
+    so.deploy("sim-relisted", [("m", "registry.example/plain:1", [])])
+    assert _pod_of(registry_kube, "m")["containers"][0]["resources"]["requests"] == {"cpu": "50m",
+                                                                                     "memory": "32Mi"}
