@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from model_services_orchestrator.model_registry import Resolved, merged_env, resources
+
 __all__ = [
     "ANNOTATION_MODEL_ID",
     "ANNOTATION_SIMULATION_ID",
@@ -251,14 +253,10 @@ def _no_secret(_value: str) -> str:
     raise ValueError("a secret env var needs the Secret that holds its value (secret_for)")
 
 
-def _resources(settings: PodSettings) -> dict[str, dict[str, str]]:
-    resources: dict[str, dict[str, str]] = {}
-    for kind, cpu, memory in (("requests", settings.cpu_request, settings.memory_request),
-                              ("limits", settings.cpu_limit, settings.memory_limit)):
-        amounts = {key: amount for key, amount in (("cpu", cpu), ("memory", memory)) if amount}
-        if amounts:
-            resources[kind] = amounts
-    return resources
+def _default_resources(settings: PodSettings) -> dict[str, dict[str, str]]:
+    return {kind: {key: amount for key, amount in (("cpu", cpu), ("memory", memory)) if amount}
+            for kind, cpu, memory in (("requests", settings.cpu_request, settings.memory_request),
+                                      ("limits", settings.cpu_limit, settings.memory_limit))}
 
 
 def _keep_logs_label(keep_logs_hours: float) -> str:
@@ -279,6 +277,7 @@ def build_pod(
     name: str | None = None,
     is_secret: Callable[[str], bool] = lambda _name: False,
     secret_for: Callable[[str], str] = _no_secret,
+    service: Resolved | None = None,
 ) -> dict[str, Any]:
     """The pod body for one model, as the JSON the API server takes.
 
@@ -286,6 +285,11 @@ def build_pod(
     Secret ``secret_for(value)`` (under the key ``secret_key(value)``) instead
     of being written into the pod spec, where anyone who may list pods could
     read them.
+
+    ``service``: what the model's image resolved to in the model registry
+    (``model_registry``): its image and default env vars (under the SO's),
+    and, where it says them, the resources (per resource), nodeSelector and
+    tolerations in place of the deployment-wide ``settings``.
     """
     name = name or pod_name(simulator_id, simulation_id, model_id)
     security_context: dict[str, Any] = {
@@ -297,16 +301,16 @@ def build_pod(
         security_context["runAsNonRoot"] = True
     container: dict[str, Any] = {
         "name": name,
-        "image": image,
+        "image": (service.image if service is not None else None) or image,
         "imagePullPolicy": "Always",
-        "env": [
+        "env": merged_env(service.env if service is not None else (), [
             _env_entry(key, value, secret_for(value) if is_secret(key) else None)
             for key, value in merge_env(env)
-        ],
+        ]),
         "securityContext": security_context,
     }
-    if resources := _resources(settings):
-        container["resources"] = resources
+    if amounts := resources(_default_resources(settings), service.resources if service is not None else None):
+        container["resources"] = amounts
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -314,10 +318,15 @@ def build_pod(
         "enableServiceLinks": False,
         "containers": [container],
     }
-    if settings.node_selector:
-        spec["nodeSelector"] = dict(settings.node_selector)
-    if settings.tolerations:
-        spec["tolerations"] = [dict(toleration) for toleration in settings.tolerations]
+    node_selector = settings.node_selector
+    tolerations = settings.tolerations
+    if service is not None:
+        node_selector = settings.node_selector if service.node_selector is None else service.node_selector
+        tolerations = settings.tolerations if service.tolerations is None else service.tolerations
+    if node_selector:
+        spec["nodeSelector"] = dict(node_selector)
+    if tolerations:
+        spec["tolerations"] = [dict(toleration) for toleration in tolerations]
     if settings.pull_image_secret_name:
         spec["imagePullSecrets"] = [{"name": settings.pull_image_secret_name}]
     return {

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -44,6 +45,7 @@ from model_services_orchestrator.logs import SecretRedactor, get_logger
 from model_services_orchestrator.messages import codec
 from model_services_orchestrator.metrics import CREATE_BUCKETS, Histogram, LifecycleStats, ReconcileStats
 from model_services_orchestrator.model_health import ModelHealth
+from model_services_orchestrator.model_registry import Registry, resolve
 from model_services_orchestrator.pod_observation import ContainerState, PodObservation
 from model_services_orchestrator.pod_specs import (
     LABEL_SIMULATION_KEY,
@@ -169,8 +171,11 @@ class Runtime:
     """The daemon's state and its convergence, for one SO."""
 
     def __init__(self, *, settings: RuntimeSettings, pods: PodApi, records: RecordStore, publisher: Publisher,
-                 outbox: Outbox, redactor: SecretRedactor, clock: Callable[[], float] = time.time) -> None:
+                 outbox: Outbox, redactor: SecretRedactor, clock: Callable[[], float] = time.time,
+                 registry: Registry | None = None) -> None:
         self.settings = settings
+        # The ModelServices, as the daemon's watch keeps them; without one, the registry is off.
+        self.registry = registry if registry is not None else Registry()
         self.pods = pods
         self.records = records
         self.publisher = publisher
@@ -231,7 +236,7 @@ class Runtime:
         self.messages_received[kind] = self.messages_received.get(kind, 0) + 1
         match message:
             case inv.DeployRequested():
-                self._deploying(message)
+                message = self._deploying(message)
             case inv.EndRequested() if message.simulation_id in self.inventory.simulations:
                 _log.info("simulation ended by the SO" if message.model_id is None else "model told to finish",
                           simulation_id=message.simulation_id, model_id=message.model_id)
@@ -264,15 +269,22 @@ class Runtime:
             self._acks.popleft()
             ack()
 
-    def _deploying(self, request: inv.DeployRequested) -> None:
+    def _deploying(self, request: inv.DeployRequested) -> inv.DeployRequested:
+        """Log a DeployModels; a new simulation's images resolved in the model registry, once and for good."""
         self.redactor.add_env(((name, value) for spec in request.models for name, value in spec.env
                                if self.is_secret(name)), owner=request.simulation_id)
         known = self.inventory.simulations.get(request.simulation_id)
         if known is None and request.refused:
             _log.warning("DeployModels refused", simulation_id=request.simulation_id, reason=request.refused[:500],
                          answer="FAILED -1 for each model that can be answered")
-            return
+            return request
         if known is None:
+            resolution = resolve((spec.image for spec in request.models), self.registry)
+            if resolution.resolved or resolution.unknown:
+                _log.info("model registry resolved images", simulation_id=request.simulation_id,
+                          services={image: each.service for image, each in resolution.resolved.items()},
+                          unknown=sorted(resolution.unknown))
+            request = dataclasses.replace(request, services=resolution.resolved, unknown=resolution.unknown)
             self._deployed_at[request.simulation_id] = request.now
             _log.info("deploying models", simulation_id=request.simulation_id, simulator_id=request.simulator_id,
                       models=len(request.models), keep_logs_hours=request.keep_logs_hours)
@@ -280,10 +292,11 @@ class Runtime:
                 _log.warning("keepLogsHours capped", simulation_id=request.simulation_id,
                              requested=str(request.keep_logs_hours), kept=self.settings.max_keep_logs_hours,
                              setting="MAX_KEEP_LOGS_HOURS")
-            return
+            return request
         added = [spec.model_id for spec in request.models if spec.model_id not in known.models]
         _log.warning("repeated DeployModels", simulation_id=request.simulation_id,
                      models_added=len(added), answer="FAILED -1 for each model it adds" if added else "none")
+        return request
 
     def connected(self) -> None:
         """The MQTT session is (re)connected and subscribed: readies sent meanwhile may be lost."""
@@ -322,8 +335,9 @@ class Runtime:
             return
         simulation = self.inventory.simulations.get(seen.simulation_id)
         model = simulation.models.get(seen.model_id) if simulation is not None else None
-        if model is not None and model.start_deadline is not None and model.termination is None:
-            asked = model.start_deadline - self.settings.model_start_timeout_seconds
+        if (simulation is not None and model is not None and model.start_deadline is not None
+                and model.termination is None):
+            asked = model.start_deadline - self.inventory.start_timeout(simulation, model)
             self.lifecycle.model_start.observe(max(0.0, now - asked))
 
     def apply(self, events: Iterable[inv.Event]) -> None:
@@ -594,6 +608,7 @@ class Runtime:
             name=create.pod_name,
             is_secret=self.is_secret,
             secret_for=secret_for,
+            service=create.service,
         )
         started = time.monotonic()
         try:

@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     model_tolerations: str = "[]"
     model_run_as_non_root: bool = False
     model_start_timeout_seconds: float = Field(default=300.0, gt=0)
+    model_registry_sync_timeout_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     model_stop_grace_seconds: float = Field(default=30.0, ge=0)
     model_finish_timeout_seconds: float = Field(default=3600.0, gt=0, allow_inf_nan=False)
     ready_settle_seconds: float = Field(default=10.0, gt=0, allow_inf_nan=False)
