@@ -193,6 +193,7 @@ class CreatePod:
     keep_logs_hours: float
     spec: ModelSpec
     pod_name: str
+    group_size: int = 0  # of the simulation's Kueue pod group
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +265,8 @@ class Simulation:
     # The SO sent SimulationDone (to a model, or to the simulation): it ended the simulation, and a
     # ModelsReady now would crash today's SO. Never sent after this.
     ended_by_so: bool = False
+    # How many models its first DeployModels named: the pod group Kueue admits whole (KUEUE_QUEUE_NAME).
+    group_size: int = 0
     # Book-keeping, not recorded:
     version: int = 1  # bumped by every change of what the record holds
     saved_version: int = 0  # the version the cluster's record holds (0: none yet)
@@ -573,7 +576,7 @@ class Inventory:
             model = simulation.models[model_id]
             assert model.spec is not None
             creates.append(CreatePod(simulation.simulator_id, simulation.simulation_id, simulation.keep_logs_hours,
-                                     model.spec, model.pod_name))
+                                     model.spec, model.pod_name, simulation.group_size or len(simulation.models)))
         return creates
 
     def pods_to_stop(self, simulation_id: str) -> list[StopPod]:
@@ -781,6 +784,7 @@ class Inventory:
             model = simulation.models[spec.model_id] = Model(model_id=spec.model_id, pod_name=name, spec=spec)
             simulation.to_create[spec.model_id] = None
             self._set_start_deadline(event.simulation_id, model, event.now)
+        simulation.group_size = len(simulation.models)
         self.simulations[event.simulation_id] = simulation
         self._changed(simulation)
         simulation.changed.update(simulation.models)
@@ -917,6 +921,11 @@ class Inventory:
         model.container = seen.state
         if model.termination is not None:
             return True
+        if seen.stopped_by_kueue:
+            # Preempted or evicted: Kueue stops the whole group, each pod with this reason.
+            self._terminate(simulation, model, Termination(
+                EXIT_POD_LOST, f"stopped by Kueue: {seen.stopped_by_kueue}"), now)
+            return True
         match seen.state:
             case ContainerState.TERMINATED:
                 code = seen.exit_code if seen.exit_code is not None else EXIT_POD_LOST
@@ -931,6 +940,10 @@ class Inventory:
                 model.start_deadline = None
                 model.waiting_reason = ""
                 model.waiting_message = ""
+            case ContainerState.WAITING if seen.gated:
+                # Waiting for Kueue to admit its group: no start deadline until the gates go.
+                model.start_deadline = None
+                model.waiting_reason, model.waiting_message = "SchedulingGated", "waiting for Kueue's admission"
             case ContainerState.WAITING:
                 self._waiting(simulation, model, seen, now)
         return True
@@ -941,8 +954,9 @@ class Inventory:
         model.waiting_reason = seen.reason
         model.waiting_message = seen.message
         if model.start_deadline is None:
-            self._set_start_deadline(simulation.simulation_id, model,
-                                     seen.created_at if seen.created_at is not None else now)
+            # A pod of a Kueue group may have waited long at its gates: it counts from when it is seen ungated.
+            since = now if seen.queued or seen.created_at is None else seen.created_at
+            self._set_start_deadline(simulation.simulation_id, model, since)
         if seen.reason in _HOPELESS_WAITING_REASONS or model.refused_pulls >= _REFUSED_PULLS_TO_FAIL:
             self._fail_start(simulation, model, now)
 

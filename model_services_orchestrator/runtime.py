@@ -592,6 +592,7 @@ class Runtime:
             env=spec.env,
             keep_logs_hours=create.keep_logs_hours,
             name=create.pod_name,
+            group_size=create.group_size,
             is_secret=self.is_secret,
             secret_for=secret_for,
         )
