@@ -137,6 +137,7 @@ class Daemon:
                     cpu_limit=settings.model_cpu_limit,
                     memory_limit=settings.model_memory_limit,
                     run_as_non_root=settings.model_run_as_non_root,
+                    kueue_queue_name=settings.kueue_queue_name,
                 ),
                 secret_env_name_pattern=settings.secret_env_name_pattern,
                 model_start_timeout_seconds=settings.model_start_timeout_seconds,

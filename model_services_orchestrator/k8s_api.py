@@ -23,7 +23,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -403,6 +403,31 @@ class KubernetesGateway:
         path = f"/api/v1/namespaces/{self.namespace}/pods"
         await self._call("delete pods", lambda: self._raw(
             "DELETE", path, query=[("labelSelector", label_selector)], want_answer=False))
+
+    async def delete_kueue_workload(self, name: str, pod_names: Collection[str]) -> bool:
+        """Delete Kueue's Workload ``name`` if it is the one of these pods (each of its owners is a Pod, one of
+        them named in ``pod_names``); the uid precondition keeps a new Workload of that name safe.
+
+        Kueue (v0.17) keeps its finalizer on the pods of a group it never admitted until its Workload goes:
+        deleting it is Kueue's own way to end such a group. False when there is none, or it is not theirs.
+        """
+        path = f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{self.namespace}/workloads/{name}"
+        try:
+            workload: dict[str, Any] = await self._call("read workload", lambda: self._raw("GET", path),
+                                                        passthrough=(NotFound,))
+        except NotFound:
+            return False
+        owners = workload["metadata"].get("ownerReferences") or []
+        if not owners or any(owner.get("kind") != "Pod" for owner in owners) or not any(
+                owner.get("name") in pod_names for owner in owners):
+            return False
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": workload["metadata"]["uid"]}}
+        try:
+            await self._call("delete workload", lambda: self._raw("DELETE", path, body=body),
+                             passthrough=(NotFound, Conflict))
+        except (NotFound, Conflict):
+            return False
+        return True
 
     async def list_pods(self, label_selector: str, keep: Callable[[dict[str, Any]], _T | None]) -> list[_T]:
         """``keep(pod)`` of each pod the selector matches, where it is not None, a page at a time; a pod is its

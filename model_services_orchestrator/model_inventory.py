@@ -195,6 +195,7 @@ class CreatePod:
     spec: ModelSpec
     pod_name: str
     service: Resolved | None = None  # what the model registry made of its image
+    group_size: int = 0  # of the simulation's Kueue pod group
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +270,8 @@ class Simulation:
     # What the model registry made of its images at its DeployModels (by the SO's image): recorded, so a
     # ModelService changed later changes nothing here.
     services: dict[str, Resolved] = field(default_factory=dict)
+    # How many models its first DeployModels named: the pod group Kueue admits whole (KUEUE_QUEUE_NAME).
+    group_size: int = 0
     # Book-keeping, not recorded:
     version: int = 1  # bumped by every change of what the record holds
     saved_version: int = 0  # the version the cluster's record holds (0: none yet)
@@ -581,7 +584,8 @@ class Inventory:
             model = simulation.models[model_id]
             assert model.spec is not None
             creates.append(CreatePod(simulation.simulator_id, simulation.simulation_id, simulation.keep_logs_hours,
-                                     model.spec, model.pod_name, simulation.services.get(model.spec.image)))
+                                     model.spec, model.pod_name, simulation.services.get(model.spec.image),
+                                     simulation.group_size or len(simulation.models)))
         return creates
 
     def pods_to_stop(self, simulation_id: str) -> list[StopPod]:
@@ -800,6 +804,8 @@ class Inventory:
             for model in list(simulation.models.values()):
                 if model.spec is not None and (why := event.unknown.get(model.spec.image)) is not None:
                     self._refuse(simulation, model, why, event.now)
+        # Kueue's pod group is the pods that will exist: a model refused here never has one.
+        simulation.group_size = len(simulation.to_create)
 
     def _deploy_again(self, simulation: Simulation, event: DeployRequested) -> None:
         """The one check for a repeated DeployModels: models already known are answered once, as they
@@ -937,6 +943,11 @@ class Inventory:
         model.container = seen.state
         if model.termination is not None:
             return True
+        if seen.stopped_by_kueue:
+            # Preempted or evicted: Kueue stops the whole group, each pod with this reason.
+            self._terminate(simulation, model, Termination(
+                EXIT_POD_LOST, f"stopped by Kueue: {seen.stopped_by_kueue}"), now)
+            return True
         match seen.state:
             case ContainerState.TERMINATED:
                 code = seen.exit_code if seen.exit_code is not None else EXIT_POD_LOST
@@ -951,6 +962,10 @@ class Inventory:
                 model.start_deadline = None
                 model.waiting_reason = ""
                 model.waiting_message = ""
+            case ContainerState.WAITING if seen.gated:
+                # Waiting for Kueue to admit its group: no start deadline until the gates go.
+                model.start_deadline = None
+                model.waiting_reason, model.waiting_message = "SchedulingGated", "waiting for Kueue's admission"
             case ContainerState.WAITING:
                 self._waiting(simulation, model, seen, now)
         return True
@@ -961,7 +976,9 @@ class Inventory:
         model.waiting_reason = seen.reason
         model.waiting_message = seen.message
         if model.start_deadline is None:
-            self._set_start_deadline(simulation, model, seen.created_at if seen.created_at is not None else now)
+            # A pod of a Kueue group may have waited long at its gates: it counts from when it is seen ungated.
+            since = now if seen.queued or seen.created_at is None else seen.created_at
+            self._set_start_deadline(simulation, model, since)
         if seen.reason in _HOPELESS_WAITING_REASONS or model.refused_pulls >= _REFUSED_PULLS_TO_FAIL:
             self._fail_start(simulation, model, now)
 

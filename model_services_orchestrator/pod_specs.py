@@ -23,6 +23,10 @@ __all__ = [
     "ANNOTATION_SIMULATION_ID",
     "ANNOTATION_SIMULATOR_ID",
     "ANNOTATION_SO",
+    "KUEUE_GROUP_NAME",
+    "KUEUE_GROUP_TOTAL_COUNT",
+    "KUEUE_QUEUE_NAME",
+    "KUEUE_RETRIABLE_IN_GROUP",
     "LABEL_KEEP_LOGS_HOURS",
     "LABEL_MANAGED_BY",
     "LABEL_MODEL_ID",
@@ -67,6 +71,13 @@ ANNOTATION_SO = "dots.mso/so"
 # A hash of the SO and the exact simulation id: the label value ``simulation_id`` may stand in for
 # several ids (``a b`` becomes ``a_b-<hash>``, itself a valid id), this one for no other simulation.
 LABEL_SIMULATION_KEY = "dots.mso/simulation-key"
+# Kueue's plain-pod groups (KUEUE_QUEUE_NAME): the LocalQueue, the group (one per simulation), its size,
+# and "false" for retries in the group: a model is not run again in place, so a group whose pods have all
+# ended is finished (and its quota free) even when some failed.
+KUEUE_QUEUE_NAME = "kueue.x-k8s.io/queue-name"
+KUEUE_GROUP_NAME = "kueue.x-k8s.io/pod-group-name"
+KUEUE_GROUP_TOTAL_COUNT = "kueue.x-k8s.io/pod-group-total-count"
+KUEUE_RETRIABLE_IN_GROUP = "kueue.x-k8s.io/retriable-in-group"
 
 _MAX_LABEL = 63
 _HASH_LENGTH = 8
@@ -219,6 +230,7 @@ class PodSettings:
     cpu_limit: str = ""
     memory_limit: str = ""
     run_as_non_root: bool = False
+    kueue_queue_name: str = ""  # every pod in this Kueue LocalQueue, one pod group per simulation
 
 
 def secret_env_names(pattern: str) -> Callable[[str], bool]:
@@ -275,6 +287,7 @@ def build_pod(
     env: Sequence[tuple[str, str]],
     keep_logs_hours: float,
     name: str | None = None,
+    group_size: int = 1,
     is_secret: Callable[[str], bool] = lambda _name: False,
     secret_for: Callable[[str], str] = _no_secret,
     service: Resolved | None = None,
@@ -284,7 +297,8 @@ def build_pod(
     Env vars for which ``is_secret(name)`` holds are referenced from the
     Secret ``secret_for(value)`` (under the key ``secret_key(value)``) instead
     of being written into the pod spec, where anyone who may list pods could
-    read them.
+    read them. With ``settings.kueue_queue_name``, the pod is one of the
+    simulation's Kueue pod group of ``group_size`` pods.
 
     ``service``: what the model's image resolved to in the model registry
     (``model_registry``): its image and default env vars (under the SO's),
@@ -329,7 +343,7 @@ def build_pod(
         spec["tolerations"] = [dict(toleration) for toleration in tolerations]
     if settings.pull_image_secret_name:
         spec["imagePullSecrets"] = [{"name": settings.pull_image_secret_name}]
-    return {
+    pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -352,3 +366,9 @@ def build_pod(
         },
         "spec": spec,
     }
+    if settings.kueue_queue_name:
+        pod["metadata"]["labels"].update({KUEUE_QUEUE_NAME: settings.kueue_queue_name,
+                                          KUEUE_GROUP_NAME: simulation_key(settings.so, simulation_id)})
+        pod["metadata"]["annotations"].update({KUEUE_GROUP_TOTAL_COUNT: str(group_size),
+                                               KUEUE_RETRIABLE_IN_GROUP: "false"})
+    return pod

@@ -34,7 +34,7 @@ import contextlib
 import dataclasses
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -102,6 +102,8 @@ class PodApi(Protocol):
     async def delete_own_pod(self, name: str, marks: Mapping[str, Mapping[str, str]]) -> bool: ...
 
     async def delete_pods(self, label_selector: str) -> None: ...
+
+    async def delete_kueue_workload(self, name: str, pod_names: Collection[str]) -> bool: ...
 
     async def list_pods(self, label_selector: str, keep: Callable[[dict[str, Any]], _T | None]) -> list[_T]: ...
 
@@ -606,6 +608,7 @@ class Runtime:
             env=spec.env,
             keep_logs_hours=create.keep_logs_hours,
             name=create.pod_name,
+            group_size=create.group_size,
             is_secret=self.is_secret,
             secret_for=secret_for,
             service=create.service,
@@ -636,6 +639,10 @@ class Runtime:
         simulation = self.inventory.simulations[simulation_id]
         _log.info("deleting finished simulation", simulation_id=simulation_id)
         await self._delete_pods(simulation_id)
+        if self.settings.pod_settings.kueue_queue_name:
+            # A group Kueue never admitted keeps its pods (Kueue's finalizer) until its Workload goes.
+            await self.pods.delete_kueue_workload(simulation_key(self.settings.so, simulation_id),
+                                                  {model.pod_name for model in simulation.models.values()})
         await self.records.delete(simulation_id)
         self.apply([inv.SimulationCleanedUp(simulation.simulation_id)])
         self._deployed_at.pop(simulation_id, None)

@@ -252,6 +252,7 @@ def _head(simulation: Simulation, parts: int) -> dict[str, str]:
         "allTerminatedId": simulation.all_terminated_id,
         "finishedAt": simulation.finished_at,
         "endedBySo": simulation.ended_by_so,
+        "groupSize": simulation.group_size,
         "parts": parts,
         **services,
     }, separators=(",", ":"))}
@@ -378,6 +379,7 @@ def decode_record(head: dict[str, str], part: Callable[[int], dict[str, str] | N
             all_terminated=ended,
             finished_at=None if body["finishedAt"] is None else float(body["finishedAt"]),
             ended_by_so=bool(body.get("endedBySo", False)),
+            group_size=int(body.get("groupSize", 0)),
             models_ready_id=int(body.get("modelsReadyId", 0)),
             all_terminated_id=int(body.get("allTerminatedId", 0)),
             services=decode_resolved(body.get("services") or {}),

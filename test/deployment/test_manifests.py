@@ -64,6 +64,8 @@ EXPECTED_GRANTS: dict[tuple[str, str], str] = {
     ("leases", "update"): "LeaderElector._write: PUT .../leases/{name} at the resourceVersion read",
     ("modelservices", "list"): "KubernetesGateway.watch_model_services and probe_model_services (dots.mso.io)",
     ("modelservices", "watch"): "PodWatcher of ModelServices: watch_model_services(watch=True)",
+    ("workloads", "get"): "KubernetesGateway.delete_kueue_workload: GET .../workloads/{name} (kueue.x-k8s.io)",
+    ("workloads", "delete"): "KubernetesGateway.delete_kueue_workload: DELETE .../workloads/{name} (uid precondition)",
 }
 
 # Typed client calls the gateway may make, as the grants they need.
@@ -174,8 +176,10 @@ def _role_grants(role: dict[str, Any]) -> set[tuple[str, str]]:
             # create cannot be narrowed by name; every other verb is, to the one Lease.
             assert rule.get("resourceNames", [LEASE_NAME]) == [LEASE_NAME] or rule["verbs"] == ["create"], rule
             assert "resourceNames" in rule or rule["verbs"] == ["create"], rule
+        elif rule.get("apiGroups") == ["kueue.x-k8s.io"]:
+            assert rule["resources"] == ["workloads"], "from Kueue's group, only the Workloads of its pod groups"
         else:
-            assert rule.get("apiGroups") == [""], "the daemon uses only the core API group, and leases"
+            assert rule.get("apiGroups") == [""], "the daemon uses only the core API group, leases, and Workloads"
             assert "resourceNames" not in rule
         for resource in rule["resources"]:
             for verb in rule["verbs"]:
@@ -253,8 +257,9 @@ def _resolve_path(expression: str, body: str) -> str:
     return template
 
 
-_COLLECTION = re.compile(r"^/api/v1/namespaces/\{self\.namespace\}/(?P<resource>\{kind\}|[a-z]+)$")
-_ITEM = re.compile(r"^/api/v1/namespaces/\{self\.namespace\}/(?P<resource>\{kind\}|[a-z]+)/\{name\}$")
+_GROUP = r"^/(?:api/v1|apis/kueue\.x-k8s\.io/v1beta2)/namespaces/\{self\.namespace\}/"
+_COLLECTION = re.compile(_GROUP + r"(?P<resource>\{kind\}|[a-z]+)$")
+_ITEM = re.compile(_GROUP + r"(?P<resource>\{kind\}|[a-z]+)/\{name\}$")
 _VERBS = {("GET", False): "list", ("POST", False): "create", ("DELETE", False): "deletecollection",
           ("GET", True): "get", ("PUT", True): "update", ("DELETE", True): "delete", ("PATCH", True): "patch"}
 

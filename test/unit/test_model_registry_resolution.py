@@ -152,6 +152,9 @@ def test_an_unknown_name_is_failed_minus_one_and_reported() -> None:
     assert "unknown ModelService 'nobody'" in ghost.termination.reason
     assert [(report.model_id, report.exit_code) for report in inventory.take_reports("s")] == [("ghost", -1)]
     assert simulation.models["named"].termination is None and simulation.models["plain"].termination is None
+    # Kueue's pod group counts only the pods that will exist, or Kueue would wait for ever for the third.
+    inventory.record_saved("s", inventory.take_changes("s")[0])
+    assert [create.group_size for create in inventory.pods_to_create("s", 10)] == [2, 2]
 
 
 def test_the_model_services_start_timeout_sets_the_deadline() -> None:
