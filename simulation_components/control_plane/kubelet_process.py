@@ -29,7 +29,9 @@ class KubeletProcess:
     name = "kubelet"
 
     def __init__(self, directory: Path, certificates: ControlPlaneCertificates, *, kubeconfig: Path,
-                 namespace: str, node_name: str, mode: str, images_file: Path | None, log_level: str) -> None:
+                 namespace: str, node_name: str, mode: str, images_file: Path | None, log_level: str,
+                 scheduler: bool = False, nodes: int = 1, node_cpu: str | None = None,
+                 node_memory: str | None = None, node_pods: str | None = None) -> None:
         self.directory = directory
         self.certificates = certificates
         self.kubeconfig = kubeconfig
@@ -38,6 +40,9 @@ class KubeletProcess:
         self.mode = mode
         self.images_file = images_file
         self.log_level = log_level
+        self.scheduler = scheduler  # kube-scheduler binds: the kubelet runs what is bound to its nodes
+        self.nodes = nodes
+        self.capacity = {"--node-cpu": node_cpu, "--node-memory": node_memory, "--node-pods": node_pods}
         self.port = 0
         self.component: Component | None = None
 
@@ -50,6 +55,13 @@ class KubeletProcess:
                    "--log-level", self.log_level]
         if self.images_file is not None:
             command += ["--images-file", str(self.images_file)]
+        if self.scheduler:
+            command.append("--scheduler")
+        if self.nodes != 1:
+            command += ["--nodes", str(self.nodes)]
+        for flag, value in self.capacity.items():
+            if value:
+                command += [flag, value]
         return command
 
     def start(self) -> Component:
