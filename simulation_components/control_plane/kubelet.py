@@ -38,8 +38,8 @@ not restart a container; restart back-off is 1 s doubling to 5 s (never reset); 
 to 5 s; while it stops a pod it writes no intermediate status, only the terminal one once every process has
 ended; a status-only "container" ends with exit code 143 (as if it obeyed SIGTERM); the log endpoint
 ignores ``timestamps``/``sinceSeconds``/``sinceTime`` and does not check the client certificate; the node
-names are fixed (``local-node``, then ``local-node-<k>``); all nodes share one log endpoint. After a kubelet restart, pods bound to the node are
-adopted: containers whose process is gone become ``ContainerStatusUnknown`` (exit 137) and restart as
+names are fixed (``local-node``, then ``local-node-<k>``); all nodes share one log endpoint. After a
+kubelet restart, pods bound to the node are adopted: containers whose process is gone become ``ContainerStatusUnknown`` (exit 137) and restart as
 their restartPolicy says; status-only pods that are Running stay as they are.
 """
 

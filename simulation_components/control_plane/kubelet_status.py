@@ -21,8 +21,8 @@ from .images import full_reference
 
 __all__ = [
     "DEADLINE_MESSAGE",
-    "DEFAULT_CAPACITY",
     "DEADLINE_REASON",
+    "DEFAULT_CAPACITY",
     "LOST_MESSAGE",
     "LOST_REASON",
     "NODE_IP",

@@ -4,8 +4,8 @@ It composes one type per component, as envtest's ``controlplane`` package does: 
 ``APIServer`` (``apiserver.py``), ``ControllerManager`` (``controller_manager.py``), our kubelet
 (``KubeletProcess``, ``kubelet_process.py``) and, with ``fault_proxy=True``, a ``FaultProxy`` in front of
 kube-apiserver and, with ``scheduler=True``, kube-scheduler (``scheduler.py``) with our kubelet then
-registering ``nodes`` nodes of a stated capacity and binding nothing itself. The binaries are built from the pinned release by ``ci/build_control_plane.sh``, so the
-daemon meets real admission, real RBAC (its token is a service-account token bound to the project's own
+registering ``nodes`` nodes of a stated capacity and binding nothing itself. The binaries are built
+from the pinned release by ``ci/build_control_plane.sh``, so the daemon meets real admission, real RBAC (its token is a service-account token bound to the project's own
 Role), real watch semantics and real garbage collection. Each process logs to ``<dir>/<name>.log``.
 
 Once the components run, it applies ``k8s_cluster_configuration``'s namespace, service accounts, Role and
@@ -178,11 +178,7 @@ class ControlPlane:
             manager = ControllerManager(self.dir, certificates, self.admin_kubeconfig_path)
             self.controller_manager = manager
             self._started(manager.name, manager.start(bin_dir))
-            if self.scheduler:
-                self.kube_scheduler = Scheduler(self.dir, certificates, self.admin_kubeconfig_path)
-                self._started(self.kube_scheduler.name, self.kube_scheduler.start(bin_dir))
-            if self.kubelet != "none":
-                self._start_kubelet(certificates)
+            self._start_nodes(bin_dir, certificates)
             self.token = self._request_daemon_token()
             self._write_daemon_env()
             milestone("daemon token")
@@ -330,8 +326,8 @@ class ControlPlane:
 
         The API is up for the daemon, faults are cleared, every connection through the proxy is dropped
         (a killed daemon's last requests end before anything is deleted) and the counts start from zero;
-        every pod, ConfigMap (but ``kube-root-ca.crt``), Secret, ResourceQuota and Lease of the namespace is deleted at once
-        (grace period 0) and the kubelet has no container process left. Raises ``ComponentError`` when a
+        every pod, ConfigMap (but ``kube-root-ca.crt``), Secret, ResourceQuota and Lease of the namespace is
+        deleted at once (grace period 0) and the kubelet has no container process left. Raises ``ComponentError`` when a
         component has died (then start a new control plane), ``TimeoutError`` when something lingers.
         """
         self.check()
@@ -390,6 +386,14 @@ class ControlPlane:
         self.port, self.url = apiserver.port, apiserver.url
         self._started(apiserver.name, apiserver.start(bin_dir))
         return apiserver
+
+    def _start_nodes(self, bin_dir: Path, certificates: ControlPlaneCertificates) -> None:
+        """kube-scheduler (when asked for) and our kubelet (unless ``kubelet="none"``)."""
+        if self.scheduler:
+            self.kube_scheduler = Scheduler(self.dir, certificates, self.admin_kubeconfig_path)
+            self._started(self.kube_scheduler.name, self.kube_scheduler.start(bin_dir))
+        if self.kubelet != "none":
+            self._start_kubelet(certificates)
 
     def _start_kubelet(self, certificates: ControlPlaneCertificates) -> None:
         kubelet = KubeletProcess(self.dir, certificates, kubeconfig=self.admin_kubeconfig_path,
