@@ -39,8 +39,8 @@ to 5 s; while it stops a pod it writes no intermediate status, only the terminal
 ended; a status-only "container" ends with exit code 143 (as if it obeyed SIGTERM); the log endpoint
 ignores ``timestamps``/``sinceSeconds``/``sinceTime`` and does not check the client certificate; the node
 names are fixed (``local-node``, then ``local-node-<k>``); all nodes share one log endpoint. After a
-kubelet restart, pods bound to the node are adopted: containers whose process is gone become ``ContainerStatusUnknown`` (exit 137) and restart as
-their restartPolicy says; status-only pods that are Running stay as they are.
+kubelet restart, pods bound to the node are adopted: containers whose process is gone become
+``ContainerStatusUnknown`` (exit 137) and restart as their restartPolicy says; status-only pods that are Running stay as they are.
 """
 
 from __future__ import annotations
