@@ -40,7 +40,8 @@ ended; a status-only "container" ends with exit code 143 (as if it obeyed SIGTER
 ignores ``timestamps``/``sinceSeconds``/``sinceTime`` and does not check the client certificate; the node
 names are fixed (``local-node``, then ``local-node-<k>``); all nodes share one log endpoint. After a
 kubelet restart, pods bound to the node are adopted: containers whose process is gone become
-``ContainerStatusUnknown`` (exit 137) and restart as their restartPolicy says; status-only pods that are Running stay as they are.
+``ContainerStatusUnknown`` (exit 137) and restart as their restartPolicy says; status-only pods that are
+Running stay as they are.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ It composes one type per component, as envtest's ``controlplane`` package does: 
 kube-apiserver and, with ``scheduler=True``, kube-scheduler (``scheduler.py``) with our kubelet then
 registering ``nodes`` nodes of a stated capacity and binding nothing itself. The binaries are built
 from the pinned release by ``ci/build_control_plane.sh``, so the daemon meets real admission, real RBAC (its
-token is a service-account token bound to the project's own Role), real watch semantics and real garbage collection. Each process logs to ``<dir>/<name>.log``.
+token is a service-account token bound to the project's own Role), real watch semantics and real garbage
+collection. Each process logs to ``<dir>/<name>.log``.
 
 Once the components run, it applies ``k8s_cluster_configuration``'s namespace, service accounts, Role and
 RoleBinding as they are, and asks the TokenRequest API for a token of the daemon's service account:
