@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import signal
 import threading
@@ -20,6 +21,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from model_services_orchestrator.admission import read_quota
 from model_services_orchestrator.http_endpoints import serve_http
 from model_services_orchestrator.k8s_api import (
     KubernetesGateway,
@@ -31,7 +33,7 @@ from model_services_orchestrator.k8s_api import (
     credentials_source,
     measure_requests,
 )
-from model_services_orchestrator.kube_errors import TRANSIENT, KubeError
+from model_services_orchestrator.kube_errors import TRANSIENT, Forbidden, KubeError
 from model_services_orchestrator.leader_election import LeaderElector
 from model_services_orchestrator.leadership import LeadershipLostError
 from model_services_orchestrator.logs import SecretRedactor, get_logger
@@ -143,6 +145,7 @@ class Daemon:
                 report_failures_as_error_occurred=settings.report_failures_as_error_occurred,
                 max_payload_bytes=settings.max_payload_bytes,
                 model_healthcheck_interval_seconds=settings.model_healthcheck_interval_seconds,
+                admission_timeout_seconds=settings.admission_timeout_seconds,
             ),
             pods=self.gateway,
             records=RecordStore(api=self.gateway, so=so,
@@ -150,16 +153,28 @@ class Daemon:
             publisher=self.mqtt,
             outbox=self.outbox,
             redactor=redactor,
+            # Admission by the namespace's ResourceQuota, unless turned off (QUOTA_ADMISSION=false).
+            quotas=self.gateway if settings.quota_admission else None,
         )
         self.runtime.on_ping(self._answer_ping)
         self.watcher = PodWatcher(
             gateway=self.gateway,
             label_selector=owned_pods_selector(so),
-            deliver=self._from_watch_thread,
+            deliver=functools.partial(self._from_watch_thread, self._watched),
             reduce=observe_pod,
             watch_timeout_seconds=settings.kubernetes_watch_timeout_seconds,
             silence_seconds=settings.kubernetes_watch_silence_seconds,
         )
+        # The namespace's ResourceQuotas, for admission: whether one applies, and when room may have come.
+        self.quota_watcher = PodWatcher(
+            gateway=self.gateway,
+            label_selector="",
+            deliver=functools.partial(self._from_watch_thread, self._quotas_watched),
+            reduce=read_quota,
+            watch_timeout_seconds=settings.kubernetes_watch_timeout_seconds,
+            silence_seconds=settings.kubernetes_watch_silence_seconds,
+            kind="resourcequotas",
+        ) if settings.quota_admission else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
         self._standby = self.elector is not None  # until this replica takes the Lease
@@ -177,10 +192,17 @@ class Daemon:
 
     # -- the watch, from its thread
 
-    def _from_watch_thread(self, item: WatchListing | WatchListed | list[WatchEvent]) -> None:
+    def _from_watch_thread(self, handle: Callable[[WatchListing | WatchListed | list[WatchEvent]], None],
+                           item: WatchListing | WatchListed | list[WatchEvent]) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._watched, item)
+            loop.call_soon_threadsafe(handle, item)
+
+    def _quotas_watched(self, item: WatchListing | WatchListed | list[WatchEvent]) -> None:
+        if isinstance(item, WatchListed):
+            self.runtime.quotas_listed(item.pods)
+        elif not isinstance(item, WatchListing):
+            self.runtime.quotas_changed((event.pod, event.type == "DELETED") for event in item)
 
     def _watched(self, item: WatchListing | WatchListed | list[WatchEvent]) -> None:
         if isinstance(item, WatchListing):
@@ -250,6 +272,8 @@ class Daemon:
             watch_restarts=self.watcher.restarts,
             watch_relists=self.watcher.relists,
             leader=None if self.elector is None else (self.elector.name, self.elector.leading),
+            admission_queue_depth=len(runtime.inventory.queued()),
+            admission_wait=runtime.admission_wait.snapshot(),
         )
 
     # -- life
@@ -277,7 +301,11 @@ class Daemon:
                     for task in tasks:
                         task.cancel()
                     return
+                await self._check_quota_access()
                 await self.runtime.restore()
+                if self.quota_watcher is not None:
+                    tasks.add(group.create_task(_in_daemon_thread(self.quota_watcher.run, "quota-watch"),
+                                                name="quota-watch"))
                 tasks |= {
                     group.create_task(_in_daemon_thread(self.watcher.run, "pod-watch"), name="pod-watch"),
                     group.create_task(self.runtime.run(), name="runtime"),
@@ -296,6 +324,8 @@ class Daemon:
                     task.cancel()
         finally:
             self.watcher.stop()
+            if self.quota_watcher is not None:
+                self.quota_watcher.stop()
             self.runtime.queue.close()
             self.gateway.close()
             if self.elector is not None:
@@ -342,6 +372,24 @@ class Daemon:
             if refused_since is not None:
                 _log.info("kubernetes accepted the first calls after refusing them")
             return
+
+    async def _check_quota_access(self) -> None:
+        """Admission needs to read the namespace's ResourceQuotas: a Role without that turns it off, loudly
+        (the deployment's Role from before admission), rather than queueing simulations for ever."""
+        if self.quota_watcher is None:
+            return
+        try:
+            await self.gateway.list_quotas()
+        except Forbidden as error:
+            _log.error("ResourceQuotas may not be read: admission by the namespace's quota is off",
+                       detail=str(error)[:300], grant="get, list, watch on resourcequotas (k8s_cluster_configuration/"
+                       "role.yaml)", setting="QUOTA_ADMISSION=false says it on purpose")
+            self.quota_watcher = None
+            self.runtime.quota_api = None
+        except KubeError as error:
+            # Any other failure passes: the watch lists until it works, and simulations wait for it meanwhile.
+            _log.warning("ResourceQuotas not read at start, the watch goes on trying", error=type(error).__name__,
+                         detail=str(error)[:300])
 
     async def _unless_stopped(self, group: asyncio.TaskGroup, tasks: set[asyncio.Task[Any]],
                               step: Coroutine[Any, Any, None], name: str) -> bool:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import kubernetes.client
 import kubernetes.config
@@ -304,6 +304,15 @@ class KubernetesGateway:
         await self._call("create configmaps", lambda: self._raw(
             "POST", configmaps, body=probe, query=[("dryRun", "All")], want_answer=False, fenced=False))
 
+    # -- quotas
+
+    async def list_quotas(self) -> list[dict[str, Any]]:
+        """The namespace's ResourceQuotas, read consistently (no resourceVersion: as of now, not a cache's past):
+        their ``used`` counts every pod created before the answer."""
+        path = f"/api/v1/namespaces/{self.namespace}/resourcequotas"
+        result = await self._call("list resourcequotas", lambda: self._raw("GET", path))
+        return list(result.get("items") or [])
+
     # -- pods
 
     async def create_pod(self, body: dict[str, Any], marks: Mapping[str, Mapping[str, str]]) -> CreateOutcome:
@@ -567,6 +576,8 @@ class WatchEvent:
 class PodWatcher:
     """One label-filtered list+watch of our pods, in a thread, handing what it sees to a callback.
 
+    ``kind`` ``resourcequotas`` makes it watch the namespace's ResourceQuotas the same way, for admission.
+
     Resumes from the last resourceVersion (bookmarks included) when a stream
     ends or goes silent; lists afresh on ``Gone`` (410, as the answer to the
     watch request or as an ERROR event in its stream). Every failure goes
@@ -586,8 +597,14 @@ class PodWatcher:
         reduce: Callable[[dict[str, Any]], Any],
         watch_timeout_seconds: int,
         silence_seconds: float,
+        kind: Literal["pods", "resourcequotas"] = "pods",
     ) -> None:
         self._gateway = gateway
+        # The client's list of the kind; the same call watches, with watch=True.
+        self._list_call = (gateway.core.list_namespaced_resource_quota if kind == "resourcequotas"
+                           else gateway.core.list_namespaced_pod)
+        self._what = f"watch {kind}"
+        self._noun = "pod" if kind == "pods" else kind
         # Applied in the watch thread: what waits in the loop's queue is what the daemon needs of a pod,
         # not the whole pod (a few hundred bytes instead of tens of KB of dicts, times thousands).
         self._reduce = reduce
@@ -624,9 +641,9 @@ class PodWatcher:
                 self._watch_once()
                 failures = 0
             except Exception as exc:  # noqa: BLE001 (any failure of the stream: resume after a pause)
-                error = translate(exc, "watch pods")
+                error = translate(exc, self._what)
                 if isinstance(error, Gone):
-                    _log.info("pod watch expired, listing again")
+                    _log.info(f"{self._noun} watch expired, listing again")
                     self.resource_version = None
                     self.in_sync = False
                     continue
@@ -642,13 +659,13 @@ class PodWatcher:
             self._gateway.reachable = False
         status = exc.status if isinstance(exc, KubeError) else None
         delay = min(10.0, 0.2 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)  # noqa: S311 (jitter)
-        _log.warning("pod watch failed, resuming", error=type(exc).__name__, status=status or None,
+        _log.warning(f"{self._noun} watch failed, resuming", error=type(exc).__name__, status=status or None,
                      detail=str(exc)[:300], delay_seconds=round(delay, 2))
         self._stop.wait(delay)
 
     def _list(self) -> None:
         self._deliver(WatchListing())
-        response: Any = self._gateway.core.list_namespaced_pod(
+        response: Any = self._list_call(
             namespace=self._gateway.namespace,
             label_selector=self._selector,
             _preload_content=False,
@@ -664,7 +681,7 @@ class PodWatcher:
     def _watch_once(self) -> None:
         # A server-side timeout spread like client-go's, so many watchers do not renew in step.
         timeout = int(self._watch_timeout * random.uniform(1.0, 1.2))  # noqa: S311
-        response: Any = self._gateway.core.list_namespaced_pod(
+        response: Any = self._list_call(
             namespace=self._gateway.namespace,
             label_selector=self._selector,
             watch=True,
@@ -683,7 +700,7 @@ class PodWatcher:
                 return
             if not 200 <= response.status <= 299:
                 raise from_status(response.status, body=response.data, http_reason=str(response.reason or ""),
-                                  headers=response.headers, what="watch pods")
+                                  headers=response.headers, what=self._what)
             self.in_sync = True
             self._gateway.reachable = True
             for lines in _line_batches(response):
@@ -697,7 +714,7 @@ class PodWatcher:
                         obj = event.get("object") or {}
                         if kind == "ERROR":
                             # A Status: 410 Expired when the watch fell behind the server's history.
-                            raise from_status(int(obj.get("code") or 500), body=obj, what="watch pods")
+                            raise from_status(int(obj.get("code") or 500), body=obj, what=self._what)
                         if kind in ("ADDED", "MODIFIED", "DELETED"):
                             events.append(WatchEvent(kind, self._reduce(obj)))
                         if version := (obj.get("metadata") or {}).get("resourceVersion"):

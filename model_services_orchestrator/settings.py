@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     secret_env_name_pattern: str = DEFAULT_SECRET_ENV_NAME_PATTERN
     max_payload_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
 
+    # Admission of whole simulations by the namespace's ResourceQuota: on whenever one applies to our pods.
+    quota_admission: bool = True
+    admission_timeout_seconds: float | None = Field(default=None, gt=0)  # unset: a queued simulation waits for ever
+
     leader_election: bool = True
     leader_election_lease_seconds: float = Field(default=15.0, allow_inf_nan=False)
     leader_election_renew_seconds: float = Field(default=10.0, allow_inf_nan=False)
@@ -123,7 +127,7 @@ class Settings(BaseSettings):
             return value.rsplit(":", 1)[-1]
         return value
 
-    @field_validator("kubernetes_ca_cert", "kubernetes_api_token", mode="before")
+    @field_validator("kubernetes_ca_cert", "kubernetes_api_token", "admission_timeout_seconds", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # `.env.template` lists every setting; an empty value there means "not set", not "the current directory".

@@ -5,8 +5,10 @@ back. A ConfigMap or Secret holds at most 1 MiB, and a simulation may have
 tens of thousands of models, so the record is split:
 
 - the head, a ConfigMap named ``record_name``: the simulation's own state
-  (ModelsReady and AllModelsHaveTerminated sent, keepLogsHours, the end time)
-  and how many parts hold its models;
+  (ModelsReady and AllModelsHaveTerminated sent, keepLogsHours, the end time,
+  since when it waits for admission by the namespace's quota: the queue is in
+  the records, so it survives restarts and failover) and how many parts hold
+  its models;
 - the parts, ConfigMaps ``<record>-p<k>``: which models exist, are created,
   are ready and were reported, a bounded number of bytes each;
 - the specs (images and env vars, which may be passwords, needed for pods
@@ -247,6 +249,7 @@ def _head(simulation: Simulation, parts: int) -> dict[str, str]:
         "allTerminatedId": simulation.all_terminated_id,
         "finishedAt": simulation.finished_at,
         "endedBySo": simulation.ended_by_so,
+        "queuedAt": simulation.queued_at,
         "parts": parts,
     }, separators=(",", ":"))}
 
@@ -372,6 +375,8 @@ def decode_record(head: dict[str, str], part: Callable[[int], dict[str, str] | N
             all_terminated=ended,
             finished_at=None if body["finishedAt"] is None else float(body["finishedAt"]),
             ended_by_so=bool(body.get("endedBySo", False)),
+            # Waiting for admission when it was saved (absent: written before admission existed, so admitted).
+            queued_at=None if body.get("queuedAt") is None else float(body["queuedAt"]),
             models_ready_id=int(body.get("modelsReadyId", 0)),
             all_terminated_id=int(body.get("allTerminatedId", 0)),
         )

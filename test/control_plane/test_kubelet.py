@@ -394,7 +394,7 @@ def test_with_kube_scheduler_pods_go_where_the_stated_capacity_holds_them() -> N
     pod's share of the quota back."""
     with ControlPlane(kubelet="process", images=IMAGES, scheduler=True, nodes=2, node_cpu="1",
                       node_memory="1Gi") as plane:
-        api = client.CoreV1Api(plane.api_client())
+        api: CoreApi = client.CoreV1Api(plane.api_client())
         nodes = {node.metadata.name: node.status.allocatable for node in api.list_node().items}
         assert {name: (allocatable["cpu"], allocatable["memory"]) for name, allocatable in nodes.items()} == {
             "local-node": ("1", "1Gi"), "local-node-2": ("1", "1Gi")}
@@ -409,8 +409,10 @@ def test_with_kube_scheduler_pods_go_where_the_stated_capacity_holds_them() -> N
             return manifest
 
         sleepers = [create(api, sized("sleeper:1")) for _ in range(2)]
-        placed = [wait_for(lambda name=name: phase_is(api, name, "Running"), timeout=30, what=f"{name} running")
-                  for name in sleepers]
+        def running(name: str) -> Any:
+            return wait_for(lambda: phase_is(api, name, "Running"), timeout=30, what=f"{name} running")
+
+        placed = [running(name) for name in sleepers]
         assert sorted(pod.spec.node_name for pod in placed) == ["local-node", "local-node-2"]
         third = create(api, sized("sleeper:1"))
 
@@ -427,5 +429,5 @@ def test_with_kube_scheduler_pods_go_where_the_stated_capacity_holds_them() -> N
         assert used_cpu() == "1800m"
         api.delete_namespaced_pod(sleepers[0], NAMESPACE, grace_period_seconds=0)
         # Its place is free: kube-scheduler binds the third there, and the quota controller gives back its share.
-        wait_for(lambda: phase_is(api, third, "Running"), timeout=30, what="the third pod running once room was made")
+        running(third)  # once room was made
         wait_for(lambda: used_cpu() == "1200m", timeout=30, what="the ended pod's share of the quota given back")
