@@ -26,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from model_services_orchestrator import __version__
-from model_services_orchestrator.metrics import HistogramSnapshot
+from model_services_orchestrator.metrics import START_BUCKETS, Histogram, HistogramSnapshot
 
 __all__ = ["CONTROLLER", "MetricsSnapshot", "OrchestratorCollector", "QueueSnapshot", "registry"]
 
@@ -79,7 +79,7 @@ class MetricsSnapshot:
     mqtt_connected: Mapping[str, bool] = field(default_factory=dict)  # by session
     outbox_depth: Mapping[str, int] = field(default_factory=dict)  # by session
     admission_queue_depth: int = 0  # simulations waiting for the namespace's quota
-    admission_wait: HistogramSnapshot = field(default_factory=lambda: HistogramSnapshot([], 0.0))
+    admission_wait: HistogramSnapshot = field(default_factory=lambda: Histogram(START_BUCKETS).snapshot())
 
 
 def _histogram(name: str, documentation: str, labels: Iterable[str] = ()) -> HistogramMetricFamily:
