@@ -48,7 +48,7 @@ def test_a_pod_takes_itself_and_its_requests_and_limits_as_the_daemon_builds_it(
 
 def test_a_limit_without_a_request_requests_as_much() -> None:
     body = {"spec": {"containers": [{"resources": {"limits": {"cpu": "2"}}}]}}
-    assert pod_demand(body) == {PODS: 1, CPU: 2, "limits.cpu": 2}
+    assert pod_demand(body) == {PODS: Fraction(1), CPU: Fraction(2), "limits.cpu": Fraction(2)}
 
 
 def test_a_quota_is_read_under_the_canonical_names_and_its_scopes_decide_whether_it_holds_our_pods() -> None:
