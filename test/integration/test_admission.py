@@ -37,16 +37,20 @@ def deploy(so: SimulatorRecorder, sim: str, count: int) -> list[str]:
 
 def pods_of(kube: ControlPlane, sim: str, phase: str | None = None) -> list[str]:
     pods = core_api(kube).list_namespaced_pod(NAMESPACE, label_selector=f"simulation_id={sim}").items
-    return sorted(pod.metadata.name for pod in pods if phase is None or pod.status.phase == phase)
+    return sorted(str(pod.metadata.name) for pod in pods if pod.metadata and pod.status
+                  and (phase is None or pod.status.phase == phase))
 
 
 def start(kube: ControlPlane, so: SimulatorRecorder, sim: str, models: list[str]) -> list[str]:
     """The simulation's pods running (placed by kube-scheduler where it runs), its models ready, ModelsReady."""
-    names = wait_for(lambda: len(pods_of(kube, sim, "Running")) == len(models) and pods_of(kube, sim, "Running"),
-                     timeout=30, what=f"the pods of {sim} running")
+    def running() -> list[str] | None:
+        names = pods_of(kube, sim, "Running")
+        return names if len(names) == len(models) else None
+
+    names = wait_for(running, timeout=30, what=f"the pods of {sim} running")
     ready(so, sim, *models)
     wait_for(lambda: so.of(sim, "ModelsReady"), what=f"ModelsReady of {sim}")
-    return list(names)
+    return names
 
 
 def finish(kube: ControlPlane, so: SimulatorRecorder, sim: str, names: list[str]) -> None:
@@ -99,9 +103,9 @@ def test_a_simulation_that_can_never_fit_is_answered_minus_1_at_once_with_the_nu
     models = deploy(so, sim, 3)
     so.wait_all_terminated(sim, timeout=20)
     answered_once(so, sim, models, code=-1)
-    errors = wait_for(lambda: len(so.of(sim, "ErrorOccurred")) == 3 and so.of(sim, "ErrorOccurred"), timeout=10,
-                      what="an ErrorOccurred per model")
-    assert b"needs pods=3, more than ResourceQuota models allows at all (pods=2)" in errors[0].payload
+    wait_for(lambda: len(so.of(sim, "ErrorOccurred")) == 3, timeout=10, what="an ErrorOccurred per model")
+    for error in so.of(sim, "ErrorOccurred"):
+        assert b"needs pods=3, more than ResourceQuota models allows at all (pods=2)" in error.payload
     assert pods_of(status_kube, sim) == []
 
 

@@ -55,8 +55,8 @@ def test_a_quota_is_read_under_the_canonical_names_and_its_scopes_decide_whether
     quota = read_quota({"metadata": {"name": "q"}, "spec": {"hard": {
         "cpu": "4", "requests.cpu": "3", "count/pods": "10", "services": "2", "requests.nvidia.com/gpu": "1"}},
         "status": {"used": {"requests.cpu": "1500m", "pods": "2"}}})
-    assert quota == Quota("q", hard={CPU: Fraction(3), PODS: Fraction(10)}, used={CPU: Fraction(3, 2), PODS: Fraction(2)},
-                          applies=True)
+    assert quota == Quota("q", hard={CPU: Fraction(3), PODS: Fraction(10)},
+                          used={CPU: Fraction(3, 2), PODS: Fraction(2)}, applies=True)
     assert read_quota({"metadata": {"name": "t"}, "spec": {"hard": {"pods": "1"}, "scopes": ["Terminating"]}}
                       ).applies is False
     assert read_quota({"metadata": {"name": "n"}, "spec": {"hard": {"pods": "1"}, "scopeSelector": {
