@@ -43,6 +43,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
                                           "(default: what ci/build_control_plane.sh prints)")
     parser.add_argument("--start-timeout", type=float, default=60.0)
     parser.add_argument("--log-level", default="WARNING", help="the kubelet's log level")
+    parser.add_argument("--scheduler", action="store_true",
+                        help="run kube-scheduler; the kubelet's nodes then state their capacity and it binds nothing")
+    parser.add_argument("--nodes", type=int, default=1, help="how many nodes the kubelet registers")
+    parser.add_argument("--node-cpu", help="each node's CPU (a Kubernetes quantity; default 64)")
+    parser.add_argument("--node-memory", help="each node's memory (default 256Gi)")
+    parser.add_argument("--node-pods", help="how many pods each node takes (default 10000)")
     return parser.parse_args(argv)
 
 
@@ -54,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     control_plane = ControlPlane(kubelet=arguments.kubelet, images_file=arguments.images_file,
                                  directory=arguments.dir, bin_dir=arguments.bin_dir,
                                  start_timeout=arguments.start_timeout,
-                                 log_level=arguments.log_level)
+                                 log_level=arguments.log_level, scheduler=arguments.scheduler,
+                                 nodes=arguments.nodes, node_cpu=arguments.node_cpu,
+                                 node_memory=arguments.node_memory, node_pods=arguments.node_pods)
     try:
         control_plane.start()
         print(json.dumps({
