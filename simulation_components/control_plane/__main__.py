@@ -18,6 +18,7 @@ from types import FrameType
 
 from .binaries import ControlPlaneBinariesError
 from .components import ComponentError
+from .kubelet_process import add_node_arguments
 from .launcher import KUBELET_MODES, ControlPlane
 
 __all__ = ["main"]
@@ -43,12 +44,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
                                           "(default: what ci/build_control_plane.sh prints)")
     parser.add_argument("--start-timeout", type=float, default=60.0)
     parser.add_argument("--log-level", default="WARNING", help="the kubelet's log level")
-    parser.add_argument("--scheduler", action="store_true",
-                        help="run kube-scheduler; the kubelet's nodes then state their capacity and it binds nothing")
-    parser.add_argument("--nodes", type=int, default=1, help="how many nodes the kubelet registers")
-    parser.add_argument("--node-cpu", help="each node's CPU (a Kubernetes quantity; default 64)")
-    parser.add_argument("--node-memory", help="each node's memory (default 256Gi)")
-    parser.add_argument("--node-pods", help="how many pods each node takes (default 10000)")
+    add_node_arguments(parser)
     return parser.parse_args(argv)
 
 

@@ -65,6 +65,7 @@ from .kubelet_api import ApiError, KubeApi, read_kubeconfig
 from .kubelet_containers import KubeletContext, Settings
 from .kubelet_logs import LogBuffer, LogServer, LogUnavailableError
 from .kubelet_pods import PodWorker
+from .kubelet_process import add_node_arguments
 from .kubelet_status import (
     NODE_NAME,
     Obj,
@@ -401,12 +402,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tls-key", required=True)
     parser.add_argument("--images-file", help="JSON image table: {image: [argv...] | \"pull error\" | null}")
     parser.add_argument("--log-level", default="WARNING")
-    parser.add_argument("--scheduler", action="store_true",
-                        help="a kube-scheduler binds the pods: bind none, run those bound to our nodes")
-    parser.add_argument("--nodes", type=int, default=1, help="how many nodes to register (local-node, local-node-2...)")
-    parser.add_argument("--node-cpu", help="each node's CPU capacity (default 64)")
-    parser.add_argument("--node-memory", help="each node's memory capacity (default 256Gi)")
-    parser.add_argument("--node-pods", help="how many pods each node takes (default 10000)")
+    add_node_arguments(parser)
     args = parser.parse_args(argv)
     if args.nodes < 1:
         parser.error("--nodes: at least 1")

@@ -8,6 +8,7 @@ certificate and the image table, and tells when it has registered its node (it p
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -18,9 +19,19 @@ from .binaries import REPO_ROOT
 from .certificates import ControlPlaneCertificates
 from .components import Component
 
-__all__ = ["KUBELET_MODES", "KubeletProcess"]
+__all__ = ["KUBELET_MODES", "KubeletProcess", "add_node_arguments"]
 
 KUBELET_MODES = ("process", "status-only", "none")
+
+
+def add_node_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the nodes and of kube-scheduler: the kubelet's, passed on by the control plane's."""
+    parser.add_argument("--scheduler", action="store_true",
+                        help="a kube-scheduler binds the pods: the kubelet binds none, runs those bound to its nodes")
+    parser.add_argument("--nodes", type=int, default=1, help="how many nodes to register (local-node, local-node-2...)")
+    parser.add_argument("--node-cpu", help="each node's CPU capacity (a Kubernetes quantity; default 64)")
+    parser.add_argument("--node-memory", help="each node's memory capacity (default 256Gi)")
+    parser.add_argument("--node-pods", help="how many pods each node takes (default 10000)")
 
 
 class KubeletProcess:
