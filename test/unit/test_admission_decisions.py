@@ -1,5 +1,6 @@
 """Admission by the namespace's ResourceQuota, without I/O: quantities, what a pod takes, what a quota allows,
-and the FIFO decision. (The queue in the inventory and its record: ``test_model_inventory``.)"""
+and the FIFO decision. (The queue in the inventory and its record: ``test_model_inventory``; on the real control plane:
+``test/integration/test_admission.py``.)"""
 
 from __future__ import annotations
 
