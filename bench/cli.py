@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"add {' and '.join(repr(line) for line in TUNED_BROKER)} to the broker's config")
     parser.add_argument("--quiet-seconds", type=float, default=15.0,
                         help="after the last PATCH, give up waiting for lost lifecycle messages after this silence")
+    parser.add_argument("--quota", action="store_true",
+                        help="give the namespace a ResourceQuota that holds every pod, so that each simulation goes "
+                             "through admission; reports how long it waited (admission_wait_ms)")
     parser.add_argument("--daemon-env", action="append", default=[], metavar="KEY=VALUE",
                         help="an extra setting of the daemon (repeatable)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                          idle_seconds=arguments.idle_seconds,
                          so_qos=arguments.so_qos, daemon_env=daemon_env,
                          broker_config=(*(TUNED_BROKER if arguments.tuned_broker else ()), *arguments.broker_config),
-                         quiet_seconds=arguments.quiet_seconds)
+                         quiet_seconds=arguments.quiet_seconds, quota=arguments.quota)
     if arguments.profile:
         options.results_dir.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []

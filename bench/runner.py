@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import re
 import secrets
 import shutil
 import statistics
@@ -26,6 +27,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,6 +49,7 @@ from simulation_components.control_plane.api import HttpClient
 from simulation_components.kit import deploy_models
 from simulation_components.local_daemon import LocalDaemon
 from simulation_components.local_mosquitto import LocalMosquitto
+from simulation_components.processes import free_port
 from simulation_components.waiting import wait_for
 
 __all__ = ["RunOptions", "code_version", "machine_info", "percentile", "run_scenario"]
@@ -71,6 +74,7 @@ class RunOptions:
     quiet_seconds: float = 15.0  # nothing heard that long after the last PATCH: what is missing is lost
     broker_config: tuple[str, ...] = ()  # extra lines for Mosquitto, after the deployment's config
     daemon_env: dict[str, str] = field(default_factory=dict)
+    quota: bool = False  # a ResourceQuota that holds every pod: each simulation goes through admission
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -247,6 +251,9 @@ def run_scenario(scenario: Scenario, options: RunOptions, log: Log = print) -> d
           api_server(profiling=options.server_profile_seconds > 0) as kube):
         result["api_server"] = {"kind": "real", "version": kube.version}
         client = kube.driver
+        if options.quota:
+            result["quota"] = _quota(client, scenario)
+            overrides["HTTP_PORT"] = str(free_port())  # its /metrics tell the admission's waits
         watch = PodWatch(client, NAMESPACE, owned_pods_selector(SO)).start()
         so = SimulatorDriver(broker, so=SO, subscribe_qos=options.so_qos)
         publisher = ModelsPublisher(broker)
@@ -348,6 +355,10 @@ class _Lifecycle:
         for sim, payload in payloads.items():
             self.so.deploy_encoded(sim, payload)
         created = self.watch.wait("added", self.all_pods, self.deadline, self.daemon.check_alive)
+        # A simulation's DeployModels to its first pod: what admission (a save, a read of the quotas, a save) adds.
+        first_pods = [(min(self.watch.times.added[name] for name in self.pods[sim]) - sent) * 1000 for sim in payloads]
+        figures["first_pod_after_deploy_ms"] = round(statistics.median(first_pods), 1)
+        figures["first_pod_after_deploy_max_ms"] = round(max(first_pods), 1)
         if (server := probe.end(len(self.all_pods))) is not None:
             self.result.setdefault("server_breakdown", {})["daemon"] = server
         running = self.watch.wait("running", self.all_pods, self.deadline, self.daemon.check_alive)
@@ -358,7 +369,22 @@ class _Lifecycle:
             figures["creation_fraction_of_ceiling"] = round(
                 figures["daemon_pods_per_second"] / figures["ceiling_pods_per_second"], 3)
         self._say(f"deploy: {figures['daemon_pods_per_second']:,.0f} pods/s, all running after "
-                  f"{figures['all_running_seconds']:.1f} s")
+                  f"{figures['all_running_seconds']:.1f} s; a simulation's first pod after "
+                  f"{figures['first_pod_after_deploy_ms']:.0f} ms (median)")
+        if self.options.quota and self.daemon.env.get("QUOTA_ADMISSION", "true").lower() not in ("false", "0"):
+            self._admission_waits()  # (with admission off, the quota's own cost alone is measured)
+
+    def _admission_waits(self) -> None:
+        """How long the simulations waited in the admission queue: the daemon's ``mso_admission_wait_seconds``."""
+        port = self.daemon.env["HTTP_PORT"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        found = dict(re.findall(r"^mso_admission_wait_seconds_(sum|count) (\S+)$", text, re.MULTILINE))
+        if float(found.get("count", 0)) != len(self.pods):
+            raise RuntimeError(f"{found.get('count')} simulations admitted of {len(self.pods)}")
+        self.figures["admission_wait_mean_ms"] = round(float(found["sum"]) / float(found["count"]) * 1000, 1)
+        self._say(f"deploy: a simulation waited {self.figures['admission_wait_mean_ms']:.0f} ms for its admission "
+                  "(mean)")
 
     def _settle(self) -> None:
         """Wait until the daemon has caught up (under 10 % of a core for half a second): what it still had to do
@@ -506,6 +532,16 @@ class _Lifecycle:
             "all_terminated_per_simulation": all_counts,
             "other_messages": dict(heard.other),
         }
+
+
+def _quota(client: HttpClient, scenario: Scenario) -> dict[str, str]:
+    """A ResourceQuota in the namespace that holds every pod of the scenario (a CPU and a GiB per model, far more
+    than they request): admission runs for each simulation and admits it at once."""
+    hard = {"pods": str(2 * scenario.models), "requests.cpu": str(scenario.models),
+            "requests.memory": f"{scenario.models}Gi"}
+    client.request("POST", f"/api/v1/namespaces/{NAMESPACE}/resourcequotas", {
+        "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "bench"}, "spec": {"hard": hard}})
+    return hard
 
 
 def _by_tenth(samples: list[tuple[float, float]]) -> list[dict[str, float]]:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # All checks and tests: lint, type check, then the whole test suite
 # (unit, property, and end to end against a real Mosquitto and a real
-# Kubernetes control plane: etcd, kube-apiserver and kube-controller-manager
-# built by ci/build_control_plane.sh, our kubelet, a fault proxy in front).
+# Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager and
+# kube-scheduler built by ci/build_control_plane.sh, our kubelet, a fault proxy in front).
 # Prepares the environment first when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from model_services_orchestrator.admission import read_quota
 from model_services_orchestrator.http_endpoints import serve_http
 from model_services_orchestrator.k8s_api import (
     KubernetesGateway,
@@ -150,6 +151,7 @@ class Daemon:
                 report_failures_as_error_occurred=settings.report_failures_as_error_occurred,
                 max_payload_bytes=settings.max_payload_bytes,
                 model_healthcheck_interval_seconds=settings.model_healthcheck_interval_seconds,
+                admission_timeout_seconds=settings.admission_timeout_seconds,
             ),
             pods=self.gateway,
             records=RecordStore(api=self.gateway, so=so,
@@ -157,6 +159,8 @@ class Daemon:
             publisher=self.mqtt,
             outbox=self.outbox,
             redactor=redactor,
+            # Admission by the namespace's ResourceQuota, unless turned off (QUOTA_ADMISSION=false).
+            quotas=self.gateway if settings.admits_by_quota else None,
         )
         self.runtime.on_ping(self._answer_ping)
         self.watcher = PodWatcher(
@@ -177,6 +181,17 @@ class Daemon:
             list_call=self.gateway.watch_model_services,
             what="modelservice",
         )
+        # The namespace's ResourceQuotas, for admission: whether one applies, and when room may have come.
+        self.quota_watcher = PodWatcher(
+            gateway=self.gateway,
+            label_selector="",
+            deliver=self._in_loop(self._quotas_watched),
+            reduce=read_quota,
+            watch_timeout_seconds=settings.kubernetes_watch_timeout_seconds,
+            silence_seconds=settings.kubernetes_watch_silence_seconds,
+            list_call=self.gateway.watch_quotas,
+            what="resourcequota",
+        ) if settings.admits_by_quota else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
         self._standby = self.elector is not None  # until this replica takes the Lease
@@ -203,6 +218,12 @@ class Daemon:
                 loop.call_soon_threadsafe(handler, item)
 
         return deliver
+
+    def _quotas_watched(self, item: _WatchItem) -> None:
+        if isinstance(item, WatchListed):
+            self.runtime.quotas_listed(item.pods)
+        elif not isinstance(item, WatchListing):
+            self.runtime.quotas_changed((event.pod, event.type == "DELETED") for event in item)
 
     def _watched(self, item: _WatchItem) -> None:
         if isinstance(item, WatchListing):
@@ -324,6 +345,8 @@ class Daemon:
             watch_restarts=self.watcher.restarts,
             watch_relists=self.watcher.relists,
             leader=None if self.elector is None else (self.elector.name, self.elector.leading),
+            admission_queue_depth=len(runtime.inventory.queued()),
+            admission_wait=runtime.admission_wait.snapshot(),
         )
 
     # -- life
@@ -351,14 +374,12 @@ class Daemon:
                     for task in tasks:
                         task.cancel()
                     return
+                await self._check_quota_access()
                 await self.runtime.restore()
-                if await self._registry_available():
-                    tasks.add(group.create_task(_in_daemon_thread(self.registry_watcher.run, "modelservice-watch"),
-                                                name="modelservice-watch"))
-                    if not await self._unless_stopped(group, tasks, self._registry_sync(), "model-registry-sync"):
-                        for task in tasks:
-                            task.cancel()
-                        return
+                if not await self._watch_registry_and_quotas(group, tasks):
+                    for task in tasks:
+                        task.cancel()
+                    return
                 tasks |= {
                     group.create_task(_in_daemon_thread(self.watcher.run, "pod-watch"), name="pod-watch"),
                     group.create_task(self.runtime.run(), name="runtime"),
@@ -378,10 +399,24 @@ class Daemon:
         finally:
             self.watcher.stop()
             self.registry_watcher.stop()
+            if self.quota_watcher is not None:
+                self.quota_watcher.stop()
             self.runtime.queue.close()
             self.gateway.close()
             if self.elector is not None:
                 self.elector.close()
+
+    async def _watch_registry_and_quotas(self, group: asyncio.TaskGroup, tasks: set[asyncio.Task[Any]]) -> bool:
+        """Start the watches of ModelServices (waiting for their first list: no DeployModels is resolved
+        before) and of ResourceQuotas (admission); False when the daemon was stopped meanwhile."""
+        if await self._registry_available():
+            tasks.add(group.create_task(_in_daemon_thread(self.registry_watcher.run, "modelservice-watch"),
+                                        name="modelservice-watch"))
+            if not await self._unless_stopped(group, tasks, self._registry_sync(), "model-registry-sync"):
+                return False
+        if self.quota_watcher is not None:
+            tasks.add(group.create_task(_in_daemon_thread(self.quota_watcher.run, "quota-watch"), name="quota-watch"))
+        return True
 
     async def _check_kubernetes(self) -> None:
         """The first calls: raise ``StartupError`` when the token or the namespace cannot work.
@@ -424,6 +459,24 @@ class Daemon:
             if refused_since is not None:
                 _log.info("kubernetes accepted the first calls after refusing them")
             return
+
+    async def _check_quota_access(self) -> None:
+        """Admission needs to read the namespace's ResourceQuotas: a Role without that turns it off, loudly
+        (the deployment's Role from before admission), rather than queueing simulations for ever."""
+        if self.quota_watcher is None:
+            return
+        try:
+            await self.gateway.list_quotas()
+        except Forbidden as error:
+            _log.error("ResourceQuotas may not be read: admission by the namespace's quota is off",
+                       detail=str(error)[:300], grant="get, list, watch on resourcequotas (k8s_cluster_configuration/"
+                       "role.yaml)", setting="QUOTA_ADMISSION=false says it on purpose")
+            self.quota_watcher = None
+            self.runtime.quota_api = None
+        except KubeError as error:
+            # Any other failure passes: the watch lists until it works, and simulations wait for it meanwhile.
+            _log.warning("ResourceQuotas not read at start, the watch goes on trying", error=type(error).__name__,
+                         detail=str(error)[:300])
 
     async def _unless_stopped(self, group: asyncio.TaskGroup, tasks: set[asyncio.Task[Any]],
                               step: Coroutine[Any, Any, None], name: str) -> bool:

@@ -313,6 +313,10 @@ class KubernetesGateway:
         """A list of the namespace's pods, or a watch of them (``watch=True``), with the client's options."""
         return self.core.list_namespaced_pod(namespace=self.namespace, **options)
 
+    def watch_quotas(self, **options: Any) -> Any:
+        """A list of the namespace's ResourceQuotas, or a watch of them (``watch=True``): admission's."""
+        return self.core.list_namespaced_resource_quota(namespace=self.namespace, **options)
+
     def watch_model_services(self, **options: Any) -> Any:
         """A list of the namespace's ModelServices, or a watch of them (``watch=True``)."""
         return self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, **options)
@@ -327,6 +331,15 @@ class KubernetesGateway:
             response.release_conn()
 
         await self._call("list modelservices", probe, passthrough=(NotFound, Forbidden))
+
+    # -- quotas
+
+    async def list_quotas(self) -> list[dict[str, Any]]:
+        """The namespace's ResourceQuotas, read consistently (no resourceVersion: as of now, not a cache's past):
+        their ``used`` counts every pod created before the answer."""
+        path = f"/api/v1/namespaces/{self.namespace}/resourcequotas"
+        result = await self._call("list resourcequotas", lambda: self._raw("GET", path))
+        return list(result.get("items") or [])
 
     # -- pods
 
@@ -615,7 +628,7 @@ class WatchEvent:
 
 class PodWatcher:
     """One label-filtered list+watch of our pods (or, with ``list_call``, of another namespaced resource: the
-    ModelServices), in a thread, handing what it sees to a callback.
+    ModelServices, the ResourceQuotas), in a thread, handing what it sees to a callback.
 
     Resumes from the last resourceVersion (bookmarks included) when a stream
     ends or goes silent; lists afresh on ``Gone`` (410, as the answer to the

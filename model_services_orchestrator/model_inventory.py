@@ -24,7 +24,7 @@ import dataclasses
 import heapq
 import itertools
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
@@ -39,6 +39,9 @@ __all__ = [
     "EXIT_ENDED_EARLY",
     "EXIT_POD_LOST",
     "EXIT_START_TIMEOUT",
+    "AdmissionRefused",
+    "AdmissionWaiting",
+    "Admitted",
     "Connected",
     "CreatePod",
     "DeletePod",
@@ -272,7 +275,12 @@ class Simulation:
     services: dict[str, Resolved] = field(default_factory=dict)
     # How many models its first DeployModels named: the pod group Kueue admits whole (KUEUE_QUEUE_NAME).
     group_size: int = 0
+    # Waiting for admission by the namespace's quota since then (``admission``): none of its pods is created,
+    # and its models' start deadlines are not set. None: admitted (or never queued).
+    queued_at: float | None = None
     # Book-keeping, not recorded:
+    admitted_version: int = 0  # the version that holds its admission: no pod before that version is saved
+    waiting_note: str = ""  # what it needs and what is free, as admission last found it
     version: int = 1  # bumped by every change of what the record holds
     saved_version: int = 0  # the version the cluster's record holds (0: none yet)
     # Changes that wait for the next save rather than make one: pods created, while more are being
@@ -291,6 +299,11 @@ class Simulation:
     ready_count: int = 0
     terminated_count: int = 0
     reported_count: int = 0  # models whose ModelHasTerminated was delivered
+
+    @property
+    def waiting_admission(self) -> bool:
+        """Queued and not finished (a queued simulation the SO ended finishes without ever being admitted)."""
+        return self.queued_at is not None and self.finished_at is None
 
     def cleanup_at(self, min_delay_seconds: float) -> float | None:
         """When this simulation's pods are to be deleted; ``None`` while it runs."""
@@ -316,6 +329,33 @@ class DeployRequested:
     refused: str = ""
     services: Mapping[str, Resolved] = field(default_factory=dict)
     unknown: Mapping[str, str] = field(default_factory=dict)
+    queued: bool = False  # the namespace's quota admits it: it waits for ``Admitted``
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """The quota's headroom holds the whole queued simulation: its pods may be created, its start timeout runs."""
+
+    simulation_id: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionRefused:
+    """The queued simulation needs more than the quota allows at all: every model FAILED -1 with ``reason``."""
+
+    simulation_id: str
+    reason: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionWaiting:
+    """Why the queued simulation still waits (what it needs, what is free): the reason of its -2 if its
+    ``ADMISSION_TIMEOUT_SECONDS`` runs out."""
+
+    simulation_id: str
+    note: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,6 +481,9 @@ class Tick:
 
 Event = (
     DeployRequested
+    | Admitted
+    | AdmissionRefused
+    | AdmissionWaiting
     | PodCreated
     | PodCreateFailed
     | PodCreateRejected
@@ -469,9 +512,12 @@ class Inventory:
     def __init__(
         self, *, start_timeout_seconds: float, min_cleanup_delay_seconds: float, stop_grace_seconds: float = 30.0,
         max_keep_logs_hours: float = 168.0, so: str = "", finish_timeout_seconds: float = 3600.0,
-        ready_settle_seconds: float = 10.0,
+        ready_settle_seconds: float = 10.0, admission_timeout_seconds: float | None = None,
     ) -> None:
         self._finish_timeout = finish_timeout_seconds
+        self._admission_timeout = admission_timeout_seconds
+        #: How long each simulation waited for its admission (admitted, refused or timed out), to be taken.
+        self.admission_waits: list[float] = []
         self._ready_settle = ready_settle_seconds
         self._so = so  # in the hash of a unique pod name: another SO in the namespace may run equal ids
         self.simulations: dict[str, Simulation] = {}
@@ -503,6 +549,20 @@ class Inventory:
         while self._timers and not self._timer_holds(self._timers[0]):
             heapq.heappop(self._timers)
         return self._timers[0][0] if self._timers else None
+
+    def queued(self) -> list[Simulation]:
+        """The simulations waiting for admission, first come first: those the SO has not ended meanwhile."""
+        waiting = [simulation for simulation in self.simulations.values()
+                   if simulation.waiting_admission and not simulation.ended_by_so]
+        return sorted(waiting, key=lambda simulation: simulation.queued_at or 0.0)
+
+    @staticmethod
+    def models_to_create(simulation: Simulation) -> Counter[str]:
+        """How many pods the simulation is still to create, by image (a ModelService may give an image its own
+        resources): what it takes of a quota that ``used`` does not show yet."""
+        return Counter(model.spec.image for model in simulation.models.values()
+                       if model.phase is Phase.PENDING and model.spec is not None and model.termination is None
+                       and model.stop_at is None)
 
     # -- what the runtime carries out for one simulation
 
@@ -575,7 +635,8 @@ class Inventory:
     def pods_to_create(self, simulation_id: str, limit: int) -> list[CreatePod]:
         """Up to ``limit`` pods to create; none before the record (and the Secrets its pods need) exists."""
         simulation = self.simulations.get(simulation_id)
-        if simulation is None or simulation.saved_version == 0:
+        if (simulation is None or simulation.saved_version == 0 or simulation.queued_at is not None
+                or simulation.saved_version < simulation.admitted_version):
             return []
         creates: list[CreatePod] = []
         # A model the daemon is to stop anyway gets no pod now: it would never hear the SO.
@@ -653,10 +714,12 @@ class Inventory:
             simulation.models_ready = Delivery.DECIDED
             self._changed(simulation)
         self._hold_packet_ids(simulation)
+        if simulation.queued_at is not None:
+            self._admission_timer(simulation)
         for model in simulation.models.values():
             if model.stop_at is not None and model.termination is None:
                 self._timer(model.stop_at, sid, model.model_id)
-            if model.phase is Phase.PENDING:
+            if model.phase is Phase.PENDING and simulation.queued_at is None:
                 if model.spec is not None:
                     simulation.to_create[model.model_id] = None
                 self._set_start_deadline(simulation, model, now)
@@ -722,6 +785,13 @@ class Inventory:
         match event:
             case DeployRequested():
                 self._deploy(event)
+            case Admitted():
+                self._admitted(event)
+            case AdmissionRefused():
+                self._admission_refused(event)
+            case AdmissionWaiting():
+                if (simulation := self.simulations.get(event.simulation_id)) is not None:
+                    simulation.waiting_note = event.note
             case PodCreated():
                 self._pod_created(event)
             case PodCreateFailed():
@@ -782,6 +852,7 @@ class Inventory:
             simulation_id=event.simulation_id,
             keep_logs_hours=self._keep_logs_hours(event.keep_logs_hours),
             services=dict(event.services),
+            queued_at=event.now if event.queued and not event.refused else None,
         )
         names: set[str] = set()
         for spec in event.models:
@@ -792,9 +863,12 @@ class Inventory:
                 name = unique_pod_name(event.simulator_id, event.simulation_id, spec.model_id, self._so)
             names.add(name)
             model = simulation.models[spec.model_id] = Model(model_id=spec.model_id, pod_name=name, spec=spec)
-            simulation.to_create[spec.model_id] = None
-            self._set_start_deadline(simulation, model, event.now)
+            if simulation.queued_at is None:
+                simulation.to_create[spec.model_id] = None
+                self._set_start_deadline(simulation, model, event.now)
         self.simulations[event.simulation_id] = simulation
+        if simulation.queued_at is not None:
+            self._admission_timer(simulation)
         self._changed(simulation)
         simulation.changed.update(simulation.models)
         if event.refused:
@@ -805,7 +879,49 @@ class Inventory:
                 if model.spec is not None and (why := event.unknown.get(model.spec.image)) is not None:
                     self._refuse(simulation, model, why, event.now)
         # Kueue's pod group is the pods that will exist: a model refused here never has one.
-        simulation.group_size = len(simulation.to_create)
+        simulation.group_size = sum(1 for model in simulation.models.values() if model.spec is not None)
+
+    def _admission_timer(self, simulation: Simulation) -> None:
+        if self._admission_timeout is not None and simulation.queued_at is not None and simulation.finished_at is None:
+            self._timer(simulation.queued_at + self._admission_timeout, simulation.simulation_id, None)
+
+    def _leave_queue(self, simulation: Simulation, now: float) -> None:
+        assert simulation.queued_at is not None
+        self.admission_waits.append(max(0.0, now - simulation.queued_at))
+        simulation.queued_at = None
+        simulation.waiting_note = ""
+
+    def _admitted(self, event: Admitted) -> None:
+        simulation = self.simulations.get(event.simulation_id)
+        if simulation is None or simulation.queued_at is None:
+            return
+        self._leave_queue(simulation, event.now)
+        for model in simulation.models.values():
+            if model.phase is Phase.PENDING and model.spec is not None and model.termination is None:
+                simulation.to_create[model.model_id] = None
+                # The start timeout counts from the admission: waiting in the queue is not starting.
+                self._set_start_deadline(simulation, model, event.now)
+        self._changed(simulation)
+        simulation.admitted_version = simulation.version
+
+    def _admission_refused(self, event: AdmissionRefused) -> None:
+        simulation = self.simulations.get(event.simulation_id)
+        if simulation is None or simulation.queued_at is None:
+            return
+        self._leave_queue(simulation, event.now)
+        self._changed(simulation)
+        for model in list(simulation.models.values()):
+            self._terminate(simulation, model, Termination(EXIT_CREATE_REJECTED, event.reason), event.now)
+
+    def _admission_timed_out(self, simulation: Simulation, now: float) -> None:
+        assert self._admission_timeout is not None
+        reason = f"not admitted within ADMISSION_TIMEOUT_SECONDS ({self._admission_timeout:g} s)"
+        if simulation.waiting_note:
+            reason += f": {simulation.waiting_note}"
+        self._leave_queue(simulation, now)
+        self._changed(simulation)
+        for model in list(simulation.models.values()):
+            self._terminate(simulation, model, Termination(EXIT_START_TIMEOUT, reason), now)
 
     def _deploy_again(self, simulation: Simulation, event: DeployRequested) -> None:
         """The one check for a repeated DeployModels: models already known are answered once, as they
@@ -1164,7 +1280,9 @@ class Inventory:
             _, _, simulation_id, model_id = timer
             simulation = self.simulations[simulation_id]
             if model_id is None:
-                self._touched.add(simulation_id)  # the cleanup is due
+                if simulation.waiting_admission:
+                    self._admission_timed_out(simulation, now)
+                self._touched.add(simulation_id)  # the cleanup is due, or the queue's wait is over
                 continue
             model = simulation.models[model_id]
             at = timer[0]
@@ -1186,6 +1304,9 @@ class Inventory:
         if simulation is None:
             return False
         if model_id is None:
+            if simulation.waiting_admission:
+                assert simulation.queued_at is not None
+                return self._admission_timeout is not None and simulation.queued_at + self._admission_timeout == at
             return simulation.cleanup_at(self._min_cleanup_delay) == at
         model = simulation.models.get(model_id)
         if model is None or model.termination is not None:

@@ -26,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from model_services_orchestrator import __version__
-from model_services_orchestrator.metrics import HistogramSnapshot
+from model_services_orchestrator.metrics import START_BUCKETS, Histogram, HistogramSnapshot
 
 __all__ = ["CONTROLLER", "MetricsSnapshot", "OrchestratorCollector", "QueueSnapshot", "registry"]
 
@@ -78,6 +78,8 @@ class MetricsSnapshot:
     models_ready_latency: HistogramSnapshot = field(default_factory=lambda: HistogramSnapshot([], 0.0))
     mqtt_connected: Mapping[str, bool] = field(default_factory=dict)  # by session
     outbox_depth: Mapping[str, int] = field(default_factory=dict)  # by session
+    admission_queue_depth: int = 0  # simulations waiting for the namespace's quota
+    admission_wait: HistogramSnapshot = field(default_factory=lambda: Histogram(START_BUCKETS).snapshot())
 
 
 def _histogram(name: str, documentation: str, labels: Iterable[str] = ()) -> HistogramMetricFamily:
@@ -201,6 +203,12 @@ class OrchestratorCollector(Collector):
                            "confirmed by the broker (simulations deployed in this daemon's life).")
         _add(ready, [], s.models_ready_latency)
         yield ready
+        yield GaugeMetricFamily("mso_admission_queue_depth", "Simulations waiting, no pod created, for the "
+                                "namespace's ResourceQuota to hold all of their pods.", value=s.admission_queue_depth)
+        wait = _histogram("mso_admission_wait_seconds", "Time a simulation waited for admission by the namespace's "
+                          "ResourceQuota, until admitted, refused (it can never fit) or ADMISSION_TIMEOUT_SECONDS.")
+        _add(wait, [], s.admission_wait)
+        yield wait
         lifecycle = CounterMetricFamily("mso_lifecycle_messages", "Lifecycle messages confirmed by the broker, by "
                                         "type and result (failed: a ModelHasTerminated with a non-zero code).",
                                         labels=["type", "result"])

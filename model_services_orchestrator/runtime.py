@@ -22,9 +22,14 @@ brings the simulation back after a per-key backoff. Only a domain deadline
 (a model's start timeout) or a permanent rejection turns into a FAILED code.
 Nothing in flight is kept outside the queue and the inventory.
 
-The adapters come in as small protocols (``PodApi``, ``Publisher``, and the
-``RecordStore`` over an ``ObjectApi``), so the rules here are tested
-in-process with the fakes of ``testing``.
+Beside the syncs, with a ``QuotaApi``, one task admits whole simulations by
+the namespace's ResourceQuota (``admission``): a simulation deployed while a
+quota applies waits in the queue, with its record saved and no pod, until a
+consistent read of the quotas shows room for all of its pods.
+
+The adapters come in as small protocols (``PodApi``, ``Publisher``,
+``QuotaApi``, and the ``RecordStore`` over an ``ObjectApi``), so the rules
+here are tested in-process with the fakes of ``testing``.
 """
 
 from __future__ import annotations
@@ -38,12 +43,19 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from model_services_orchestrator import admission
 from model_services_orchestrator import model_inventory as inv
 from model_services_orchestrator.kube_errors import TRANSIENT, Forbidden, KubeError
 from model_services_orchestrator.leadership import LeadershipLostError
 from model_services_orchestrator.logs import SecretRedactor, get_logger
 from model_services_orchestrator.messages import codec
-from model_services_orchestrator.metrics import CREATE_BUCKETS, Histogram, LifecycleStats, ReconcileStats
+from model_services_orchestrator.metrics import (
+    CREATE_BUCKETS,
+    START_BUCKETS,
+    Histogram,
+    LifecycleStats,
+    ReconcileStats,
+)
 from model_services_orchestrator.model_health import ModelHealth
 from model_services_orchestrator.model_registry import Registry, resolve
 from model_services_orchestrator.pod_observation import ContainerState, PodObservation
@@ -63,8 +75,8 @@ from model_services_orchestrator.record_store import RecordStore
 from model_services_orchestrator.topics import OutgoingTopics
 from model_services_orchestrator.work_queue import WorkQueue
 
-__all__ = ["MODEL_STATES", "SIMULATION_PHASES", "CreateResult", "Outbox", "PodApi", "PodChange", "Publisher", "Runtime",
-           "RuntimeSettings"]
+__all__ = ["MODEL_STATES", "SIMULATION_PHASES", "CreateResult", "Outbox", "PodApi", "PodChange", "Publisher",
+           "QuotaApi", "Runtime", "RuntimeSettings"]
 
 _log = get_logger(__name__)
 _T = TypeVar("_T")
@@ -73,6 +85,9 @@ _T = TypeVar("_T")
 # restarts (its RBAC caches are empty). Retried with backoff until the model's start deadline (-2).
 _PASSING_CREATE_REFUSALS = frozenset({403})
 SIMULATION_PHASES = ("starting", "running", "ended")
+# The least time between two admission decisions: the quota changes with every pod created or ended, and the
+# changes that come meanwhile make one more decision, not one each.
+_ADMISSION_PAUSE_SECONDS = 0.2
 MODEL_STATES = ("pending", "running", "ready", "succeeded", "failed")
 
 
@@ -108,6 +123,12 @@ class PodApi(Protocol):
     async def list_pods(self, label_selector: str, keep: Callable[[dict[str, Any]], _T | None]) -> list[_T]: ...
 
     async def read_log_tail(self, name: str, lines: int) -> str: ...
+
+
+class QuotaApi(Protocol):
+    """The namespace's ResourceQuotas, read consistently (not from a cache): what admission decides on."""
+
+    async def list_quotas(self) -> list[dict[str, Any]]: ...
 
 
 class Publisher(Protocol):
@@ -167,6 +188,7 @@ class RuntimeSettings:
     creates_per_sync: int = 512  # a pass's worth: saves and messages of the simulation wait at most that long
     retry_base_seconds: float = 0.2
     retry_max_seconds: float = 30.0
+    admission_timeout_seconds: float | None = None  # a queued simulation's longest wait; None: for ever
 
 
 class Runtime:
@@ -174,7 +196,7 @@ class Runtime:
 
     def __init__(self, *, settings: RuntimeSettings, pods: PodApi, records: RecordStore, publisher: Publisher,
                  outbox: Outbox, redactor: SecretRedactor, clock: Callable[[], float] = time.time,
-                 registry: Registry | None = None) -> None:
+                 registry: Registry | None = None, quotas: QuotaApi | None = None) -> None:
         self.settings = settings
         # The ModelServices, as the daemon's watch keeps them; without one, the registry is off.
         self.registry = registry if registry is not None else Registry()
@@ -193,7 +215,16 @@ class Runtime:
             so=settings.so,
             finish_timeout_seconds=settings.model_finish_timeout_seconds,
             ready_settle_seconds=settings.ready_settle_seconds,
+            admission_timeout_seconds=settings.admission_timeout_seconds,
         )
+        # Admission by the namespace's quota: on with a QuotaApi. ``quotas``: the namespace's, as watched (None:
+        # not listed yet, so a simulation deployed now waits for the first decision).
+        self.quota_api = quotas
+        self.quotas: dict[str, admission.Quota] | None = None
+        self._admission_wanted = asyncio.Event()
+        self._waiting_logged: set[str] = set()
+        self._pod_demands: dict[tuple[str, str], admission.Resources] = {}  # by simulation and image
+        self.admission_wait = Histogram(START_BUCKETS)
         self.queue: WorkQueue[str] = WorkQueue(base_delay=settings.retry_base_seconds,
                                                max_delay=settings.retry_max_seconds)
         self.model_health = ModelHealth(interval_seconds=settings.model_healthcheck_interval_seconds)
@@ -272,7 +303,8 @@ class Runtime:
             ack()
 
     def _deploying(self, request: inv.DeployRequested) -> inv.DeployRequested:
-        """Log a DeployModels; a new simulation's images resolved in the model registry, once and for good."""
+        """Log a DeployModels; the request as the inventory is to take it: queued when a quota admits it, a new
+        simulation's images resolved in the model registry, once and for good."""
         self.redactor.add_env(((name, value) for spec in request.models for name, value in spec.env
                                if self.is_secret(name)), owner=request.simulation_id)
         known = self.inventory.simulations.get(request.simulation_id)
@@ -280,6 +312,9 @@ class Runtime:
             _log.warning("DeployModels refused", simulation_id=request.simulation_id, reason=request.refused[:500],
                          answer="FAILED -1 for each model that can be answered")
             return request
+        if known is None and self._admission_applies():
+            request = dataclasses.replace(request, queued=True)
+            self._admission_wanted.set()
         if known is None:
             resolution = resolve((spec.image for spec in request.models), self.registry)
             if resolution.resolved or resolution.unknown:
@@ -346,6 +381,10 @@ class Runtime:
         """Hand events to the inventory and queue the simulations they changed."""
         for simulation_id in self.inventory.handle_all(events):
             self.queue.add(simulation_id)
+        if waits := self.inventory.admission_waits:
+            for waited in waits:
+                self.admission_wait.observe(waited)
+            waits.clear()
         # Wake the timer only for a deadline earlier than the one it sleeps until: a burst of ten thousand
         # readies sets none, and must not cost ten thousand wake-ups.
         deadline = self.inventory.next_deadline()
@@ -380,7 +419,14 @@ class Runtime:
             self.inventory.restore(simulation, now)
             self.queue.add(simulation.simulation_id)
             _log.info("simulation restored", simulation_id=simulation.simulation_id, models=len(simulation.models),
-                      models_ready=simulation.models_ready.name, all_terminated=simulation.all_terminated.name)
+                      models_ready=simulation.models_ready.name, all_terminated=simulation.all_terminated.name,
+                      waiting_admission=simulation.waiting_admission)
+        if self.quota_api is None and (queued := self.inventory.queued()):
+            # Queued by a daemon that admitted by quota; this one does not (QUOTA_ADMISSION=false, or the Role
+            # lets it not read quotas): they would wait for ever.
+            _log.warning("queued simulations admitted: admission by quota is off", simulations=len(queued))
+            self.apply([inv.Admitted(simulation.simulation_id, now) for simulation in queued])
+        self._admission_wanted.set()
 
     # -- running
 
@@ -391,6 +437,8 @@ class Runtime:
             group.create_task(self._write_receipts(), name="receipts")
             for index in range(self.settings.workers):
                 group.create_task(self._work(), name=f"sync-worker-{index}")
+            if self.quota_api is not None:
+                group.create_task(self._admit(), name="admission")
             if (interval := self.settings.model_healthcheck_interval_seconds) > 0:
                 group.create_task(self._watch_model_health(interval), name="model-health")
 
@@ -646,6 +694,10 @@ class Runtime:
         await self.records.delete(simulation_id)
         self.apply([inv.SimulationCleanedUp(simulation.simulation_id)])
         self._deployed_at.pop(simulation_id, None)
+        for key in [key for key in self._pod_demands if key[0] == simulation_id]:
+            del self._pod_demands[key]
+        self._waiting_logged.discard(simulation_id)
+        self._admission_wanted.set()  # what it held of the quota may be free now
         self._acknowledge_saved()
         # Its models' logs are no longer read: their secrets need not be remembered.
         self.redactor.forget(simulation_id)
@@ -676,6 +728,102 @@ class Runtime:
                 await self.pods.delete_pods(simulation_pods_selector(so, simulation_id))
         marks = simulation_marks(so, simulation_id)
         await asyncio.gather(*(self.pods.delete_own_pod(name, marks) for name in one_by_one))
+
+    # -- admission by the namespace's quota
+
+    def _admission_applies(self) -> bool:
+        """Whether a simulation deployed now waits for admission: a quota that holds our pods limits the
+        namespace (or the quotas are not listed yet)."""
+        if self.quota_api is None:
+            return False
+        return self.quotas is None or any(quota.applies and quota.hard for quota in self.quotas.values())
+
+    def quotas_listed(self, quotas: Iterable[admission.Quota]) -> None:
+        """A full list of the namespace's ResourceQuotas, from their watch."""
+        self.quotas = {quota.name: quota for quota in quotas}
+        self._admission_wanted.set()
+
+    def quotas_changed(self, changes: Iterable[tuple[admission.Quota, bool]]) -> None:
+        """ResourceQuotas that changed (``True``: deleted), from their watch: room may have come."""
+        quotas = self.quotas if self.quotas is not None else {}
+        for quota, gone in changes:
+            if gone:
+                quotas.pop(quota.name, None)
+            else:
+                quotas[quota.name] = quota
+        self.quotas = quotas
+        self._admission_wanted.set()
+
+    def _pod_demand(self, simulation: inv.Simulation, image: str) -> admission.Resources:
+        """What one pod of the simulation with that image takes of a quota, from the pod it would create (the
+        settings' requests and limits, or those of the ModelService the image resolved to)."""
+        key = (simulation.simulation_id, image)
+        if (known := self._pod_demands.get(key)) is not None:
+            return known
+        body = build_pod(settings=self.settings.pod_settings, simulator_id=simulation.simulator_id,
+                         simulation_id=simulation.simulation_id, model_id="demand", image=image, env=(),
+                         keep_logs_hours=simulation.keep_logs_hours, is_secret=self.is_secret,
+                         secret_for=lambda _value: "", service=simulation.services.get(image))
+        demand = self._pod_demands[key] = admission.pod_demand(body)
+        return demand
+
+    def _demand(self, simulation: inv.Simulation) -> admission.Resources:
+        """What the pods the simulation is still to create take of a quota."""
+        return admission.added(*(admission.scaled(self._pod_demand(simulation, image), count)
+                                 for image, count in self.inventory.models_to_create(simulation).items()))
+
+    async def _admit(self) -> None:
+        """Decide on the queue whenever something changed: a simulation queued, a quota changed, one of ours
+        cleaned up. Each decision reads the quotas afresh: ``used`` counts every pod created before the read,
+        and what admitted simulations are still to create is taken from the inventory just before it."""
+        delay = self.settings.retry_base_seconds
+        assert self.quota_api is not None
+        while True:
+            await self._admission_wanted.wait()
+            self._admission_wanted.clear()
+            if self._stopping or self.quotas is None or not self.inventory.queued():
+                continue
+            reserved = admission.added(*(self._demand(simulation) for simulation in self.inventory.simulations.values()
+                                         if simulation.queued_at is None and simulation.finished_at is None))
+            try:
+                listed = await self.quota_api.list_quotas()
+            except KubeError as exc:
+                _log.warning("quotas unreadable, admission retried", error=type(exc).__name__, detail=str(exc)[:300],
+                             retry_in_seconds=round(delay, 2))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_seconds)
+                self._admission_wanted.set()
+                continue
+            delay = self.settings.retry_base_seconds
+            self._decide([admission.read_quota(quota) for quota in listed], reserved)
+            await asyncio.sleep(_ADMISSION_PAUSE_SECONDS)
+
+    def _decide(self, quotas: list[admission.Quota], reserved: admission.Resources) -> None:
+        queued = self.inventory.queued()
+        verdicts = admission.decide([(simulation.simulation_id, self._demand(simulation)) for simulation in queued],
+                                    quotas, reserved)
+        now = self.clock()
+        events: list[inv.Event] = []
+        for position, simulation in enumerate(queued, start=1):
+            simulation_id, queued_at = simulation.simulation_id, simulation.queued_at or now
+            if simulation_id in verdicts.admitted:
+                self._waiting_logged.discard(simulation_id)
+                _log.info("simulation admitted", simulation_id=simulation_id, models=len(simulation.models),
+                          waited_seconds=round(now - queued_at, 3))
+                events.append(inv.Admitted(simulation_id, now))
+            elif (reason := verdicts.never.get(simulation_id)) is not None:
+                self._waiting_logged.discard(simulation_id)
+                _log.warning("simulation can never fit the namespace's quota", simulation_id=simulation_id,
+                             reason=reason, answer="FAILED -1 for each model")
+                events.append(inv.AdmissionRefused(simulation_id, f"not admitted: {reason}", now))
+            elif (note := verdicts.waiting.get(simulation_id)) is not None:
+                if simulation_id not in self._waiting_logged:
+                    self._waiting_logged.add(simulation_id)  # once: the quota changes with every pod
+                    _log.info("simulation waits for room in the namespace's quota", simulation_id=simulation_id,
+                              models=len(simulation.models), reason=note, queue_position=position)
+                if note != simulation.waiting_note:
+                    events.append(inv.AdmissionWaiting(simulation_id, note))
+        self.apply(events)
 
     # -- shutting down
 

@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     ready_settle_seconds: float = Field(default=10.0, gt=0, allow_inf_nan=False)
     model_healthcheck_interval_seconds: float = Field(default=0.0, ge=0)
     # Kueue admits each simulation whole: its pods carry this LocalQueue and one pod group per simulation.
-    # The daemon's own admission by the namespace's ResourceQuota is then off (``quota_admission``).
+    # The daemon's own admission by the namespace's ResourceQuota is then off (``admits_by_quota``).
     kueue_queue_name: str = ""
     report_failures_as_error_occurred: bool = True
     http_port: int = Field(default=8080, ge=0, lt=65536)
@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     failed_log_tail_lines: int = Field(default=30, ge=0)
     secret_env_name_pattern: str = DEFAULT_SECRET_ENV_NAME_PATTERN
     max_payload_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+
+    # Admission of whole simulations by the namespace's ResourceQuota: on whenever one applies to our pods.
+    quota_admission: bool = True
+    admission_timeout_seconds: float | None = Field(default=None, gt=0)  # unset: a queued simulation waits for ever
 
     leader_election: bool = True
     leader_election_lease_seconds: float = Field(default=15.0, allow_inf_nan=False)
@@ -127,7 +131,7 @@ class Settings(BaseSettings):
             return value.rsplit(":", 1)[-1]
         return value
 
-    @field_validator("kubernetes_ca_cert", "kubernetes_api_token", mode="before")
+    @field_validator("kubernetes_ca_cert", "kubernetes_api_token", "admission_timeout_seconds", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # `.env.template` lists every setting; an empty value there means "not set", not "the current directory".
@@ -197,10 +201,10 @@ class Settings(BaseSettings):
                               self.leader_election_retry_seconds)
 
     @property
-    def quota_admission(self) -> bool:
-        """Whether the daemon may admit simulations by the namespace's ResourceQuota itself: not when Kueue
-        does (``KUEUE_QUEUE_NAME``), whose pod groups already wait whole for their quota."""
-        return not self.kueue_queue_name
+    def admits_by_quota(self) -> bool:
+        """Whether the daemon admits simulations by the namespace's ResourceQuota itself: ``QUOTA_ADMISSION``,
+        and not when Kueue does (``KUEUE_QUEUE_NAME``), whose pod groups already wait whole for their quota."""
+        return self.quota_admission and not self.kueue_queue_name
 
     @property
     def identity(self) -> str:

@@ -6,8 +6,10 @@ tens of thousands of models, so the record is split:
 
 - the head, a ConfigMap named ``record_name``: the simulation's own state
   (ModelsReady and AllModelsHaveTerminated sent, keepLogsHours, the end time,
-  what the model registry made of its images at its DeployModels) and how
-  many parts hold its models;
+  what the model registry made of its images at its DeployModels, since when
+  it waits for admission by the namespace's quota: the queue is in the
+  records, so it survives restarts and failover) and how many parts hold its
+  models;
 - the parts, ConfigMaps ``<record>-p<k>``: which models exist, are created,
   are ready and were reported, a bounded number of bytes each;
 - the specs (images and env vars, which may be passwords, needed for pods
@@ -253,6 +255,7 @@ def _head(simulation: Simulation, parts: int) -> dict[str, str]:
         "finishedAt": simulation.finished_at,
         "endedBySo": simulation.ended_by_so,
         "groupSize": simulation.group_size,
+        "queuedAt": simulation.queued_at,
         "parts": parts,
         **services,
     }, separators=(",", ":"))}
@@ -380,6 +383,8 @@ def decode_record(head: dict[str, str], part: Callable[[int], dict[str, str] | N
             finished_at=None if body["finishedAt"] is None else float(body["finishedAt"]),
             ended_by_so=bool(body.get("endedBySo", False)),
             group_size=int(body.get("groupSize", 0)),
+            # Waiting for admission when it was saved (absent: written before admission existed, so admitted).
+            queued_at=None if body.get("queuedAt") is None else float(body["queuedAt"]),
             models_ready_id=int(body.get("modelsReadyId", 0)),
             all_terminated_id=int(body.get("allTerminatedId", 0)),
             services=decode_resolved(body.get("services") or {}),

@@ -1,4 +1,5 @@
-"""A real Kubernetes control plane for the tests: etcd, kube-apiserver, kube-controller-manager, our kubelet.
+"""A real Kubernetes control plane for the tests: etcd, kube-apiserver, kube-controller-manager, our kubelet
+(and, asked for, kube-scheduler placing pods on nodes of a stated capacity).
 
 It runs the real API server, built from the pinned release (``go.mod`` here, ``ci/build_control_plane.sh``), so that the
 daemon is tested against real admission, RBAC, watch and garbage collection behaviour. ``ControlPlane``

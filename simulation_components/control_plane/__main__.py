@@ -18,6 +18,7 @@ from types import FrameType
 
 from .binaries import ControlPlaneBinariesError
 from .components import ComponentError
+from .kubelet_process import add_node_arguments
 from .launcher import KUBELET_MODES, ControlPlane
 
 __all__ = ["main"]
@@ -43,6 +44,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
                                           "(default: what ci/build_control_plane.sh prints)")
     parser.add_argument("--start-timeout", type=float, default=60.0)
     parser.add_argument("--log-level", default="WARNING", help="the kubelet's log level")
+    add_node_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -54,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     control_plane = ControlPlane(kubelet=arguments.kubelet, images_file=arguments.images_file,
                                  directory=arguments.dir, bin_dir=arguments.bin_dir,
                                  start_timeout=arguments.start_timeout,
-                                 log_level=arguments.log_level)
+                                 log_level=arguments.log_level, scheduler=arguments.scheduler,
+                                 nodes=arguments.nodes, node_cpu=arguments.node_cpu,
+                                 node_memory=arguments.node_memory, node_pods=arguments.node_pods)
     try:
         control_plane.start()
         print(json.dumps({

@@ -1,6 +1,6 @@
 """Where the control plane's executables are: the directory ``ci/build_control_plane.sh`` prints.
 
-The binaries (etcd, kube-apiserver, kube-controller-manager) are built from the Go module next to this
+The binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) are built from the Go module next to this
 file into a cache outside the repository; the script builds them once and afterwards only prints the
 directory. Callers that already know the directory (a CI cache, ``--bin-dir``) skip the script.
 """
@@ -18,7 +18,7 @@ __all__ = ["BINARIES", "BUILD_SCRIPT", "REPO_ROOT", "ControlPlaneBinariesError",
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "ci" / "build_control_plane.sh"
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 #: Set to a directory holding the binaries to skip the build script (e.g. a CI cache restored elsewhere).
 BIN_DIR_VARIABLE = "MSO_CONTROL_PLANE_BIN_DIR"
 
@@ -55,7 +55,7 @@ def _built_by_script() -> Path:
 
 
 def control_plane_binaries(bin_dir: str | Path | None = None) -> Path:
-    """The directory holding etcd, kube-apiserver and kube-controller-manager.
+    """The directory holding etcd, kube-apiserver, kube-controller-manager and kube-scheduler.
 
     ``bin_dir``, else ``$MSO_CONTROL_PLANE_BIN_DIR``, else what ``ci/build_control_plane.sh`` prints (it builds
     the binaries the first time, which takes minutes; the answer is cached for the process).

@@ -1,7 +1,8 @@
 """kube-controller-manager for the control plane: the controllers a namespace of pods needs.
 
-The garbage collector, namespace, service-account, service-account-token and root CA publisher
-controllers; no scheduler (our kubelet binds pods to its node itself), no leader election, no serving port.
+The garbage collector, namespace, service-account, service-account-token, root CA publisher and
+ResourceQuota controllers (the last keeps a quota's ``status.used`` true as pods end: the API server's
+quota admission only adds); no leader election, no serving port.
 It is ready when the root CA publisher has put ``kube-root-ca.crt`` into the namespace.
 """
 
@@ -19,7 +20,8 @@ __all__ = ["CONTROLLERS", "ControllerManager"]
 
 #: Names of kube-controller-manager's controllers (the names of 1.28 and later; the old ones are aliases).
 CONTROLLERS = ("garbage-collector-controller", "namespace-controller", "serviceaccount-controller",
-               "serviceaccount-token-controller", "root-ca-certificate-publisher-controller")
+               "serviceaccount-token-controller", "root-ca-certificate-publisher-controller",
+               "resourcequota-controller")
 
 
 class ControllerManager:

@@ -1,4 +1,4 @@
-"""A small kubelet (and scheduler) for a real kube-apiserver: the one node of the test control plane.
+"""A small kubelet (and scheduler) for a real kube-apiserver: the nodes of the test control plane.
 
 Why: the tests and benchmarks run the daemon against a real etcd + kube-apiserver +
 kube-controller-manager (see ``launcher.py``), with no kube-scheduler and no container runtime. This
@@ -9,6 +9,10 @@ process plays both missing parts for the node ``local-node``, over the API only,
 * lists and watches the pods of one namespace; binds (``pods/binding``) the pending ones whose nodeSelector
   and required node affinity match the node, and writes ``PodScheduled=False``/``Unschedulable`` on the
   others (they stay Pending);
+* or, with ``--scheduler`` (a real kube-scheduler runs), binds nothing: it registers ``--nodes`` nodes
+  (``local-node``, ``local-node-2``...) with ``--node-cpu``, ``--node-memory`` and ``--node-pods`` each, so
+  that kube-scheduler's placement (or its ``Unschedulable``) is the real answer to "does it fit", and runs
+  the pods kube-scheduler bound to any of them;
 * runs bound pods: see ``kubelet_pods.py`` for the two modes (``process``: images from the table run as
   local subprocesses; ``status-only``: a bind and one status write to Running), the status written through
   ``pods/status``, ``activeDeadlineSeconds``, graceful deletion with the final ``gracePeriodSeconds=0``
@@ -19,7 +23,8 @@ Usage::
 
     python -m simulation_components.control_plane.kubelet --kubeconfig ADMIN_KUBECONFIG --namespace dots \\
         --node-name local-node --mode process|status-only --port PORT --tls-cert CERT --tls-key KEY \\
-        [--images-file F.json] [--log-level WARNING]
+        [--images-file F.json] [--log-level WARNING] [--scheduler] [--nodes N] [--node-cpu 4] \\
+        [--node-memory 8Gi] [--node-pods 110]
 
 Prints ``{"kubelet": "ready", "port": PORT}`` on stdout once the node is registered, the log endpoint
 listens and the pod watch runs. SIGTERM/SIGINT: the containers get SIGTERM, SIGKILL after 2 s, exit 0
@@ -27,14 +32,16 @@ listens and the pod watch runs. SIGTERM/SIGINT: the containers get SIGTERM, SIGK
 SIGKILLed kubelet (parent-death signal).
 
 Differs from a real kubelet: one namespace only; no events, probes, volumes, init containers, resource
-accounting, image pull policies or ``command`` (argv comes from the image table), and a changed image does
+accounting (its nodes' capacity is only what they state, for kube-scheduler), image pull policies or
+``command`` (argv comes from the image table), and a changed image does
 not restart a container; restart back-off is 1 s doubling to 5 s (never reset); pull back-off 1 s doubling
 to 5 s; while it stops a pod it writes no intermediate status, only the terminal one once every process has
 ended; a status-only "container" ends with exit code 143 (as if it obeyed SIGTERM); the log endpoint
 ignores ``timestamps``/``sinceSeconds``/``sinceTime`` and does not check the client certificate; the node
-name is fixed (``local-node``). After a kubelet restart, pods bound to the node are
-adopted: containers whose process is gone become ``ContainerStatusUnknown`` (exit 137) and restart as
-their restartPolicy says; status-only pods that are Running stay as they are.
+names are fixed (``local-node``, then ``local-node-<k>``); all nodes share one log endpoint. After a
+kubelet restart, pods bound to the node are adopted: containers whose process is gone become
+``ContainerStatusUnknown`` (exit 137) and restart as their restartPolicy says; status-only pods that are
+Running stay as they are.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -58,12 +65,14 @@ from .kubelet_api import ApiError, KubeApi, read_kubeconfig
 from .kubelet_containers import KubeletContext, Settings
 from .kubelet_logs import LogBuffer, LogServer, LogUnavailableError
 from .kubelet_pods import PodWorker
+from .kubelet_process import add_node_arguments
 from .kubelet_status import (
-    NODE_LABELS,
     NODE_NAME,
     Obj,
     binding,
+    node_labels,
     node_manifest,
+    node_names,
     node_selector_matches,
     node_status,
     unschedulable_status,
@@ -89,51 +98,63 @@ def _micro_time(seconds: float) -> str:
 
 
 class Kubelet:
-    """Scheduler and kubelet of the node, driven by a list+watch of the namespace's pods."""
+    """Scheduler (unless ``binds`` is False) and kubelet of the nodes, driven by a list+watch of the namespace's
+    pods. ``nodes``: their names (the first is where it binds pods itself); ``capacity``: what each states."""
 
-    def __init__(self, api: KubeApi, *, namespace: str, settings: Settings, port: int) -> None:
+    def __init__(self, api: KubeApi, *, namespace: str, settings: Settings, port: int,
+                 nodes: Sequence[str] = (NODE_NAME,), capacity: Mapping[str, str] | None = None,
+                 binds: bool = True) -> None:
         self.api = api
         self.namespace = namespace
         self.port = port
+        self.nodes = tuple(nodes)
+        self.capacity = dict(capacity or {})
+        self.binds = binds
         self.context = KubeletContext(api=api, settings=settings)
         self.workers: dict[str, PodWorker] = {}  # by uid: pods bound to this node (or being bound)
         self.by_name: dict[str, str] = {}  # pod name -> uid
         self.unschedulable: set[str] = set()  # uids marked Unschedulable already
         self.kubelet_version = "v0.0.0"
-        self._node_uid = ""
+        self._node_uids: dict[str, str] = {}
         self._ready_since = time.time()
 
     # ------------------------------------------------------------------ node
 
-    async def register_node(self) -> None:
-        """Create the Node, or bring an existing one back to our labels, port and Ready status."""
+    async def register_nodes(self) -> None:
+        """Create each Node, or bring an existing one back to our labels, port, capacity and Ready status."""
         with contextlib.suppress(ApiError):
             self.kubelet_version = str((await self.api.request("GET", "/version")).get("gitVersion", "v0.0.0"))
+        for name in self.nodes:
+            await self._register_node(name)
+
+    async def _register_node(self, name: str) -> None:
         now = time.time()
         try:
-            node = await self.api.request("POST", "/api/v1/nodes",
-                                          node_manifest(port=self.port, now=now, kubelet_version=self.kubelet_version))
+            await self.api.request("POST", "/api/v1/nodes", node_manifest(
+                port=self.port, now=now, kubelet_version=self.kubelet_version, name=name, capacity=self.capacity))
         except ApiError as error:
             if error.status != 409:
                 raise
-            node = await self.api.request(
-                "PATCH", f"/api/v1/nodes/{NODE_NAME}",
-                {"metadata": {"labels": dict(NODE_LABELS)}, "spec": {"unschedulable": None, "taints": None}},
-                content_type=_MERGE_PATCH)
-        self._node_uid = str(node["metadata"]["uid"])
-        await self._write_node_status()
-        await self._renew_lease()
+        # Also after a create: kube-apiserver's TaintNodesByCondition gives a new node the not-ready taint,
+        # which no node-lifecycle controller takes away here, and kube-scheduler respects it.
+        node = await self.api.request(
+            "PATCH", f"/api/v1/nodes/{name}",
+            {"metadata": {"labels": node_labels(name)}, "spec": {"unschedulable": None, "taints": None}},
+            content_type=_MERGE_PATCH)
+        self._node_uids[name] = str(node["metadata"]["uid"])
+        await self._write_node_status(name)
+        await self._renew_lease(name)
 
-    async def _write_node_status(self) -> None:
+    async def _write_node_status(self, name: str) -> None:
         status = node_status(port=self.port, now=time.time(), kubelet_version=self.kubelet_version,
-                             ready_since=self._ready_since)
-        await self.api.request("PATCH", f"/api/v1/nodes/{NODE_NAME}/status", {"status": status},
+                             ready_since=self._ready_since, name=name, capacity=self.capacity)
+        await self.api.request("PATCH", f"/api/v1/nodes/{name}/status", {"status": status},
                                content_type=_MERGE_PATCH)
 
-    async def _renew_lease(self) -> None:
+    async def _renew_lease(self, name: str) -> None:
         """The node heartbeat the node-lifecycle controller reads (if one runs)."""
-        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{NODE_NAME}"
-        spec = {"holderIdentity": NODE_NAME, "leaseDurationSeconds": _LEASE_SECONDS,
+        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}"
+        spec = {"holderIdentity": name, "leaseDurationSeconds": _LEASE_SECONDS,
                 "renewTime": _micro_time(time.time())}
         try:
             await self.api.request("PATCH", path, {"spec": spec}, content_type=_MERGE_PATCH)
@@ -141,8 +162,8 @@ class Kubelet:
             if error.status != 404:
                 raise
             lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                     "metadata": {"name": NODE_NAME, "ownerReferences": [
-                         {"apiVersion": "v1", "kind": "Node", "name": NODE_NAME, "uid": self._node_uid}]},
+                     "metadata": {"name": name, "ownerReferences": [
+                         {"apiVersion": "v1", "kind": "Node", "name": name, "uid": self._node_uids[name]}]},
                      "spec": spec}
             with contextlib.suppress(ApiError):  # no kube-node-lease namespace: no lease
                 await self.api.request("POST", path.rsplit("/", 1)[0], lease)
@@ -153,9 +174,11 @@ class Kubelet:
         while True:
             await asyncio.sleep(_LEASE_RENEW_SECONDS)
             try:
-                await self._renew_lease()
+                for name in self.nodes:
+                    await self._renew_lease(name)
                 if time.monotonic() - last_status >= _NODE_STATUS_SECONDS:
-                    await self._write_node_status()
+                    for name in self.nodes:
+                        await self._write_node_status(name)
                     last_status = time.monotonic()
             except (ApiError, aiohttp.ClientError, TimeoutError) as error:
                 log.warning("node heartbeat failed: %s", error)
@@ -238,8 +261,10 @@ class Kubelet:
         spec = pod.get("spec") or {}
         node = spec.get("nodeName")
         phase = (pod.get("status") or {}).get("phase")
-        if (node and node != NODE_NAME) or phase in ("Succeeded", "Failed"):
+        if (node and node not in self.nodes) or phase in ("Succeeded", "Failed"):
             return  # another node's (it does not exist: stays Pending, as on a real cluster), or finished
+        if not node and not self.binds:
+            return  # kube-scheduler's to place (or to mark Unschedulable); seen again once bound
         if not node:
             if metadata.get("deletionTimestamp") or uid in self.unschedulable:
                 return  # the API server deletes an unbound pod at once
@@ -260,8 +285,8 @@ class Kubelet:
         """Bind the pod to the node (the scheduler's job), then start it; retried until it works or the pod goes."""
         while not worker.gone:
             try:
-                await self.api.request("POST", worker.path + "/binding", binding(worker.name, worker.uid),
-                                       decode=False)
+                await self.api.request("POST", worker.path + "/binding",
+                                       binding(worker.name, worker.uid, self.nodes[0]), decode=False)
                 break
             except ApiError as error:
                 if error.status == 409 and await self._bound_here(worker):
@@ -281,7 +306,7 @@ class Kubelet:
             current = await self.api.request("GET", worker.path)
         except (ApiError, aiohttp.ClientError, TimeoutError):
             return False
-        return bool((current.get("spec") or {}).get("nodeName") == NODE_NAME
+        return bool((current.get("spec") or {}).get("nodeName") == self.nodes[0]
                     and current["metadata"]["uid"] == worker.uid)
 
     async def _mark_unschedulable(self, pod: Obj) -> None:
@@ -337,10 +362,13 @@ async def run(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with KubeApi(read_kubeconfig(args.kubeconfig)) as api:
-        kubelet = Kubelet(api, namespace=args.namespace, settings=settings, port=args.port)
+        capacity = {key: value for key, value in (("cpu", args.node_cpu), ("memory", args.node_memory),
+                                                  ("pods", args.node_pods)) if value}
+        kubelet = Kubelet(api, namespace=args.namespace, settings=settings, port=args.port,
+                          nodes=node_names(args.nodes), capacity=capacity, binds=not args.scheduler)
         logs = LogServer(kubelet.log_lookup)
         await logs.start(args.port, Path(args.tls_cert), Path(args.tls_key))
-        await kubelet.register_node()
+        await kubelet.register_nodes()
         resource_version = await kubelet.list_pods()
         background = [asyncio.create_task(kubelet.watch_pods(resource_version), name="pod watch"),
                       asyncio.create_task(kubelet.heartbeat(), name="node heartbeat")]
@@ -374,7 +402,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tls-key", required=True)
     parser.add_argument("--images-file", help="JSON image table: {image: [argv...] | \"pull error\" | null}")
     parser.add_argument("--log-level", default="WARNING")
+    add_node_arguments(parser)
     args = parser.parse_args(argv)
+    if args.nodes < 1:
+        parser.error("--nodes: at least 1")
     if args.node_name != NODE_NAME:
         parser.error(f"--node-name: only {NODE_NAME} is supported (the node labels are fixed)")
     return args

@@ -8,6 +8,7 @@ certificate and the image table, and tells when it has registered its node (it p
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -18,9 +19,19 @@ from .binaries import REPO_ROOT
 from .certificates import ControlPlaneCertificates
 from .components import Component
 
-__all__ = ["KUBELET_MODES", "KubeletProcess"]
+__all__ = ["KUBELET_MODES", "KubeletProcess", "add_node_arguments"]
 
 KUBELET_MODES = ("process", "status-only", "none")
+
+
+def add_node_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the nodes and of kube-scheduler: the kubelet's, passed on by the control plane's."""
+    parser.add_argument("--scheduler", action="store_true",
+                        help="a kube-scheduler binds the pods: the kubelet binds none, runs those bound to its nodes")
+    parser.add_argument("--nodes", type=int, default=1, help="how many nodes to register (local-node, local-node-2...)")
+    parser.add_argument("--node-cpu", help="each node's CPU capacity (a Kubernetes quantity; default 64)")
+    parser.add_argument("--node-memory", help="each node's memory capacity (default 256Gi)")
+    parser.add_argument("--node-pods", help="how many pods each node takes (default 10000)")
 
 
 class KubeletProcess:
@@ -29,7 +40,9 @@ class KubeletProcess:
     name = "kubelet"
 
     def __init__(self, directory: Path, certificates: ControlPlaneCertificates, *, kubeconfig: Path,
-                 namespace: str, node_name: str, mode: str, images_file: Path | None, log_level: str) -> None:
+                 namespace: str, node_name: str, mode: str, images_file: Path | None, log_level: str,
+                 scheduler: bool = False, nodes: int = 1, node_cpu: str | None = None,
+                 node_memory: str | None = None, node_pods: str | None = None) -> None:
         self.directory = directory
         self.certificates = certificates
         self.kubeconfig = kubeconfig
@@ -38,6 +51,9 @@ class KubeletProcess:
         self.mode = mode
         self.images_file = images_file
         self.log_level = log_level
+        self.scheduler = scheduler  # kube-scheduler binds: the kubelet runs what is bound to its nodes
+        self.nodes = nodes
+        self.capacity = {"--node-cpu": node_cpu, "--node-memory": node_memory, "--node-pods": node_pods}
         self.port = 0
         self.component: Component | None = None
 
@@ -50,6 +66,13 @@ class KubeletProcess:
                    "--log-level", self.log_level]
         if self.images_file is not None:
             command += ["--images-file", str(self.images_file)]
+        if self.scheduler:
+            command.append("--scheduler")
+        if self.nodes != 1:
+            command += ["--nodes", str(self.nodes)]
+        for flag, value in self.capacity.items():
+            if value:
+                command += [flag, value]
         return command
 
     def start(self) -> Component:

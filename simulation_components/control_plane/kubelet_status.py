@@ -22,6 +22,7 @@ from .images import full_reference
 __all__ = [
     "DEADLINE_MESSAGE",
     "DEADLINE_REASON",
+    "DEFAULT_CAPACITY",
     "LOST_MESSAGE",
     "LOST_REASON",
     "NODE_IP",
@@ -39,7 +40,9 @@ __all__ = [
     "log_unavailable_message",
     "lost",
     "new_container_id",
+    "node_labels",
     "node_manifest",
+    "node_names",
     "node_selector_matches",
     "node_status",
     "parse_time",
@@ -64,7 +67,21 @@ LOST_REASON = "ContainerStatusUnknown"
 LOST_MESSAGE = "The container could not be located when the pod was terminated"
 
 NODE_NAME = "local-node"
-NODE_LABELS = {"type": "worker", "kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux"}
+#: What a node offers unless told otherwise: more than any test or benchmark asks for.
+DEFAULT_CAPACITY = {"cpu": "64", "memory": "256Gi", "pods": "10000", "ephemeral-storage": "1Ti"}
+
+
+def node_labels(name: str) -> dict[str, str]:
+    """The labels of one of the kubelet's nodes: all are workers, each its own host."""
+    return {"type": "worker", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
+
+
+def node_names(count: int) -> list[str]:
+    """The kubelet's nodes: ``local-node``, then ``local-node-2``, ``local-node-3``..."""
+    return [NODE_NAME, *(f"{NODE_NAME}-{index}" for index in range(2, count + 1))]
+
+
+NODE_LABELS = node_labels(NODE_NAME)
 NODE_IP = "127.0.0.1"
 _UNSCHEDULABLE_MESSAGE = (
     "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. preemption: 0/1 nodes "
@@ -384,9 +401,11 @@ def delete_options(uid: str) -> Obj:
     return {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
 
 
-def node_status(*, port: int, now: float, kubelet_version: str, ready_since: float | None = None) -> Obj:
-    """The Node's status: Ready, addresses, the kubelet endpoint the API server fetches logs from, capacity."""
-    resources = {"cpu": "64", "memory": "256Gi", "pods": "10000", "ephemeral-storage": "1Ti"}
+def node_status(*, port: int, now: float, kubelet_version: str, ready_since: float | None = None,
+                name: str = NODE_NAME, capacity: Mapping[str, str] | None = None) -> Obj:
+    """The Node's status: Ready, addresses, the kubelet endpoint the API server fetches logs from, capacity
+    (``DEFAULT_CAPACITY`` with ``capacity`` over it; all of it allocatable)."""
+    resources = {**DEFAULT_CAPACITY, **(capacity or {})}
 
     def node_condition(kind: str, value: str, reason: str, message: str) -> Obj:
         since = ready_since if ready_since is not None and kind == "Ready" else now
@@ -401,7 +420,7 @@ def node_status(*, port: int, now: float, kubelet_version: str, ready_since: flo
             node_condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
             node_condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
         ],
-        "addresses": [{"type": "InternalIP", "address": NODE_IP}, {"type": "Hostname", "address": NODE_NAME}],
+        "addresses": [{"type": "InternalIP", "address": NODE_IP}, {"type": "Hostname", "address": name}],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
         "capacity": dict(resources),
         "allocatable": dict(resources),
@@ -413,13 +432,14 @@ def node_status(*, port: int, now: float, kubelet_version: str, ready_since: flo
     }
 
 
-def node_manifest(*, port: int, now: float, kubelet_version: str) -> Obj:
+def node_manifest(*, port: int, now: float, kubelet_version: str, name: str = NODE_NAME,
+                  capacity: Mapping[str, str] | None = None) -> Obj:
     """The Node object the kubelet registers (status included: nodes keep it on create)."""
     return {
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {"name": NODE_NAME, "labels": dict(NODE_LABELS),
+        "metadata": {"name": name, "labels": node_labels(name),
                      "annotations": {"node.alpha.kubernetes.io/ttl": "0"}},
         "spec": {},
-        "status": node_status(port=port, now=now, kubelet_version=kubelet_version),
+        "status": node_status(port=port, now=now, kubelet_version=kubelet_version, name=name, capacity=capacity),
     }

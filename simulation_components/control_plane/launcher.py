@@ -3,9 +3,11 @@
 It composes one type per component, as envtest's ``controlplane`` package does: ``Etcd`` (``etcd.py``),
 ``APIServer`` (``apiserver.py``), ``ControllerManager`` (``controller_manager.py``), our kubelet
 (``KubeletProcess``, ``kubelet_process.py``) and, with ``fault_proxy=True``, a ``FaultProxy`` in front of
-kube-apiserver. The binaries are built from the pinned release by ``ci/build_control_plane.sh``, so the
-daemon meets real admission, real RBAC (its token is a service-account token bound to the project's own
-Role), real watch semantics and real garbage collection. Each process logs to ``<dir>/<name>.log``.
+kube-apiserver and, with ``scheduler=True``, kube-scheduler (``scheduler.py``) with our kubelet then
+registering ``nodes`` nodes of a stated capacity and binding nothing itself. The binaries are built
+from the pinned release by ``ci/build_control_plane.sh``, so the daemon meets real admission, real RBAC (its
+token is a service-account token bound to the project's own Role), real watch semantics and real garbage
+collection. Each process logs to ``<dir>/<name>.log``.
 
 Once the components run, it applies ``k8s_cluster_configuration``'s namespace, service accounts, Role and
 RoleBinding as they are, and asks the TokenRequest API for a token of the daemon's service account:
@@ -43,6 +45,7 @@ from .etcd import Etcd
 from .fault_proxy import FaultProxy
 from .kubelet_process import KUBELET_MODES, KubeletProcess
 from .manifests import apply_manifests, load_manifests
+from .scheduler import Scheduler
 
 __all__ = ["DAEMON_SERVICE_ACCOUNT", "KUBELET_MODES", "NAMESPACE", "NODE_NAME", "ApiError", "ComponentError",
            "ControlPlane", "control_plane_binaries"]
@@ -65,12 +68,19 @@ class ControlPlane:
     written to a file) or ``images_file``: the kubelet's ``--images-file``. ``fault_proxy``: also run a
     ``FaultProxy`` in front of kube-apiserver for the daemon (see the module's docstring). ``profiling``:
     kube-apiserver serves ``/debug/pprof`` (to the admin).
+
+    ``scheduler``: run kube-scheduler, which places pods on the kubelet's ``nodes`` nodes by their stated
+    ``node_cpu``, ``node_memory`` and ``node_pods`` (Kubernetes quantities; unset: 64 CPUs, 256Gi, 10000 pods
+    each), so that "does not fit" is its real answer (``Unschedulable``). Off by default: our kubelet then
+    binds every pod to its one node itself, as the suite and the benchmarks expect.
     """
 
     def __init__(self, *, kubelet: str = "process", images: Mapping[str, Any] | None = None,
                  images_file: str | Path | None = None, directory: str | Path | None = None,
                  bin_dir: str | Path | None = None, start_timeout: float = 60.0,
-                 log_level: str = "WARNING", fault_proxy: bool = False, profiling: bool = False) -> None:
+                 log_level: str = "WARNING", fault_proxy: bool = False, profiling: bool = False,
+                 scheduler: bool = False, nodes: int = 1, node_cpu: str | None = None, node_memory: str | None = None,
+                 node_pods: str | None = None) -> None:
         if kubelet not in KUBELET_MODES:
             raise ValueError(f"kubelet must be one of {', '.join(KUBELET_MODES)}, not {kubelet!r}")
         if images is not None and images_file is not None:
@@ -98,6 +108,10 @@ class ControlPlane:
         self.apiserver_url = ""
         self.fault_proxy = fault_proxy
         self.profiling = profiling
+        self.scheduler = scheduler
+        self.nodes = nodes
+        self.node_capacity = {"cpu": node_cpu, "memory": node_memory, "pods": node_pods}
+        self.kube_scheduler: Scheduler | None = None
         self.proxy: FaultProxy | None = None
         self._proxy_port = 0
         self.etcd = Etcd(self.dir)
@@ -165,13 +179,15 @@ class ControlPlane:
             manager = ControllerManager(self.dir, certificates, self.admin_kubeconfig_path)
             self.controller_manager = manager
             self._started(manager.name, manager.start(bin_dir))
-            if self.kubelet != "none":
-                self._start_kubelet(certificates)
+            self._start_nodes(bin_dir, certificates)
             self.token = self._request_daemon_token()
             self._write_daemon_env()
             milestone("daemon token")
             manager.wait_ready(self._admin_call, self.namespace, deadline)
             milestone("kube-controller-manager")
+            if self.kube_scheduler is not None:
+                self.kube_scheduler.wait_ready(deadline)
+                milestone("kube-scheduler")
             if self.kubelet_process is not None:
                 self.kubelet_process.wait_ready(deadline)
                 milestone("kubelet")
@@ -202,7 +218,7 @@ class ControlPlane:
         """Stop what runs: the fault proxy, the kubelet (it stops its pods), then kube-controller-manager,
         kube-apiserver, etcd. The files stay; ``start()`` afterwards makes a new cluster."""
         self._close_proxy()
-        for name in ("kubelet", "kube-controller-manager", "kube-apiserver", "etcd"):
+        for name in ("kubelet", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             component = self.components.get(name)
             if component is not None:
                 component.stop()
@@ -311,8 +327,8 @@ class ControlPlane:
 
         The API is up for the daemon, faults are cleared, every connection through the proxy is dropped
         (a killed daemon's last requests end before anything is deleted) and the counts start from zero;
-        every pod, ConfigMap (but ``kube-root-ca.crt``), Secret and Lease of the namespace is deleted at once
-        (grace period 0) and the kubelet has no container process left. Raises ``ComponentError`` when a
+        every pod, ConfigMap (but ``kube-root-ca.crt``), Secret, ResourceQuota and Lease of the namespace is
+        deleted at once (grace period 0) and the kubelet has no container process left. Raises ``ComponentError`` when a
         component has died (then start a new control plane), ``TimeoutError`` when something lingers.
         """
         self.check()
@@ -330,6 +346,8 @@ class ControlPlane:
         self.request("DELETE", f"{base}/configmaps?fieldSelector=metadata.name%21%3Dkube-root-ca.crt", now,
                      timeout=timeout)
         self.request("DELETE", f"{base}/secrets", now, timeout=timeout)
+        # A test's quota would hold up every later test's pods.
+        self.request("DELETE", f"{base}/resourcequotas", now, timeout=timeout)
         # The daemons' leader Lease: a test's replicas never wait out an earlier test's leader.
         self.request("DELETE", f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases", now,
                      timeout=timeout)
@@ -370,10 +388,20 @@ class ControlPlane:
         self._started(apiserver.name, apiserver.start(bin_dir))
         return apiserver
 
+    def _start_nodes(self, bin_dir: Path, certificates: ControlPlaneCertificates) -> None:
+        """kube-scheduler (when asked for) and our kubelet (unless ``kubelet="none"``)."""
+        if self.scheduler:
+            self.kube_scheduler = Scheduler(self.dir, certificates, self.admin_kubeconfig_path)
+            self._started(self.kube_scheduler.name, self.kube_scheduler.start(bin_dir))
+        if self.kubelet != "none":
+            self._start_kubelet(certificates)
+
     def _start_kubelet(self, certificates: ControlPlaneCertificates) -> None:
         kubelet = KubeletProcess(self.dir, certificates, kubeconfig=self.admin_kubeconfig_path,
                                  namespace=self.namespace, node_name=self.node_name, mode=self.kubelet,
-                                 images_file=self.images_file, log_level=self.log_level)
+                                 images_file=self.images_file, log_level=self.log_level,
+                                 scheduler=self.scheduler, nodes=self.nodes, node_cpu=self.node_capacity["cpu"],
+                                 node_memory=self.node_capacity["memory"], node_pods=self.node_capacity["pods"])
         self.kubelet_process = kubelet
         self._started(kubelet.name, kubelet.start())
 

@@ -384,3 +384,50 @@ def test_a_spec_change_is_reported_as_observed(api: CoreApi) -> None:
     assert {c.type: c.observed_generation for c in pod.status.conditions}["Ready"] == 2
     api.delete_namespaced_pod(name, NAMESPACE)
     wait_for(lambda: gone(api, name))
+
+
+# ---------------------------------------------------------------------------------------------- kube-scheduler
+
+def test_with_kube_scheduler_pods_go_where_the_stated_capacity_holds_them() -> None:
+    """kube-scheduler places pods by the nodes' stated capacity (the kubelet binds none itself), marks the one
+    that fits nowhere Unschedulable, and kube-controller-manager's ResourceQuota controller gives an ended
+    pod's share of the quota back."""
+    with ControlPlane(kubelet="process", images=IMAGES, scheduler=True, nodes=2, node_cpu="1",
+                      node_memory="1Gi") as plane:
+        api: CoreApi = client.CoreV1Api(plane.api_client())
+        nodes = {node.metadata.name: node.status.allocatable for node in api.list_node().items}
+        assert {name: (allocatable["cpu"], allocatable["memory"]) for name, allocatable in nodes.items()} == {
+            "local-node": ("1", "1Gi"), "local-node-2": ("1", "1Gi")}
+        api.create_namespaced_resource_quota(NAMESPACE, {
+            "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "compute"},
+            "spec": {"hard": {"requests.cpu": "10", "pods": "10"}}})
+        requests = {"resources": {"requests": {"cpu": "600m", "memory": "64Mi"}}}
+
+        def sized(image: str) -> dict[str, Any]:
+            manifest = pod_manifest(image)
+            manifest["spec"]["containers"][0].update(requests)
+            return manifest
+
+        sleepers = [create(api, sized("sleeper:1")) for _ in range(2)]
+        def running(name: str) -> Any:
+            return wait_for(lambda: phase_is(api, name, "Running"), timeout=30, what=f"{name} running")
+
+        placed = [running(name) for name in sleepers]
+        assert sorted(pod.spec.node_name for pod in placed) == ["local-node", "local-node-2"]
+        third = create(api, sized("sleeper:1"))
+
+        def unschedulable() -> bool:
+            conditions = read(api, third).status.conditions or []
+            return any(c.type == "PodScheduled" and c.reason == "Unschedulable" for c in conditions)
+
+        wait_for(unschedulable, timeout=30, what="the third pod marked Unschedulable")
+        assert read(api, third).spec.node_name is None
+
+        def used_cpu() -> str:
+            return str((api.read_namespaced_resource_quota("compute", NAMESPACE).status.used or {}).get("requests.cpu"))
+
+        assert used_cpu() == "1800m"
+        api.delete_namespaced_pod(sleepers[0], NAMESPACE, grace_period_seconds=0)
+        # Its place is free: kube-scheduler binds the third there, and the quota controller gives back its share.
+        running(third)  # once room was made
+        wait_for(lambda: used_cpu() == "1200m", timeout=30, what="the ended pod's share of the quota given back")

@@ -12,16 +12,26 @@ from pathlib import Path
 
 import pytest
 
+from simulation_components.control_plane.binaries import BINARIES
 from simulation_components.local_daemon import REPO_ROOT
 
 BUILD = REPO_ROOT / "ci" / "build_control_plane.sh"
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 
 
 def run(script: Path, *args: str, path: str, cache: Path) -> subprocess.CompletedProcess[str]:
     env = {"PATH": path, "HOME": os.environ.get("HOME", "/root"), "MSO_CONTROL_PLANE_CACHE": str(cache)}
     return subprocess.run([str(script), *args], capture_output=True, text=True, env=env, timeout=60, check=False,
                           cwd=REPO_ROOT)
+
+
+def cache_dir(cache: Path) -> Path:
+    """The build script's directory for the pinned versions under ``cache``, made."""
+    go_mod = (REPO_ROOT / "simulation_components" / "control_plane" / "go.mod").read_text()
+    versions = dict(line.split()[:2] for line in go_mod.splitlines()
+                    if line.strip().startswith(("k8s.io/kubernetes ", "go.etcd.io/etcd/server/v3 ")))
+    cached = cache / f"kubernetes-{versions['k8s.io/kubernetes']}-etcd-{versions['go.etcd.io/etcd/server/v3']}"
+    cached.mkdir(parents=True)
+    return cached
 
 
 def fake_go(directory: Path, version: str, toolchain: str = "auto") -> str:
@@ -62,15 +72,21 @@ def test_a_go_that_can_build_it_passes_the_check(version: str, tmp_path: Path) -
 
 
 def test_cached_binaries_need_no_go(tmp_path: Path) -> None:
-    go_mod = (REPO_ROOT / "simulation_components" / "control_plane" / "go.mod").read_text()
-    versions = dict(line.split()[:2] for line in go_mod.splitlines()
-                    if line.strip().startswith(("k8s.io/kubernetes ", "go.etcd.io/etcd/server/v3 ")))
-    kubernetes, etcd = versions["k8s.io/kubernetes"], versions["go.etcd.io/etcd/server/v3"]
-    cached = tmp_path / "cache" / f"kubernetes-{kubernetes}-etcd-{etcd}"
-    cached.mkdir(parents=True)
+    cached = cache_dir(tmp_path / "cache")
     for name in BINARIES:
         (cached / name).write_text("#!/bin/sh\n")
         (cached / name).chmod(0o755)
     assert run(BUILD, "--check", path="/usr/bin:/bin", cache=tmp_path / "cache").returncode == 0
     result = run(BUILD, path="/usr/bin:/bin", cache=tmp_path / "cache")
     assert (result.returncode, result.stdout.strip(), result.stderr) == (0, str(cached), "")
+
+
+def test_a_cache_from_before_a_binary_joined_needs_go_again(tmp_path: Path) -> None:
+    # A cache built when the control plane had three binaries lacks kube-scheduler: the check wants Go.
+    cached = cache_dir(tmp_path / "cache")
+    for name in BINARIES:
+        if name != "kube-scheduler":
+            (cached / name).write_text("#!/bin/sh\n")
+            (cached / name).chmod(0o755)
+    result = run(BUILD, "--check", path="/usr/bin:/bin", cache=tmp_path / "cache")
+    assert result.returncode == 1 and "'go' is not on the PATH" in result.stderr

@@ -59,6 +59,8 @@ EXPECTED_GRANTS: dict[tuple[str, str], str] = {
     ("secrets", "update"): "KubernetesGateway.put_object('secrets'): PUT after 409",
     ("secrets", "list"): "KubernetesGateway.list_objects('secrets'): GET with labelSelector",
     ("secrets", "delete"): "KubernetesGateway.delete_object('secrets')",
+    ("resourcequotas", "list"): "KubernetesGateway.list_quotas, and the quota watch's list (admission)",
+    ("resourcequotas", "watch"): "PodWatcher of ResourceQuotas: KubernetesGateway.watch_quotas(watch=True)",
     ("leases", "get"): "LeaderElector._read: GET .../leases/{name} (coordination.k8s.io)",
     ("leases", "create"): "LeaderElector._write: POST .../leases, the first time",
     ("leases", "update"): "LeaderElector._write: PUT .../leases/{name} at the resourceVersion read",
@@ -71,6 +73,7 @@ EXPECTED_GRANTS: dict[tuple[str, str], str] = {
 # Typed client calls the gateway may make, as the grants they need.
 CLIENT_CALLS: dict[str, set[tuple[str, str]]] = {
     "list_namespaced_pod": {("pods", "list")},
+    "list_namespaced_resource_quota": {("resourcequotas", "list")},
     "read_namespaced_pod_log": {("pods/log", "get")},
     "list_namespaced_custom_object": {("modelservices", "list")},
 }
@@ -285,6 +288,12 @@ def _grants_used_by_the_code() -> set[tuple[str, str]]:
             used |= CLIENT_CALLS[call["method"]]
             if call["method"].startswith("list_") and ("watch=True" in body or function in WATCHED_BY):
                 used |= {(resource, "watch") for resource, _ in CLIENT_CALLS[call["method"]]}
+    # A list the watcher takes for its kind (``core.list_namespaced_<kind>``, not called there): it lists with
+    # it, then watches.
+    for reference in re.finditer(r"\.core\.(?P<method>list_namespaced_\w+)\b(?!\()", source):
+        assert reference["method"] in CLIENT_CALLS, f"{reference['method']}: add it to CLIENT_CALLS"
+        used |= {grant for resource, _ in CLIENT_CALLS[reference["method"]]
+                 for grant in ((resource, "list"), (resource, "watch"))}
     lease_calls = re.findall(r"_request\(\"(?P<method>[A-Z]+)\", (?P<path>[^,)]+)",
                              LEADER_ELECTION.read_text(encoding="utf-8"))
     assert lease_calls, "the leader election's requests are no longer found: update this test"

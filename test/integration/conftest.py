@@ -55,7 +55,12 @@ def _control_plane(planes: dict[str, ControlPlane], mode: str) -> ControlPlane:
         else:
             planes[mode] = plane
             return plane
-    plane = ControlPlane(kubelet=mode, images=TEST_IMAGES, fault_proxy=True).start()
+    if mode == "scheduler":
+        # kube-scheduler places pods on two nodes of 1 CPU and 4Gi each: "does not fit" is its real answer.
+        plane = ControlPlane(kubelet="status-only", images=TEST_IMAGES, fault_proxy=True, scheduler=True, nodes=2,
+                             node_cpu="1", node_memory="4Gi").start()
+    else:
+        plane = ControlPlane(kubelet=mode, images=TEST_IMAGES, fault_proxy=True).start()
     planes[mode] = plane
     return plane
 
@@ -71,6 +76,12 @@ def status_kube(control_planes: dict[str, ControlPlane]) -> Iterator[ControlPlan
     """The API server whose pods only change when a test sets their status (the kubelet binds each pod
     and reports it Running; ``activeDeadlineSeconds`` and deletion are honoured)."""
     yield _control_plane(control_planes, "status-only")
+
+
+@pytest.fixture
+def capacity_kube(control_planes: dict[str, ControlPlane]) -> Iterator[ControlPlane]:
+    """As ``status_kube``, but kube-scheduler binds the pods, to two nodes of 1 CPU and 4Gi each."""
+    yield _control_plane(control_planes, "scheduler")
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ def test_re_lists_during_creates_take_no_running_pod_for_lost(
         return len(daemon.logged("pod watch expired, listing again"))
 
     while (before := relisted()) < 15:
-        status_kube.inject_fault(410, count=1, methods=["WATCH"])
+        status_kube.inject_fault(410, count=1, methods=["WATCH"], path_contains="/pods")  # the pod watch's
         deadline = time.monotonic() + 30
         while relisted() == before:
             # Again every 2 s: a stream that opened as the last one was closed may sit idle, not failed.

@@ -52,6 +52,8 @@ EXPORTED: dict[str, set[str]] = {
     "mso_models": {"state"},
     "mso_model_start_seconds_bucket": {"le"},
     "mso_models_ready_seconds_bucket": {"le"},
+    "mso_admission_queue_depth": set(),
+    "mso_admission_wait_seconds_bucket": {"le"},
     "mso_pod_create_seconds_bucket": {"le"},
     "mso_lifecycle_messages_total": {"type", "result"},
     "mso_model_failures_total": {"code"},

@@ -15,6 +15,7 @@ import pytest
 from model_services_orchestrator import model_inventory as inv
 from model_services_orchestrator.pod_observation import ContainerState, PodObservation
 from model_services_orchestrator.pod_specs import pod_name, unique_pod_name
+from model_services_orchestrator.simulation_records import decode_record, encode_record
 
 SIM = "sim-1"
 SIMULATOR = "so01"
@@ -873,3 +874,82 @@ def test_messages_that_could_overtake_each_other_on_different_sessions_wait() ->
     inventory.handle(inv.Delivered(ready))
     inventory.handle(inv.PodSeen(seen("b", ContainerState.TERMINATED, exit_code=0), T0 + 1))
     assert [kind for kind, _, _ in settle(inventory, deliver=False)] == ["ModelHasTerminated"] * 2
+
+
+# ---------------------------------------------------------------- admission by the namespace's quota
+
+
+def queued_deploy(inventory: inv.Inventory, *model_ids: str, at: float = T0) -> None:
+    specs = tuple(inv.ModelSpec(model_id, "image:1") for model_id in model_ids)
+    inventory.handle(inv.DeployRequested(SIMULATOR, SIM, 0.0, specs, at, queued=True))
+
+
+def test_a_queued_simulation_creates_no_pod_and_starts_no_timeout_until_admitted() -> None:
+    inventory = make_inventory()
+    queued_deploy(inventory, "m1", "m2")
+    assert settle(inventory) == []
+    assert inventory.pods_to_create(SIM, 10) == []
+    assert [simulation.simulation_id for simulation in inventory.queued()] == [SIM]
+    assert inventory.next_deadline() is None
+    inventory.handle(inv.Tick(T0 + START_TIMEOUT * 10))  # waiting in the queue is not starting
+    assert settle(inventory) == []
+    admitted_at = T0 + START_TIMEOUT * 10 + 1
+    inventory.handle(inv.Admitted(SIM, admitted_at))
+    assert inventory.pods_to_create(SIM, 10) == []  # not before the record holds the admission
+    settle(inventory)
+    assert [create.spec.model_id for create in inventory.pods_to_create(SIM, 10)] == ["m1", "m2"]
+    assert inventory.queued() == []
+    assert inventory.next_deadline() == admitted_at + START_TIMEOUT
+    assert inventory.admission_waits == [START_TIMEOUT * 10 + 1]
+
+
+def test_a_simulation_that_can_never_fit_gets_failed_minus_1_for_every_model_at_once() -> None:
+    inventory = make_inventory()
+    queued_deploy(inventory, "m1", "m2")
+    settle(inventory)
+    inventory.handle(inv.AdmissionRefused(SIM, "not admitted: needs pods=2, more than ...", T0 + 1))
+    assert settle(inventory) == [("ModelHasTerminated", "m1", -1), ("ModelHasTerminated", "m2", -1),
+                                 ("AllModelsHaveTerminated", "", 0)]
+    reports = inventory.take_reports(SIM)
+    assert [report.reason for report in reports] == ["not admitted: needs pods=2, more than ..."] * 2
+
+
+def test_the_admission_timeout_ends_the_wait_with_minus_2_and_says_what_was_missing() -> None:
+    inventory = make_inventory(admission_timeout_seconds=60.0)
+    queued_deploy(inventory, "m1")
+    settle(inventory)
+    inventory.handle(inv.AdmissionWaiting(SIM, "needs pods=1; free in ResourceQuota q: pods=0"))
+    assert inventory.next_deadline() == T0 + 60.0
+    inventory.handle(inv.Tick(T0 + 60.0))
+    assert settle(inventory) == [("ModelHasTerminated", "m1", -2), ("AllModelsHaveTerminated", "", 0)]
+    [report] = inventory.take_reports(SIM)
+    assert report.reason == ("not admitted within ADMISSION_TIMEOUT_SECONDS (60 s): needs pods=1; free in "
+                             "ResourceQuota q: pods=0")
+
+
+def test_the_queue_is_in_the_record_and_a_restored_simulation_waits_again_in_its_place() -> None:
+    inventory = make_inventory(admission_timeout_seconds=600.0)
+    queued_deploy(inventory, "m1", at=T0 + 5)
+    settle(inventory)
+    write = encode_record(inventory.simulations[SIM])
+    restored = decode_record(write.head, write.parts.get, {"m1": inv.ModelSpec("m1", "image:1")})
+    assert restored.queued_at == T0 + 5
+    later = make_inventory(admission_timeout_seconds=600.0)
+    later.restore(restored, T0 + 100)
+    assert later.pods_to_create(SIM, 10) == []
+    assert [simulation.simulation_id for simulation in later.queued()] == [SIM]
+    assert later.next_deadline() == T0 + 5 + 600.0  # the wait counts from the first DeployModels
+    admitted = inv.Simulation(SIMULATOR, "other", 0.0)
+    write = encode_record(admitted)
+    assert decode_record(write.head, write.parts.get).queued_at is None
+
+
+def test_a_queued_simulation_the_so_ends_leaves_the_queue_and_its_models_are_answered() -> None:
+    inventory = make_inventory(stop_grace_seconds=1.0)
+    queued_deploy(inventory, "m1")
+    settle(inventory)
+    inventory.handle(inv.EndRequested(SIM, None, T0 + 1))
+    assert inventory.queued() == []
+    inventory.handle(inv.Tick(T0 + 2))
+    assert settle(inventory) == [("ModelHasTerminated", "m1", -4), ("AllModelsHaveTerminated", "", 0)]
+    assert inventory.pods_to_create(SIM, 10) == []

@@ -175,9 +175,9 @@ def test_unusable_settings_are_rejected(monkeypatch: pytest.MonkeyPatch, name: s
 
 
 def test_kueue_mode_turns_the_daemons_own_quota_admission_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert Settings(_env_file=None).quota_admission  # type: ignore[call-arg]
+    assert Settings(_env_file=None).admits_by_quota  # type: ignore[call-arg]
     monkeypatch.setenv("KUEUE_QUEUE_NAME", "dots-queue")
-    assert not Settings(_env_file=None).quota_admission  # type: ignore[call-arg]
+    assert not Settings(_env_file=None).admits_by_quota  # type: ignore[call-arg]
 
 
 def test_empty_optional_settings_are_unset(monkeypatch: pytest.MonkeyPatch) -> None:
