@@ -186,6 +186,25 @@ def test_a_change_mid_simulation_changes_nothing_for_it(registry_kube: ControlPl
     assert not second.logged("model registry off: ModelServices are not served to the daemon")
 
 
+def test_admission_counts_each_model_with_its_model_services_resources(
+        registry_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+    # One model of the ModelService asks 2 CPUs, the other the daemon's 100m: 2.1 of a quota of 1 can never
+    # fit. Counted with the settings' 100m for both, it would be admitted, its pod refused by the quota.
+    registry_kube.request("POST", f"/api/v1/namespaces/{NAMESPACE}/resourcequotas", {
+        "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "models"},
+        "spec": {"hard": {"requests.cpu": "1"}}})
+    _create(registry_kube, {**PLAIN, "metadata": {"name": "big"},
+                            "spec": {"image": "registry.example/big:1", "resources": {"requests": {"cpu": "2"}}}})
+    make_daemon(registry_kube)
+    sim = "sim-registry-quota"
+    so.deploy(sim, [("big", "modelservice:big", []), ("small", "registry.example/small:1", [])])
+    so.wait_all_terminated(sim, timeout=20)
+    assert so.terminations(sim) == {"big": ("FAILED", -1), "small": ("FAILED", -1)}
+    error = ErrorOccurred()
+    error.ParseFromString(so.of(sim, "ErrorOccurred")[0].payload)
+    assert "needs requests.cpu=2100m" in error.error_message, error.error_message
+
+
 def test_without_the_crd_the_registry_is_off(status_kube: ControlPlane, so: SimulatorRecorder,
                                              make_daemon: DaemonFactory) -> None:
     remove_model_service_crd(status_kube)
