@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from model_services_orchestrator import __version__
 from model_services_orchestrator.http_endpoints import serve_http
 from model_services_orchestrator.k8s_api import (
     KubernetesGateway,
@@ -43,6 +44,7 @@ from model_services_orchestrator.mqtt_session import (
     LoginRefusedError,
     MqttSession,
     MqttSettings,
+    Presence,
 )
 from model_services_orchestrator.pod_observation import observe_pod
 from model_services_orchestrator.pod_specs import PodSettings, owned_pods_selector, secret_env_names
@@ -57,7 +59,7 @@ from model_services_orchestrator.startup import (
     broker_unreachable,
     kube_refusal,
 )
-from model_services_orchestrator.topics import subscriptions
+from model_services_orchestrator.topics import OutgoingTopics, subscriptions
 
 __all__ = ["Daemon", "run"]
 
@@ -117,6 +119,10 @@ class Daemon:
             on_message=self._received,
             on_connected=self._connected,
             may_act=may_act,
+            # MSOInfo, retained while this session is up: the session is the daemon's presence (it subscribes
+            # and answers pings; the outbox sessions only publish). Only the leader connects, so a standby's
+            # death empties nothing, and a successor's connection takes the session, and its Will, over.
+            presence=Presence(OutgoingTopics(so).mso_info(), codec.encode_mso_info(__version__)),
         )
         self.runtime = Runtime(
             settings=RuntimeSettings(
@@ -384,6 +390,9 @@ class Daemon:
             await self.mqtt.flush(max(0.0, deadline - loop.time() - 0.5))
         # Confirmations that came in meanwhile are saved, so the next daemon does not publish them again.
         await self.runtime.drain(max(0.1, deadline - loop.time()))
+        # No daemon once this one is gone: empty MSOInfo before the Lease is handed back, so that it can never
+        # empty a successor's.
+        await self.mqtt.withdraw_presence(max(0.2, deadline - loop.time()))
 
 
 def _always() -> bool:

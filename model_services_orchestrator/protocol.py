@@ -1,0 +1,23 @@
+"""What this daemon tells its peers about the wire contract it speaks (PROTOCOL.md section 7).
+
+Why this exists: an SO cannot otherwise tell which of the additions ("ours")
+an MSO supports. The protocol version and the capabilities are published in
+the retained MSOInfo and the protocol version in every health pong; they live
+here, in one place, so that adding a behaviour is one line in
+``CAPABILITIES`` (and a minor step of ``PROTOCOL_VERSION``).
+"""
+
+from __future__ import annotations
+
+__all__ = ["CAPABILITIES", "PROTOCOL_VERSION"]
+
+# Semantic version of the wire contract of docs/protocol.md: 1.0 is what the DOTS SO and models of today speak
+# plus the additions before versioning (health, early end); 1.1 added MSOInfo and the pong's protocol_version.
+# A minor step for every addition an old peer may ignore; a major one only for a break, under a new topic root.
+PROTOCOL_VERSION = "1.1.0"
+
+# The optional behaviours an SO may rely on, by the names docs/protocol.md section 7 lists: extend here.
+CAPABILITIES: tuple[str, ...] = (
+    "health-check",  # section 3: PingHealthSOToMSO is answered; models may be pinged; UnhealthyModel
+    "early-end",  # section 4: an empty SimulationDone on /lifecycle/<so>/mso/<sim>/SimulationDone ends it all
+)
