@@ -23,13 +23,18 @@ fi
 # shellcheck source=ci/proto_baseline.env
 source "${repo_root}/ci/proto_baseline.env"
 
+has_commit() { git -C "${repo_root}" cat-file -e "${BASELINE_COMMIT}^{commit}" 2>/dev/null; }
+if ! has_commit && [[ "$(git -C "${repo_root}" rev-parse --is-shallow-repository)" == "true" ]]; then
+    # A shallow clone (CI's may be one): fetch just the baseline commit from where the clone came from.
+    git -C "${repo_root}" fetch --quiet --depth=1 origin "${BASELINE_COMMIT}" || true
+fi
 if [[ -n "${BASELINE_TAG}" ]] && git -C "${repo_root}" rev-parse -q --verify "refs/tags/${BASELINE_TAG}^{commit}" >/dev/null; then
     baseline="${BASELINE_TAG}"
-elif git -C "${repo_root}" cat-file -e "${BASELINE_COMMIT}^{commit}" 2>/dev/null; then
+elif has_commit; then
     baseline="${BASELINE_COMMIT}"
 else
-    echo "proto_breaking: neither the tag ${BASELINE_TAG:-(none)} nor the commit ${BASELINE_COMMIT} is in this clone" \
-         "(a shallow clone? git fetch --unshallow)" >&2
+    echo "proto_breaking: neither the tag ${BASELINE_TAG:-(none)} nor the commit ${BASELINE_COMMIT} is in this clone," \
+         "nor could it be fetched (git fetch --unshallow, then again)" >&2
     exit 2
 fi
 
