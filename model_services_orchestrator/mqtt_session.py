@@ -29,6 +29,9 @@ runtime does once the record holds what a message changed. What a kill
 interrupts before that, or what arrives after
 :meth:`MqttSession.stop_receiving`, is never acknowledged and the broker
 delivers it again to our next life.
+
+The session is also the daemon's presence (:class:`Presence`): a retained
+message published on each connection, which the connection's Will empties.
 """
 
 from __future__ import annotations
