@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes a development environment from nothing: the Kubernetes control plane
-# (built once with Go into a cache outside the repository), Mosquitto (the
+# and Kueue (built once with Go into caches outside the repository), Mosquitto (the
 # tests start their own brokers) and Prometheus (its promtool checks the alert
 # rules; the tests start their own servers) through apt-get when they are missing, and a
 # virtualenv with the pinned dependencies and the package installed editable.
@@ -11,6 +11,7 @@ PYTHON="${PYTHON:-python3}"
 
 # First, before anything is installed: a machine that cannot build the control plane hears it at once.
 ci/build_control_plane.sh --check
+ci/build_kueue.sh --check
 
 # From Debian's packages, what is missing: Mosquitto (the tests start their own brokers) and Prometheus
 # with promtool (the monitoring tests start their own). Where systemd runs, the packages start a broker on
@@ -38,4 +39,5 @@ fi
 .venv/bin/python -m pip install -q -r requirements.txt -r requirements-dev.txt
 .venv/bin/python -m pip install -q --no-deps -e .
 echo "Control plane: $(ci/build_control_plane.sh)"
+echo "Kueue (the tests of KUEUE_QUEUE_NAME): $(ci/build_kueue.sh)"
 echo "Development environment ready: . .venv/bin/activate"

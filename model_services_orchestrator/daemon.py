@@ -32,12 +32,13 @@ from model_services_orchestrator.k8s_api import (
     credentials_source,
     measure_requests,
 )
-from model_services_orchestrator.kube_errors import TRANSIENT, KubeError
+from model_services_orchestrator.kube_errors import TRANSIENT, Forbidden, KubeError, NotFound
 from model_services_orchestrator.leader_election import LeaderElector
 from model_services_orchestrator.leadership import LeadershipLostError
 from model_services_orchestrator.logs import SecretRedactor, get_logger
 from model_services_orchestrator.messages import codec
 from model_services_orchestrator.metrics import RestClientStats
+from model_services_orchestrator.model_registry import Registry, named_model_service
 from model_services_orchestrator.mqtt_outbox import MqttOutboxes
 from model_services_orchestrator.mqtt_session import (
     BrokerUnreachableError,
@@ -67,6 +68,7 @@ _log = get_logger(__name__)
 _SHUTDOWN_SECONDS = 8.0
 _CHECK_RETRY_MAX_SECONDS = 10.0  # the most between two start-up checks of an API server that does not answer
 _E = TypeVar("_E", bound=BaseException)
+_WatchItem = WatchListing | WatchListed | list[WatchEvent]
 
 
 class Daemon:
@@ -124,7 +126,11 @@ class Daemon:
             # death empties nothing, and a successor's connection takes the session, and its Will, over.
             presence=Presence(OutgoingTopics(so).mso_info(), codec.encode_mso_info(__version__)),
         )
+        # The ModelServices of the namespace (the model registry), kept by a list+watch of their own.
+        self.registry = Registry()
+        self._registry_synced = asyncio.Event()
         self.runtime = Runtime(
+            registry=self.registry,
             settings=RuntimeSettings(
                 so=so,
                 pod_settings=PodSettings(
@@ -137,6 +143,7 @@ class Daemon:
                     cpu_limit=settings.model_cpu_limit,
                     memory_limit=settings.model_memory_limit,
                     run_as_non_root=settings.model_run_as_non_root,
+                    kueue_queue_name=settings.kueue_queue_name,
                 ),
                 secret_env_name_pattern=settings.secret_env_name_pattern,
                 model_start_timeout_seconds=settings.model_start_timeout_seconds,
@@ -161,10 +168,20 @@ class Daemon:
         self.watcher = PodWatcher(
             gateway=self.gateway,
             label_selector=owned_pods_selector(so),
-            deliver=self._from_watch_thread,
+            deliver=self._in_loop(self._watched),
             reduce=observe_pod,
             watch_timeout_seconds=settings.kubernetes_watch_timeout_seconds,
             silence_seconds=settings.kubernetes_watch_silence_seconds,
+        )
+        self.registry_watcher = PodWatcher(
+            gateway=self.gateway,
+            label_selector="",
+            deliver=self._in_loop(self._registry_watched),
+            reduce=named_model_service,
+            watch_timeout_seconds=settings.kubernetes_watch_timeout_seconds,
+            silence_seconds=settings.kubernetes_watch_silence_seconds,
+            list_call=self.gateway.watch_model_services,
+            what="modelservice",
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
@@ -183,12 +200,17 @@ class Daemon:
 
     # -- the watch, from its thread
 
-    def _from_watch_thread(self, item: WatchListing | WatchListed | list[WatchEvent]) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._watched, item)
+    def _in_loop(self, handler: Callable[[_WatchItem], None]) -> Callable[[_WatchItem], None]:
+        """A watch thread's callback that hands each item to ``handler`` in the event loop."""
 
-    def _watched(self, item: WatchListing | WatchListed | list[WatchEvent]) -> None:
+        def deliver(item: _WatchItem) -> None:
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(handler, item)
+
+        return deliver
+
+    def _watched(self, item: _WatchItem) -> None:
         if isinstance(item, WatchListing):
             self.runtime.listing_started()
         elif isinstance(item, WatchListed):
@@ -196,6 +218,56 @@ class Daemon:
         else:
             self.runtime.pods_changed(PodChange(event.pod, gone=event.type == "DELETED")
                                       for event in item if event.pod is not None)
+
+    def _registry_watched(self, item: _WatchItem) -> None:
+        if isinstance(item, WatchListed):
+            self.registry.listed(item.pods)
+            # At start, and after the watch expired (410): rare.
+            _log.info("model registry listed", model_services=len(self.registry))
+            self._registry_synced.set()
+        elif not isinstance(item, WatchListing):
+            for event in item:
+                name, service = event.pod
+                self.registry.changed(name, service, deleted=event.type == "DELETED")
+                # Rare, and what every later DeployModels resolves with: worth a line.
+                _log.info("model service changed", name=name, change=event.type,
+                          image=service.image if service is not None else None)
+
+    async def _registry_available(self) -> bool:
+        """Whether the API serves ModelServices to the daemon: the registry is off (one warning) when the CRD is
+        not installed (404) or the Role does not grant them (403); no answer is waited out, for
+        ``MODEL_REGISTRY_SYNC_TIMEOUT_SECONDS``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.model_registry_sync_timeout_seconds
+        while True:
+            try:
+                await self.gateway.probe_model_services()
+            except (NotFound, Forbidden) as error:
+                self.registry.enabled = False
+                _log.warning("model registry off: ModelServices are not served to the daemon",
+                             status=error.status, detail=str(error)[:300],
+                             fix="apply k8s_cluster_configuration/modelservice-crd.yaml and role.yaml",
+                             answer="modelservice: images are answered FAILED -1; other images run as configured")
+                return False
+            except TRANSIENT as error:
+                if loop.time() >= deadline:
+                    raise
+                _log.warning("model registry unreachable, retrying", error=type(error).__name__,
+                             detail=str(error)[:300])
+                await asyncio.sleep(1.0)
+                continue
+            self.registry.enabled = True
+            return True
+
+    async def _registry_sync(self) -> None:
+        """Until the registry's first list arrived: no DeployModels is resolved before (MQTT starts after)."""
+        try:
+            async with asyncio.timeout(self.settings.model_registry_sync_timeout_seconds):
+                await self._registry_synced.wait()
+        except TimeoutError:
+            raise RuntimeError(f"the ModelService list did not arrive within "
+                               f"{self.settings.model_registry_sync_timeout_seconds:g} s "
+                               "(MODEL_REGISTRY_SYNC_TIMEOUT_SECONDS)") from None
 
     # -- health
 
@@ -208,6 +280,8 @@ class Daemon:
             reasons.append("the Kubernetes API is unreachable")
         if not self.watcher.in_sync:
             reasons.append("the pod watch is not in sync")
+        if self.registry.enabled and not self.registry_watcher.in_sync:
+            reasons.append("the ModelService watch is not in sync")
         if not self.mqtt.connected:
             reasons.append("the MQTT broker session is not established")
         if not self.outbox.connected:
@@ -284,6 +358,13 @@ class Daemon:
                         task.cancel()
                     return
                 await self.runtime.restore()
+                if await self._registry_available():
+                    tasks.add(group.create_task(_in_daemon_thread(self.registry_watcher.run, "modelservice-watch"),
+                                                name="modelservice-watch"))
+                    if not await self._unless_stopped(group, tasks, self._registry_sync(), "model-registry-sync"):
+                        for task in tasks:
+                            task.cancel()
+                        return
                 tasks |= {
                     group.create_task(_in_daemon_thread(self.watcher.run, "pod-watch"), name="pod-watch"),
                     group.create_task(self.runtime.run(), name="runtime"),
@@ -302,6 +383,7 @@ class Daemon:
                     task.cancel()
         finally:
             self.watcher.stop()
+            self.registry_watcher.stop()
             self.runtime.queue.close()
             self.gateway.close()
             if self.elector is not None:
@@ -379,6 +461,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _SHUTDOWN_SECONDS
         self.watcher.stop()
+        self.registry_watcher.stop()
         await self.runtime.drain(max(0.1, deadline - loop.time() - 2.0))
         # Anything arriving from now on would not be saved: it stays queued at the broker, or is lost
         # if it is already on its way to us (a window of a few milliseconds; docs/guarantees.md).

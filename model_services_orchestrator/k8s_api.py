@@ -23,7 +23,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +38,7 @@ from kubernetes.client.exceptions import ApiException
 from model_services_orchestrator.kube_errors import (
     TRANSIENT,
     Conflict,
+    Forbidden,
     Gone,
     Invalid,
     KubeError,
@@ -49,6 +50,7 @@ from model_services_orchestrator.kube_errors import (
 from model_services_orchestrator.leadership import ANNOTATION_EPOCH, LeadershipLostError
 from model_services_orchestrator.logs import get_logger
 from model_services_orchestrator.metrics import RestClientStats
+from model_services_orchestrator.model_registry import GROUP, PLURAL, VERSION
 from model_services_orchestrator.pod_specs import ownership_tests, owns
 from model_services_orchestrator.rate_limit import TokenBucket
 from model_services_orchestrator.settings import Settings
@@ -218,6 +220,7 @@ class KubernetesGateway:
     ) -> None:
         self.api_client = api_client
         self.core = kubernetes.client.CoreV1Api(api_client)
+        self.custom = kubernetes.client.CustomObjectsApi(api_client)
         self.namespace = namespace
         self._executor = ThreadPoolExecutor(max_workers=concurrency + 4, thread_name_prefix="k8s-api")
         self._slots = asyncio.Semaphore(concurrency)
@@ -304,6 +307,27 @@ class KubernetesGateway:
         await self._call("create configmaps", lambda: self._raw(
             "POST", configmaps, body=probe, query=[("dryRun", "All")], want_answer=False, fenced=False))
 
+    # -- the lists and watches of the watchers (blocking: called in their threads)
+
+    def watch_pods(self, **options: Any) -> Any:
+        """A list of the namespace's pods, or a watch of them (``watch=True``), with the client's options."""
+        return self.core.list_namespaced_pod(namespace=self.namespace, **options)
+
+    def watch_model_services(self, **options: Any) -> Any:
+        """A list of the namespace's ModelServices, or a watch of them (``watch=True``)."""
+        return self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, **options)
+
+    async def probe_model_services(self) -> None:
+        """List (at most) one ModelService: ``NotFound`` when the CRD is not installed, ``Forbidden`` when the
+        Role does not grant it (both raised at once, without retries)."""
+        def probe() -> None:
+            response = self.watch_model_services(limit=1, _preload_content=False,
+                                                 _request_timeout=self.request_timeout)
+            response.read()  # read whole before the connection goes back to the pool
+            response.release_conn()
+
+        await self._call("list modelservices", probe, passthrough=(NotFound, Forbidden))
+
     # -- pods
 
     async def create_pod(self, body: dict[str, Any], marks: Mapping[str, Mapping[str, str]]) -> CreateOutcome:
@@ -379,6 +403,31 @@ class KubernetesGateway:
         path = f"/api/v1/namespaces/{self.namespace}/pods"
         await self._call("delete pods", lambda: self._raw(
             "DELETE", path, query=[("labelSelector", label_selector)], want_answer=False))
+
+    async def delete_kueue_workload(self, name: str, pod_names: Collection[str]) -> bool:
+        """Delete Kueue's Workload ``name`` if it is the one of these pods (each of its owners is a Pod, one of
+        them named in ``pod_names``); the uid precondition keeps a new Workload of that name safe.
+
+        Kueue (v0.17) keeps its finalizer on the pods of a group it never admitted until its Workload goes:
+        deleting it is Kueue's own way to end such a group. False when there is none, or it is not theirs.
+        """
+        path = f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{self.namespace}/workloads/{name}"
+        try:
+            workload: dict[str, Any] = await self._call("read workload", lambda: self._raw("GET", path),
+                                                        passthrough=(NotFound,))
+        except NotFound:
+            return False
+        owners = workload["metadata"].get("ownerReferences") or []
+        if not owners or any(owner.get("kind") != "Pod" for owner in owners) or not any(
+                owner.get("name") in pod_names for owner in owners):
+            return False
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": workload["metadata"]["uid"]}}
+        try:
+            await self._call("delete workload", lambda: self._raw("DELETE", path, body=body),
+                             passthrough=(NotFound, Conflict))
+        except (NotFound, Conflict):
+            return False
+        return True
 
     async def list_pods(self, label_selector: str, keep: Callable[[dict[str, Any]], _T | None]) -> list[_T]:
         """``keep(pod)`` of each pod the selector matches, where it is not None, a page at a time; a pod is its
@@ -565,7 +614,8 @@ class WatchEvent:
 
 
 class PodWatcher:
-    """One label-filtered list+watch of our pods, in a thread, handing what it sees to a callback.
+    """One label-filtered list+watch of our pods (or, with ``list_call``, of another namespaced resource: the
+    ModelServices), in a thread, handing what it sees to a callback.
 
     Resumes from the last resourceVersion (bookmarks included) when a stream
     ends or goes silent; lists afresh on ``Gone`` (410, as the answer to the
@@ -586,8 +636,13 @@ class PodWatcher:
         reduce: Callable[[dict[str, Any]], Any],
         watch_timeout_seconds: int,
         silence_seconds: float,
+        list_call: Callable[..., Any] | None = None,
+        what: str = "pod",
     ) -> None:
         self._gateway = gateway
+        # The list (and, with watch=True, the watch) of the resource: the gateway's, with the client's options.
+        self._list_call = list_call or gateway.watch_pods
+        self._what = what
         # Applied in the watch thread: what waits in the loop's queue is what the daemon needs of a pod,
         # not the whole pod (a few hundred bytes instead of tens of KB of dicts, times thousands).
         self._reduce = reduce
@@ -624,9 +679,9 @@ class PodWatcher:
                 self._watch_once()
                 failures = 0
             except Exception as exc:  # noqa: BLE001 (any failure of the stream: resume after a pause)
-                error = translate(exc, "watch pods")
+                error = translate(exc, f"watch {self._what}s")
                 if isinstance(error, Gone):
-                    _log.info("pod watch expired, listing again")
+                    _log.info(f"{self._what} watch expired, listing again")
                     self.resource_version = None
                     self.in_sync = False
                     continue
@@ -642,14 +697,13 @@ class PodWatcher:
             self._gateway.reachable = False
         status = exc.status if isinstance(exc, KubeError) else None
         delay = min(10.0, 0.2 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)  # noqa: S311 (jitter)
-        _log.warning("pod watch failed, resuming", error=type(exc).__name__, status=status or None,
+        _log.warning(f"{self._what} watch failed, resuming", error=type(exc).__name__, status=status or None,
                      detail=str(exc)[:300], delay_seconds=round(delay, 2))
         self._stop.wait(delay)
 
     def _list(self) -> None:
         self._deliver(WatchListing())
-        response: Any = self._gateway.core.list_namespaced_pod(
-            namespace=self._gateway.namespace,
+        response: Any = self._list_call(
             label_selector=self._selector,
             _preload_content=False,
             _request_timeout=self._gateway.request_timeout,
@@ -664,8 +718,7 @@ class PodWatcher:
     def _watch_once(self) -> None:
         # A server-side timeout spread like client-go's, so many watchers do not renew in step.
         timeout = int(self._watch_timeout * random.uniform(1.0, 1.2))  # noqa: S311
-        response: Any = self._gateway.core.list_namespaced_pod(
-            namespace=self._gateway.namespace,
+        response: Any = self._list_call(
             label_selector=self._selector,
             watch=True,
             allow_watch_bookmarks=True,
@@ -683,7 +736,7 @@ class PodWatcher:
                 return
             if not 200 <= response.status <= 299:
                 raise from_status(response.status, body=response.data, http_reason=str(response.reason or ""),
-                                  headers=response.headers, what="watch pods")
+                                  headers=response.headers, what=f"watch {self._what}s")
             self.in_sync = True
             self._gateway.reachable = True
             for lines in _line_batches(response):
@@ -697,7 +750,7 @@ class PodWatcher:
                         obj = event.get("object") or {}
                         if kind == "ERROR":
                             # A Status: 410 Expired when the watch fell behind the server's history.
-                            raise from_status(int(obj.get("code") or 500), body=obj, what="watch pods")
+                            raise from_status(int(obj.get("code") or 500), body=obj, what=f"watch {self._what}s")
                         if kind in ("ADDED", "MODIFIED", "DELETED"):
                             events.append(WatchEvent(kind, self._reduce(obj)))
                         if version := (obj.get("metadata") or {}).get("resourceVersion"):

@@ -25,10 +25,11 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 
+from model_services_orchestrator.model_registry import Resolved
 from model_services_orchestrator.packet_ids import PacketIds
 from model_services_orchestrator.pod_observation import ContainerState, PodObservation
 from model_services_orchestrator.pod_specs import pod_name, restarted_pod_name, unique_pod_name
@@ -193,6 +194,8 @@ class CreatePod:
     keep_logs_hours: float
     spec: ModelSpec
     pod_name: str
+    service: Resolved | None = None  # what the model registry made of its image
+    group_size: int = 0  # of the simulation's Kueue pod group
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +267,11 @@ class Simulation:
     # The SO sent SimulationDone (to a model, or to the simulation): it ended the simulation, and a
     # ModelsReady now would crash today's SO. Never sent after this.
     ended_by_so: bool = False
+    # What the model registry made of its images at its DeployModels (by the SO's image): recorded, so a
+    # ModelService changed later changes nothing here.
+    services: dict[str, Resolved] = field(default_factory=dict)
+    # How many models its first DeployModels named: the pod group Kueue admits whole (KUEUE_QUEUE_NAME).
+    group_size: int = 0
     # Book-keeping, not recorded:
     version: int = 1  # bumped by every change of what the record holds
     saved_version: int = 0  # the version the cluster's record holds (0: none yet)
@@ -297,7 +305,8 @@ class Simulation:
 @dataclass(frozen=True, slots=True)
 class DeployRequested:
     """A DeployModels; ``refused``: why it cannot run (some of its ids cannot be answered), and its other
-    models, those listed, are answered FAILED -1 at once."""
+    models, those listed, are answered FAILED -1 at once. ``services``: what the model registry made of its
+    images; ``unknown``: images naming no ModelService, with why (their models are answered FAILED -1)."""
 
     simulator_id: str
     simulation_id: str
@@ -305,6 +314,8 @@ class DeployRequested:
     models: tuple[ModelSpec, ...]
     now: float
     refused: str = ""
+    services: Mapping[str, Resolved] = field(default_factory=dict)
+    unknown: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -573,7 +584,8 @@ class Inventory:
             model = simulation.models[model_id]
             assert model.spec is not None
             creates.append(CreatePod(simulation.simulator_id, simulation.simulation_id, simulation.keep_logs_hours,
-                                     model.spec, model.pod_name))
+                                     model.spec, model.pod_name, simulation.services.get(model.spec.image),
+                                     simulation.group_size or len(simulation.models)))
         return creates
 
     def pods_to_stop(self, simulation_id: str) -> list[StopPod]:
@@ -647,7 +659,7 @@ class Inventory:
             if model.phase is Phase.PENDING:
                 if model.spec is not None:
                     simulation.to_create[model.model_id] = None
-                self._set_start_deadline(sid, model, now)
+                self._set_start_deadline(simulation, model, now)
             elif model.phase is Phase.STOPPING:
                 simulation.to_stop[model.model_id] = None
         if (simulation.all_terminated is Delivery.NONE and complete
@@ -769,6 +781,7 @@ class Inventory:
             simulator_id=event.simulator_id,
             simulation_id=event.simulation_id,
             keep_logs_hours=self._keep_logs_hours(event.keep_logs_hours),
+            services=dict(event.services),
         )
         names: set[str] = set()
         for spec in event.models:
@@ -780,13 +793,19 @@ class Inventory:
             names.add(name)
             model = simulation.models[spec.model_id] = Model(model_id=spec.model_id, pod_name=name, spec=spec)
             simulation.to_create[spec.model_id] = None
-            self._set_start_deadline(event.simulation_id, model, event.now)
+            self._set_start_deadline(simulation, model, event.now)
         self.simulations[event.simulation_id] = simulation
         self._changed(simulation)
         simulation.changed.update(simulation.models)
         if event.refused:
             for model in simulation.models.values():
                 self._refuse(simulation, model, f"simulation refused: {event.refused}", event.now)
+        elif event.unknown:
+            for model in list(simulation.models.values()):
+                if model.spec is not None and (why := event.unknown.get(model.spec.image)) is not None:
+                    self._refuse(simulation, model, why, event.now)
+        # Kueue's pod group is the pods that will exist: a model refused here never has one.
+        simulation.group_size = len(simulation.to_create)
 
     def _deploy_again(self, simulation: Simulation, event: DeployRequested) -> None:
         """The one check for a repeated DeployModels: models already known are answered once, as they
@@ -813,9 +832,16 @@ class Inventory:
         pods and records, and the daemon's memory of them)."""
         return 0.0 if math.isnan(requested) else min(max(requested, 0.0), self.max_keep_logs_hours)
 
-    def _set_start_deadline(self, simulation_id: str, model: Model, since: float) -> None:
-        model.start_deadline = since + self._start_timeout
-        self._timer(model.start_deadline, simulation_id, model.model_id)
+    def start_timeout(self, simulation: Simulation, model: Model) -> float:
+        """How long the model may take to start: its ModelService's startTimeoutSeconds, else the setting."""
+        service = simulation.services.get(model.spec.image) if model.spec is not None else None
+        if service is not None and service.start_timeout_seconds is not None:
+            return service.start_timeout_seconds
+        return self._start_timeout
+
+    def _set_start_deadline(self, simulation: Simulation, model: Model, since: float) -> None:
+        model.start_deadline = since + self.start_timeout(simulation, model)
+        self._timer(model.start_deadline, simulation.simulation_id, model.model_id)
 
     def _move(self, simulation: Simulation, model: Model, phase: Phase, *, lazy: bool = False) -> None:
         """Set a model's phase, keeping the simulation's work lists in step."""
@@ -917,6 +943,11 @@ class Inventory:
         model.container = seen.state
         if model.termination is not None:
             return True
+        if seen.stopped_by_kueue:
+            # Preempted or evicted: Kueue stops the whole group, each pod with this reason.
+            self._terminate(simulation, model, Termination(
+                EXIT_POD_LOST, f"stopped by Kueue: {seen.stopped_by_kueue}"), now)
+            return True
         match seen.state:
             case ContainerState.TERMINATED:
                 code = seen.exit_code if seen.exit_code is not None else EXIT_POD_LOST
@@ -931,6 +962,10 @@ class Inventory:
                 model.start_deadline = None
                 model.waiting_reason = ""
                 model.waiting_message = ""
+            case ContainerState.WAITING if seen.gated:
+                # Waiting for Kueue to admit its group: no start deadline until the gates go.
+                model.start_deadline = None
+                model.waiting_reason, model.waiting_message = "SchedulingGated", "waiting for Kueue's admission"
             case ContainerState.WAITING:
                 self._waiting(simulation, model, seen, now)
         return True
@@ -941,8 +976,9 @@ class Inventory:
         model.waiting_reason = seen.reason
         model.waiting_message = seen.message
         if model.start_deadline is None:
-            self._set_start_deadline(simulation.simulation_id, model,
-                                     seen.created_at if seen.created_at is not None else now)
+            # A pod of a Kueue group may have waited long at its gates: it counts from when it is seen ungated.
+            since = now if seen.queued or seen.created_at is None else seen.created_at
+            self._set_start_deadline(simulation, model, since)
         if seen.reason in _HOPELESS_WAITING_REASONS or model.refused_pulls >= _REFUSED_PULLS_TO_FAIL:
             self._fail_start(simulation, model, now)
 
@@ -1104,7 +1140,7 @@ class Inventory:
         model.container = None
         self._move(simulation, model, Phase.PENDING)
         simulation.to_create[model.model_id] = None
-        self._set_start_deadline(simulation.simulation_id, model, now)
+        self._set_start_deadline(simulation, model, now)
         simulation.restarts.append(model.model_id)
         self._changed(simulation, model.model_id)
 

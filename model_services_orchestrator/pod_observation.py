@@ -17,10 +17,15 @@ from model_services_orchestrator.pod_specs import (
     ANNOTATION_MODEL_ID,
     ANNOTATION_SIMULATION_ID,
     ANNOTATION_SIMULATOR_ID,
+    KUEUE_GROUP_NAME,
     LABEL_KEEP_LOGS_HOURS,
 )
 
-__all__ = ["ContainerState", "PodObservation", "observe_pod"]
+__all__ = ["KUEUE_STOP_CONDITION", "ContainerState", "PodObservation", "observe_pod"]
+
+#: The condition Kueue writes on each pod of a group it stops (preempted, evicted, deactivated) before
+#: deleting it; its reason and message say why.
+KUEUE_STOP_CONDITION = "TerminationTarget"
 
 
 class ContainerState(Enum):
@@ -47,6 +52,11 @@ class PodObservation:
     exit_code: int | None = None
     created_at: float | None = None
     deleting: bool = False
+    # Kueue's pod groups: one of a group; held by scheduling gates (waiting for the group's admission);
+    # why Kueue stopped it ("" while it did not).
+    queued: bool = False
+    gated: bool = False
+    stopped_by_kueue: str = ""
 
 
 def _timestamp(value: object) -> float | None:
@@ -90,6 +100,13 @@ def _container_state(pod: dict[str, Any]) -> tuple[ContainerState, str, str, int
     return ContainerState.WAITING, "", "", None
 
 
+def _kueue_stop(pod: dict[str, Any]) -> str:
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == KUEUE_STOP_CONDITION and condition.get("status") == "True":
+            return ": ".join(part for part in (condition.get("reason"), condition.get("message")) if part)
+    return ""
+
+
 def observe_pod(pod: dict[str, Any]) -> PodObservation | None:
     """The observation of a pod of ours; ``None`` for a pod that carries no model ids."""
     metadata = pod.get("metadata") or {}
@@ -115,4 +132,7 @@ def observe_pod(pod: dict[str, Any]) -> PodObservation | None:
         exit_code=exit_code,
         created_at=_timestamp(metadata.get("creationTimestamp")),
         deleting=bool(metadata.get("deletionTimestamp")),
+        queued=KUEUE_GROUP_NAME in labels,
+        gated=bool((pod.get("spec") or {}).get("schedulingGates")),
+        stopped_by_kueue=_kueue_stop(pod),
     )

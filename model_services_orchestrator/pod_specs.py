@@ -16,11 +16,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from model_services_orchestrator.model_registry import Resolved, merged_env, resources
+
 __all__ = [
     "ANNOTATION_MODEL_ID",
     "ANNOTATION_SIMULATION_ID",
     "ANNOTATION_SIMULATOR_ID",
     "ANNOTATION_SO",
+    "KUEUE_GROUP_NAME",
+    "KUEUE_GROUP_TOTAL_COUNT",
+    "KUEUE_QUEUE_NAME",
+    "KUEUE_RETRIABLE_IN_GROUP",
     "LABEL_KEEP_LOGS_HOURS",
     "LABEL_MANAGED_BY",
     "LABEL_MODEL_ID",
@@ -65,6 +71,13 @@ ANNOTATION_SO = "dots.mso/so"
 # A hash of the SO and the exact simulation id: the label value ``simulation_id`` may stand in for
 # several ids (``a b`` becomes ``a_b-<hash>``, itself a valid id), this one for no other simulation.
 LABEL_SIMULATION_KEY = "dots.mso/simulation-key"
+# Kueue's plain-pod groups (KUEUE_QUEUE_NAME): the LocalQueue, the group (one per simulation), its size,
+# and "false" for retries in the group: a model is not run again in place, so a group whose pods have all
+# ended is finished (and its quota free) even when some failed.
+KUEUE_QUEUE_NAME = "kueue.x-k8s.io/queue-name"
+KUEUE_GROUP_NAME = "kueue.x-k8s.io/pod-group-name"
+KUEUE_GROUP_TOTAL_COUNT = "kueue.x-k8s.io/pod-group-total-count"
+KUEUE_RETRIABLE_IN_GROUP = "kueue.x-k8s.io/retriable-in-group"
 
 _MAX_LABEL = 63
 _HASH_LENGTH = 8
@@ -217,6 +230,7 @@ class PodSettings:
     cpu_limit: str = ""
     memory_limit: str = ""
     run_as_non_root: bool = False
+    kueue_queue_name: str = ""  # every pod in this Kueue LocalQueue, one pod group per simulation
 
 
 def secret_env_names(pattern: str) -> Callable[[str], bool]:
@@ -251,14 +265,10 @@ def _no_secret(_value: str) -> str:
     raise ValueError("a secret env var needs the Secret that holds its value (secret_for)")
 
 
-def _resources(settings: PodSettings) -> dict[str, dict[str, str]]:
-    resources: dict[str, dict[str, str]] = {}
-    for kind, cpu, memory in (("requests", settings.cpu_request, settings.memory_request),
-                              ("limits", settings.cpu_limit, settings.memory_limit)):
-        amounts = {key: amount for key, amount in (("cpu", cpu), ("memory", memory)) if amount}
-        if amounts:
-            resources[kind] = amounts
-    return resources
+def _default_resources(settings: PodSettings) -> dict[str, dict[str, str]]:
+    return {kind: {key: amount for key, amount in (("cpu", cpu), ("memory", memory)) if amount}
+            for kind, cpu, memory in (("requests", settings.cpu_request, settings.memory_request),
+                                      ("limits", settings.cpu_limit, settings.memory_limit))}
 
 
 def _keep_logs_label(keep_logs_hours: float) -> str:
@@ -277,15 +287,23 @@ def build_pod(
     env: Sequence[tuple[str, str]],
     keep_logs_hours: float,
     name: str | None = None,
+    group_size: int = 1,
     is_secret: Callable[[str], bool] = lambda _name: False,
     secret_for: Callable[[str], str] = _no_secret,
+    service: Resolved | None = None,
 ) -> dict[str, Any]:
     """The pod body for one model, as the JSON the API server takes.
 
     Env vars for which ``is_secret(name)`` holds are referenced from the
     Secret ``secret_for(value)`` (under the key ``secret_key(value)``) instead
     of being written into the pod spec, where anyone who may list pods could
-    read them.
+    read them. With ``settings.kueue_queue_name``, the pod is one of the
+    simulation's Kueue pod group of ``group_size`` pods.
+
+    ``service``: what the model's image resolved to in the model registry
+    (``model_registry``): its image and default env vars (under the SO's),
+    and, where it says them, the resources (per resource), nodeSelector and
+    tolerations in place of the deployment-wide ``settings``.
     """
     name = name or pod_name(simulator_id, simulation_id, model_id)
     security_context: dict[str, Any] = {
@@ -297,16 +315,16 @@ def build_pod(
         security_context["runAsNonRoot"] = True
     container: dict[str, Any] = {
         "name": name,
-        "image": image,
+        "image": (service.image if service is not None else None) or image,
         "imagePullPolicy": "Always",
-        "env": [
+        "env": merged_env(service.env if service is not None else (), [
             _env_entry(key, value, secret_for(value) if is_secret(key) else None)
             for key, value in merge_env(env)
-        ],
+        ]),
         "securityContext": security_context,
     }
-    if resources := _resources(settings):
-        container["resources"] = resources
+    if amounts := resources(_default_resources(settings), service.resources if service is not None else None):
+        container["resources"] = amounts
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -314,13 +332,18 @@ def build_pod(
         "enableServiceLinks": False,
         "containers": [container],
     }
-    if settings.node_selector:
-        spec["nodeSelector"] = dict(settings.node_selector)
-    if settings.tolerations:
-        spec["tolerations"] = [dict(toleration) for toleration in settings.tolerations]
+    node_selector = settings.node_selector
+    tolerations = settings.tolerations
+    if service is not None:
+        node_selector = settings.node_selector if service.node_selector is None else service.node_selector
+        tolerations = settings.tolerations if service.tolerations is None else service.tolerations
+    if node_selector:
+        spec["nodeSelector"] = dict(node_selector)
+    if tolerations:
+        spec["tolerations"] = [dict(toleration) for toleration in tolerations]
     if settings.pull_image_secret_name:
         spec["imagePullSecrets"] = [{"name": settings.pull_image_secret_name}]
-    return {
+    pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -343,3 +366,9 @@ def build_pod(
         },
         "spec": spec,
     }
+    if settings.kueue_queue_name:
+        pod["metadata"]["labels"].update({KUEUE_QUEUE_NAME: settings.kueue_queue_name,
+                                          KUEUE_GROUP_NAME: simulation_key(settings.so, simulation_id)})
+        pod["metadata"]["annotations"].update({KUEUE_GROUP_TOTAL_COUNT: str(group_size),
+                                               KUEUE_RETRIABLE_IN_GROUP: "false"})
+    return pod

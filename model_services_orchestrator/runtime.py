@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -44,6 +45,7 @@ from model_services_orchestrator.logs import SecretRedactor, get_logger
 from model_services_orchestrator.messages import codec
 from model_services_orchestrator.metrics import CREATE_BUCKETS, Histogram, LifecycleStats, ReconcileStats
 from model_services_orchestrator.model_health import ModelHealth
+from model_services_orchestrator.model_registry import Registry, resolve
 from model_services_orchestrator.pod_observation import ContainerState, PodObservation
 from model_services_orchestrator.pod_specs import (
     LABEL_SIMULATION_KEY,
@@ -100,6 +102,8 @@ class PodApi(Protocol):
     async def delete_own_pod(self, name: str, marks: Mapping[str, Mapping[str, str]]) -> bool: ...
 
     async def delete_pods(self, label_selector: str) -> None: ...
+
+    async def delete_kueue_workload(self, name: str, pod_names: Collection[str]) -> bool: ...
 
     async def list_pods(self, label_selector: str, keep: Callable[[dict[str, Any]], _T | None]) -> list[_T]: ...
 
@@ -169,8 +173,11 @@ class Runtime:
     """The daemon's state and its convergence, for one SO."""
 
     def __init__(self, *, settings: RuntimeSettings, pods: PodApi, records: RecordStore, publisher: Publisher,
-                 outbox: Outbox, redactor: SecretRedactor, clock: Callable[[], float] = time.time) -> None:
+                 outbox: Outbox, redactor: SecretRedactor, clock: Callable[[], float] = time.time,
+                 registry: Registry | None = None) -> None:
         self.settings = settings
+        # The ModelServices, as the daemon's watch keeps them; without one, the registry is off.
+        self.registry = registry if registry is not None else Registry()
         self.pods = pods
         self.records = records
         self.publisher = publisher
@@ -231,7 +238,7 @@ class Runtime:
         self.messages_received[kind] = self.messages_received.get(kind, 0) + 1
         match message:
             case inv.DeployRequested():
-                self._deploying(message)
+                message = self._deploying(message)
             case inv.EndRequested() if message.simulation_id in self.inventory.simulations:
                 _log.info("simulation ended by the SO" if message.model_id is None else "model told to finish",
                           simulation_id=message.simulation_id, model_id=message.model_id)
@@ -264,15 +271,22 @@ class Runtime:
             self._acks.popleft()
             ack()
 
-    def _deploying(self, request: inv.DeployRequested) -> None:
+    def _deploying(self, request: inv.DeployRequested) -> inv.DeployRequested:
+        """Log a DeployModels; a new simulation's images resolved in the model registry, once and for good."""
         self.redactor.add_env(((name, value) for spec in request.models for name, value in spec.env
                                if self.is_secret(name)), owner=request.simulation_id)
         known = self.inventory.simulations.get(request.simulation_id)
         if known is None and request.refused:
             _log.warning("DeployModels refused", simulation_id=request.simulation_id, reason=request.refused[:500],
                          answer="FAILED -1 for each model that can be answered")
-            return
+            return request
         if known is None:
+            resolution = resolve((spec.image for spec in request.models), self.registry)
+            if resolution.resolved or resolution.unknown:
+                _log.info("model registry resolved images", simulation_id=request.simulation_id,
+                          services={image: each.service for image, each in resolution.resolved.items()},
+                          unknown=sorted(resolution.unknown))
+            request = dataclasses.replace(request, services=resolution.resolved, unknown=resolution.unknown)
             self._deployed_at[request.simulation_id] = request.now
             _log.info("deploying models", simulation_id=request.simulation_id, simulator_id=request.simulator_id,
                       models=len(request.models), keep_logs_hours=request.keep_logs_hours)
@@ -280,10 +294,11 @@ class Runtime:
                 _log.warning("keepLogsHours capped", simulation_id=request.simulation_id,
                              requested=str(request.keep_logs_hours), kept=self.settings.max_keep_logs_hours,
                              setting="MAX_KEEP_LOGS_HOURS")
-            return
+            return request
         added = [spec.model_id for spec in request.models if spec.model_id not in known.models]
         _log.warning("repeated DeployModels", simulation_id=request.simulation_id,
                      models_added=len(added), answer="FAILED -1 for each model it adds" if added else "none")
+        return request
 
     def connected(self) -> None:
         """The MQTT session is (re)connected and subscribed: readies sent meanwhile may be lost."""
@@ -322,8 +337,9 @@ class Runtime:
             return
         simulation = self.inventory.simulations.get(seen.simulation_id)
         model = simulation.models.get(seen.model_id) if simulation is not None else None
-        if model is not None and model.start_deadline is not None and model.termination is None:
-            asked = model.start_deadline - self.settings.model_start_timeout_seconds
+        if (simulation is not None and model is not None and model.start_deadline is not None
+                and model.termination is None):
+            asked = model.start_deadline - self.inventory.start_timeout(simulation, model)
             self.lifecycle.model_start.observe(max(0.0, now - asked))
 
     def apply(self, events: Iterable[inv.Event]) -> None:
@@ -592,8 +608,10 @@ class Runtime:
             env=spec.env,
             keep_logs_hours=create.keep_logs_hours,
             name=create.pod_name,
+            group_size=create.group_size,
             is_secret=self.is_secret,
             secret_for=secret_for,
+            service=create.service,
         )
         started = time.monotonic()
         try:
@@ -621,6 +639,10 @@ class Runtime:
         simulation = self.inventory.simulations[simulation_id]
         _log.info("deleting finished simulation", simulation_id=simulation_id)
         await self._delete_pods(simulation_id)
+        if self.settings.pod_settings.kueue_queue_name:
+            # A group Kueue never admitted keeps its pods (Kueue's finalizer) until its Workload goes.
+            await self.pods.delete_kueue_workload(simulation_key(self.settings.so, simulation_id),
+                                                  {model.pod_name for model in simulation.models.values()})
         await self.records.delete(simulation_id)
         self.apply([inv.SimulationCleanedUp(simulation.simulation_id)])
         self._deployed_at.pop(simulation_id, None)

@@ -93,10 +93,14 @@ class Settings(BaseSettings):
     model_tolerations: str = "[]"
     model_run_as_non_root: bool = False
     model_start_timeout_seconds: float = Field(default=300.0, gt=0)
+    model_registry_sync_timeout_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     model_stop_grace_seconds: float = Field(default=30.0, ge=0)
     model_finish_timeout_seconds: float = Field(default=3600.0, gt=0, allow_inf_nan=False)
     ready_settle_seconds: float = Field(default=10.0, gt=0, allow_inf_nan=False)
     model_healthcheck_interval_seconds: float = Field(default=0.0, ge=0)
+    # Kueue admits each simulation whole: its pods carry this LocalQueue and one pod group per simulation.
+    # The daemon's own admission by the namespace's ResourceQuota is then off (``quota_admission``).
+    kueue_queue_name: str = ""
     report_failures_as_error_occurred: bool = True
     http_port: int = Field(default=8080, ge=0, lt=65536)
     http_host: str = "0.0.0.0"  # noqa: S104 (probes come from the kubelet, on the pod's address)
@@ -146,6 +150,14 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a valid namespace name (DNS-1123 label)")
         return value
 
+    @field_validator("kueue_queue_name")
+    @classmethod
+    def _queue_is_dns_label(cls, value: str) -> str:
+        # A label value on every pod: a name the API would refuse would fail every create.
+        if value and not _DNS_LABEL.match(value):
+            raise ValueError(f"{value!r} is not a valid LocalQueue name (DNS-1123 label)")
+        return value
+
     @field_validator("secret_env_name_pattern")
     @classmethod
     def _pattern_compiles(cls, value: str) -> str:
@@ -183,6 +195,12 @@ class Settings(BaseSettings):
     def election_timing(self) -> ElectionTiming:
         return ElectionTiming(self.leader_election_lease_seconds, self.leader_election_renew_seconds,
                               self.leader_election_retry_seconds)
+
+    @property
+    def quota_admission(self) -> bool:
+        """Whether the daemon may admit simulations by the namespace's ResourceQuota itself: not when Kueue
+        does (``KUEUE_QUEUE_NAME``), whose pod groups already wait whole for their quota."""
+        return not self.kueue_queue_name
 
     @property
     def identity(self) -> str:

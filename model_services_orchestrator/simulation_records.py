@@ -5,8 +5,9 @@ back. A ConfigMap or Secret holds at most 1 MiB, and a simulation may have
 tens of thousands of models, so the record is split:
 
 - the head, a ConfigMap named ``record_name``: the simulation's own state
-  (ModelsReady and AllModelsHaveTerminated sent, keepLogsHours, the end time)
-  and how many parts hold its models;
+  (ModelsReady and AllModelsHaveTerminated sent, keepLogsHours, the end time,
+  what the model registry made of its images at its DeployModels) and how
+  many parts hold its models;
 - the parts, ConfigMaps ``<record>-p<k>``: which models exist, are created,
   are ready and were reported, a bounded number of bytes each;
 - the specs (images and env vars, which may be passwords, needed for pods
@@ -38,6 +39,7 @@ from model_services_orchestrator.model_inventory import (
     StopReason,
     Termination,
 )
+from model_services_orchestrator.model_registry import decode_resolved, encode_resolved
 from model_services_orchestrator.pod_specs import (
     ANNOTATION_SIMULATION_ID,
     ANNOTATION_SO,
@@ -236,6 +238,9 @@ def _largest_entry(model_id: str) -> int:
 
 
 def _head(simulation: Simulation, parts: int) -> dict[str, str]:
+    # What the model registry made of its images: a few entries per simulation (one per distinct image a
+    # ModelService knows), never one per model.
+    services = {"services": encode_resolved(simulation.services)} if simulation.services else {}
     return {RECORD_KEY: json.dumps({
         "version": _VERSION,
         "simulatorId": simulation.simulator_id,
@@ -247,7 +252,9 @@ def _head(simulation: Simulation, parts: int) -> dict[str, str]:
         "allTerminatedId": simulation.all_terminated_id,
         "finishedAt": simulation.finished_at,
         "endedBySo": simulation.ended_by_so,
+        "groupSize": simulation.group_size,
         "parts": parts,
+        **services,
     }, separators=(",", ":"))}
 
 
@@ -372,8 +379,10 @@ def decode_record(head: dict[str, str], part: Callable[[int], dict[str, str] | N
             all_terminated=ended,
             finished_at=None if body["finishedAt"] is None else float(body["finishedAt"]),
             ended_by_so=bool(body.get("endedBySo", False)),
+            group_size=int(body.get("groupSize", 0)),
             models_ready_id=int(body.get("modelsReadyId", 0)),
             all_terminated_id=int(body.get("allTerminatedId", 0)),
+            services=decode_resolved(body.get("services") or {}),
         )
         for index in range(int(body["parts"])):
             data = part(index)

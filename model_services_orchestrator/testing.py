@@ -19,7 +19,7 @@ import copy
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -162,6 +162,11 @@ class FakeCluster:
         for name in [name for name, pod in self.pods.items() if _matches(pod, label_selector)]:
             self._report(name, gone=True)
             self.pods.pop(name, None)
+
+    async def delete_kueue_workload(self, name: str, pod_names: Collection[str]) -> bool:
+        await asyncio.sleep(0)
+        self._call("delete_kueue_workload")
+        return False  # no Kueue here: no Workload
 
     async def list_pods(self, label_selector: str, keep: Callable[[dict[str, Any]], _T | None]) -> list[_T]:
         await asyncio.sleep(0)

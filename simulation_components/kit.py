@@ -33,12 +33,15 @@ from model_services_orchestrator.model_inventory import Delivery, Simulation
 from model_services_orchestrator.record_store import RecordStore
 from model_services_orchestrator.simulation_records import part_index, record_name
 from simulation_components.control_plane import ControlPlane
+from simulation_components.control_plane.api import ApiError
+from simulation_components.control_plane.manifests import apply_manifests, load_manifests
 from simulation_components.local_daemon import LocalDaemon
 from simulation_components.local_mosquitto import LocalMosquitto
 from simulation_components.waiting import wait_for
 
 __all__ = [
     "CLUSTER_OBJECTS",
+    "MODEL_SERVICES",
     "NAMESPACE",
     "PRINTENV_IMAGE",
     "TEST_IMAGES",
@@ -50,12 +53,14 @@ __all__ = [
     "core_api",
     "deploy_models",
     "fake_model_env",
+    "install_model_service_crd",
     "left_in_namespace",
     "no_delay",
     "read_records",
     "ready",
     "ready_in_record",
     "record_part_count",
+    "remove_model_service_crd",
     "retained_messages",
     "running_pods",
     "set_terminated",
@@ -381,3 +386,40 @@ def record_part_count(api: kubernetes.client.CoreV1Api, simulation_id: str, kind
 
 
 DaemonFactory = Callable[..., Daemon]
+
+
+# ---------------------------------------------------------------- the model registry
+
+#: The collection of the namespace's ModelServices (the CRD of k8s_cluster_configuration/modelservice-crd.yaml).
+MODEL_SERVICES = f"/apis/dots.mso.io/v1alpha1/namespaces/{NAMESPACE}/modelservices"
+_MODEL_SERVICE_CRD = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/modelservices.dots.mso.io"
+
+
+def _served(kube: ControlPlane) -> bool:
+    try:
+        kube.request("GET", MODEL_SERVICES)
+    except ApiError as error:
+        if error.status in (404, 429, 503):  # not served, or its storage still starting
+            return False
+        raise
+    return True
+
+
+def install_model_service_crd(kube: ControlPlane) -> None:
+    """The ModelService CRD, as the project's manifest has it, applied and served (a no-op when it is);
+    every ModelService of the namespace deleted."""
+    if not _served(kube):
+        apply_manifests(load_manifests(("modelservice-crd.yaml",)), kube.request)
+        wait_for(lambda: _served(kube), timeout=30, what="the ModelService CRD served")
+    kube.request("DELETE", MODEL_SERVICES)
+    wait_for(lambda: not kube.request("GET", MODEL_SERVICES)["items"], timeout=30, what="no ModelService left")
+
+
+def remove_model_service_crd(kube: ControlPlane) -> None:
+    """The ModelService CRD deleted, and no longer served (a no-op when it is not)."""
+    try:
+        kube.request("DELETE", _MODEL_SERVICE_CRD)
+    except ApiError as error:
+        if error.status != 404:
+            raise
+    wait_for(lambda: not _served(kube), timeout=30, what="the ModelService CRD gone")

@@ -33,6 +33,7 @@ _RESOURCES = {
     "ClusterRoleBinding": ("clusterrolebindings", False),
     "ConfigMap": ("configmaps", True),
     "Secret": ("secrets", True),
+    "CustomResourceDefinition": ("customresourcedefinitions", False),
 }
 
 Caller = Callable[[str, str, Any], Any]

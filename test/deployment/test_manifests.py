@@ -62,13 +62,20 @@ EXPECTED_GRANTS: dict[tuple[str, str], str] = {
     ("leases", "get"): "LeaderElector._read: GET .../leases/{name} (coordination.k8s.io)",
     ("leases", "create"): "LeaderElector._write: POST .../leases, the first time",
     ("leases", "update"): "LeaderElector._write: PUT .../leases/{name} at the resourceVersion read",
+    ("modelservices", "list"): "KubernetesGateway.watch_model_services and probe_model_services (dots.mso.io)",
+    ("modelservices", "watch"): "PodWatcher of ModelServices: watch_model_services(watch=True)",
+    ("workloads", "get"): "KubernetesGateway.delete_kueue_workload: GET .../workloads/{name} (kueue.x-k8s.io)",
+    ("workloads", "delete"): "KubernetesGateway.delete_kueue_workload: DELETE .../workloads/{name} (uid precondition)",
 }
 
 # Typed client calls the gateway may make, as the grants they need.
 CLIENT_CALLS: dict[str, set[tuple[str, str]]] = {
     "list_namespaced_pod": {("pods", "list")},
     "read_namespaced_pod_log": {("pods/log", "get")},
+    "list_namespaced_custom_object": {("modelservices", "list")},
 }
+# The client calls of the methods the watchers call with watch=True (PodWatcher's list_call).
+WATCHED_BY = ("watch_pods", "watch_model_services")
 
 
 # ---------------------------------------------------------------- loading
@@ -129,6 +136,10 @@ def test_everything_is_in_the_namespace() -> None:
     for name, document in ALL_OBJECTS.items():
         if document["kind"] == "Namespace":
             assert document["metadata"]["name"] == NAMESPACE
+        elif document["kind"] == "CustomResourceDefinition":
+            # The model registry's type is cluster-wide, as every CRD is; its objects are namespaced.
+            assert document["metadata"]["name"] == "modelservices.dots.mso.io"
+            assert document["spec"]["scope"] == "Namespaced"
         else:
             assert document["metadata"].get("namespace") == NAMESPACE, f"{name}: not in namespace {NAMESPACE}"
 
@@ -157,13 +168,18 @@ def _role_grants(role: dict[str, Any]) -> set[tuple[str, str]]:
     grants: set[tuple[str, str]] = set()
     for rule in role["rules"]:
         assert "nonResourceURLs" not in rule
-        if rule.get("apiGroups") == ["coordination.k8s.io"]:
+        if rule.get("apiGroups") == ["dots.mso.io"]:
+            assert rule["resources"] == ["modelservices"], "from that group, only the model registry"
+            assert set(rule["verbs"]) <= {"get", "list", "watch"}, "ModelServices are only read"
+        elif rule.get("apiGroups") == ["coordination.k8s.io"]:
             assert rule["resources"] == ["leases"], "from that group, only the leader Lease"
             # create cannot be narrowed by name; every other verb is, to the one Lease.
             assert rule.get("resourceNames", [LEASE_NAME]) == [LEASE_NAME] or rule["verbs"] == ["create"], rule
             assert "resourceNames" in rule or rule["verbs"] == ["create"], rule
+        elif rule.get("apiGroups") == ["kueue.x-k8s.io"]:
+            assert rule["resources"] == ["workloads"], "from Kueue's group, only the Workloads of its pod groups"
         else:
-            assert rule.get("apiGroups") == [""], "the daemon uses only the core API group, and leases"
+            assert rule.get("apiGroups") == [""], "the daemon uses only the core API group, leases, and Workloads"
             assert "resourceNames" not in rule
         for resource in rule["resources"]:
             for verb in rule["verbs"]:
@@ -241,8 +257,9 @@ def _resolve_path(expression: str, body: str) -> str:
     return template
 
 
-_COLLECTION = re.compile(r"^/api/v1/namespaces/\{self\.namespace\}/(?P<resource>\{kind\}|[a-z]+)$")
-_ITEM = re.compile(r"^/api/v1/namespaces/\{self\.namespace\}/(?P<resource>\{kind\}|[a-z]+)/\{name\}$")
+_GROUP = r"^/(?:api/v1|apis/kueue\.x-k8s\.io/v1beta2)/namespaces/\{self\.namespace\}/"
+_COLLECTION = re.compile(_GROUP + r"(?P<resource>\{kind\}|[a-z]+)$")
+_ITEM = re.compile(_GROUP + r"(?P<resource>\{kind\}|[a-z]+)/\{name\}$")
 _VERBS = {("GET", False): "list", ("POST", False): "create", ("DELETE", False): "deletecollection",
           ("GET", True): "get", ("PUT", True): "update", ("DELETE", True): "delete", ("PATCH", True): "patch"}
 
@@ -263,10 +280,10 @@ def _grants_used_by_the_code() -> set[tuple[str, str]]:
             resources = _kinds_passed_to(function) if resource == "{kind}" else {resource}
             assert resources, f"{function} takes the resource as an argument, but nobody calls it"
             used |= {(name, verb) for name in resources}
-        for call in re.finditer(r"\.core\.(?P<method>\w+)\(", body):
-            assert call["method"] in CLIENT_CALLS, f"{function}: CoreV1Api.{call['method']}: add it to CLIENT_CALLS"
+        for call in re.finditer(r"\.(core|custom)\.(?P<method>\w+)\(", body):
+            assert call["method"] in CLIENT_CALLS, f"{function}: {call['method']}: add it to CLIENT_CALLS"
             used |= CLIENT_CALLS[call["method"]]
-            if call["method"].startswith("list_") and "watch=True" in body:
+            if call["method"].startswith("list_") and ("watch=True" in body or function in WATCHED_BY):
                 used |= {(resource, "watch") for resource, _ in CLIENT_CALLS[call["method"]]}
     lease_calls = re.findall(r"_request\(\"(?P<method>[A-Z]+)\", (?P<path>[^,)]+)",
                              LEADER_ELECTION.read_text(encoding="utf-8"))
@@ -292,7 +309,8 @@ def test_only_the_gateway_talks_to_kubernetes() -> None:
         text = path.read_text(encoding="utf-8")
         assert not re.search(r"^\s*(import|from) kubernetes\b", text, re.MULTILINE), (
             f"{path.relative_to(ROOT)} imports the kubernetes client: check its calls against the Role")
-        assert "._raw(" not in text and ".core." not in text, f"{path.relative_to(ROOT)} calls the API directly"
+        assert "._raw(" not in text and ".core." not in text and ".custom." not in text, (
+            f"{path.relative_to(ROOT)} calls the API directly")
 
 
 # ---------------------------------------------------------------- the daemon

@@ -52,11 +52,12 @@ def settle(inventory: inv.Inventory, simulation_id: str = SIM, *, deliver: bool 
 
 
 def seen(model_id: str, state: ContainerState, *, exit_code: int | None = None, reason: str = "",
-         message: str = "", deleting: bool = False, created_at: float | None = T0) -> PodObservation:
+         message: str = "", deleting: bool = False, created_at: float | None = T0, queued: bool = False,
+         gated: bool = False, stopped_by_kueue: str = "") -> PodObservation:
     return PodObservation(
         pod_name=pod_name(SIMULATOR, SIM, model_id), simulator_id=SIMULATOR, simulation_id=SIM,
         model_id=model_id, keep_logs_hours=0.0, state=state, reason=reason, message=message, exit_code=exit_code,
-        created_at=created_at, deleting=deleting)
+        created_at=created_at, deleting=deleting, queued=queued, gated=gated, stopped_by_kueue=stopped_by_kueue)
 
 
 def running(inventory: inv.Inventory, *model_ids: str) -> None:
@@ -286,6 +287,38 @@ def test_a_pod_stuck_waiting_fails_after_the_start_timeout() -> None:
     assert settle(inventory) == [("ModelHasTerminated", "a", inv.EXIT_START_TIMEOUT)]
     assert "ImagePullBackOff" in inventory.take_reports(SIM)[0].reason
     assert [(stop.model_id, stop.delete) for stop in inventory.pods_to_stop(SIM)] == [("a", False)]
+
+
+def test_a_pod_gated_by_kueue_waits_past_the_start_timeout_which_counts_from_its_ungating() -> None:
+    inventory = make_inventory()
+    deploy(inventory, "a")
+    settle(inventory)
+    assert [create.group_size for create in inventory.pods_to_create(SIM, 10)] == [1]
+    inventory.handle(inv.PodCreated(SIM, "a", T0))
+    gated = seen("a", ContainerState.WAITING, reason="SchedulingGated", queued=True, gated=True)
+    inventory.handle(inv.PodSeen(gated, T0 + 1))
+    assert inventory.next_deadline() is None
+    inventory.handle(inv.Tick(T0 + 10 * START_TIMEOUT))
+    assert settle(inventory) == [], "waiting for Kueue is not failing to start"
+    ungated = T0 + 20 * START_TIMEOUT
+    inventory.handle(inv.PodSeen(seen("a", ContainerState.WAITING, reason="ContainerCreating", queued=True), ungated))
+    assert inventory.next_deadline() == ungated + START_TIMEOUT
+    inventory.handle(inv.Tick(ungated + START_TIMEOUT))
+    assert settle(inventory)[0] == ("ModelHasTerminated", "a", inv.EXIT_START_TIMEOUT)
+
+
+def test_a_group_kueue_stops_is_reported_minus_three_with_kueues_reason_at_once() -> None:
+    inventory = make_inventory()
+    deploy(inventory, "a", "b")
+    settle(inventory)
+    running(inventory, "a", "b")
+    why = "WorkloadEvicted: The workload is deactivated"
+    for model_id in ("a", "b"):  # the condition comes before the deletion, while the container still runs
+        inventory.handle(inv.PodSeen(seen(model_id, ContainerState.RUNNING, queued=True, stopped_by_kueue=why),
+                                     T0 + 2))
+    assert settle(inventory) == [("ModelHasTerminated", "a", inv.EXIT_POD_LOST),
+                                 ("ModelHasTerminated", "b", inv.EXIT_POD_LOST), ("AllModelsHaveTerminated", "", 0)]
+    assert all(report.reason == f"stopped by Kueue: {why}" for report in inventory.take_reports(SIM))
 
 
 @pytest.mark.parametrize("how", ["deleted", "deletion_timestamp", "missing_from_list"])

@@ -7,7 +7,14 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from model_services_orchestrator.pod_specs import PodSettings, build_pod, label_value, merge_env, pod_name
+from model_services_orchestrator.pod_specs import (
+    PodSettings,
+    build_pod,
+    label_value,
+    merge_env,
+    pod_name,
+    simulation_key,
+)
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -67,6 +74,23 @@ def test_pod_body_is_the_upstream_pod() -> None:
     assert spec["imagePullSecrets"] == [{"name": "regcred"}]
     assert container["image"] == "fake_model:0.0.1" and container["imagePullPolicy"] == "Always"
     assert container["env"] == [{"name": "MQTT_HOST", "value": "h"}, {"name": "MODEL_ID", "value": "0-model"}]
+
+
+def test_with_a_kueue_queue_every_pod_of_a_simulation_is_one_group_of_its_size() -> None:
+    def pod(settings: PodSettings, simulation_id: str, model_id: str) -> dict[str, dict[str, dict[str, str]]]:
+        return build_pod(settings=settings, simulator_id="so01", simulation_id=simulation_id, model_id=model_id,
+                         image="i:1", env=[], keep_logs_hours=0, group_size=3)
+
+    queued = PodSettings(so="dots-so", kueue_queue_name="dots-queue")
+    a, b, other = pod(queued, "Sim A", "a"), pod(queued, "Sim A", "b"), pod(queued, "sim_a", "a")
+    group = a["metadata"]["labels"]["kueue.x-k8s.io/pod-group-name"]
+    assert group == b["metadata"]["labels"]["kueue.x-k8s.io/pod-group-name"] == simulation_key("dots-so", "Sim A")
+    assert other["metadata"]["labels"]["kueue.x-k8s.io/pod-group-name"] != group, "exact ids, not label values"
+    assert a["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "dots-queue"
+    assert a["metadata"]["annotations"]["kueue.x-k8s.io/pod-group-total-count"] == "3"
+    assert a["metadata"]["annotations"]["kueue.x-k8s.io/retriable-in-group"] == "false"
+    plain = pod(PodSettings(so="dots-so"), "Sim A", "a")
+    assert not [key for key in (*plain["metadata"]["labels"], *plain["metadata"]["annotations"]) if "kueue" in key]
 
 
 def test_no_pull_secret_when_none_is_named() -> None:

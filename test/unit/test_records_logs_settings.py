@@ -52,13 +52,15 @@ def test_a_record_reads_back_as_the_same_simulation() -> None:
 
 
 def test_the_sos_end_a_restart_and_a_stop_deadline_read_back() -> None:
-    simulation = inv.Simulation(simulator_id="so", simulation_id="s", keep_logs_hours=0, ended_by_so=True)
+    simulation = inv.Simulation(simulator_id="so", simulation_id="s", keep_logs_hours=0, ended_by_so=True,
+                                group_size=7)
     simulation.models["a"] = inv.Model("a", restarted_pod_name("so", "s", "a", "dots-so"), spec=None,
                                        phase=inv.Phase.CREATED, has_pod=True, restarted=True,
                                        stop_at=1234.5, stop_reason=inv.StopReason.FINISH_TIMEOUT)
     written = encode_record(simulation)
     back = decode_record(written.head, written.parts.get, so="dots-so")
     assert back.ended_by_so
+    assert back.group_size == 7, "the Kueue pod group's size, for pods created after a restart"
     model = back.models["a"]
     assert model.restarted and model.pod_name == simulation.models["a"].pod_name
     assert (model.stop_at, model.stop_reason) == (1234.5, inv.StopReason.FINISH_TIMEOUT)
@@ -164,11 +166,18 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(("name", "value"), [("MQTT_PORT", "abc"), ("KUBERNETES_NAMESPACE", "Bad_NS"),
-                                             ("LOG_FORMAT", "xml"), ("SECRET_ENV_NAME_PATTERN", "(")])
+                                             ("LOG_FORMAT", "xml"), ("SECRET_ENV_NAME_PATTERN", "("),
+                                             ("KUEUE_QUEUE_NAME", "Not A Queue")])
 def test_unusable_settings_are_rejected(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_kueue_mode_turns_the_daemons_own_quota_admission_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings(_env_file=None).quota_admission  # type: ignore[call-arg]
+    monkeypatch.setenv("KUEUE_QUEUE_NAME", "dots-queue")
+    assert not Settings(_env_file=None).quota_admission  # type: ignore[call-arg]
 
 
 def test_empty_optional_settings_are_unset(monkeypatch: pytest.MonkeyPatch) -> None:
