@@ -50,6 +50,7 @@ from model_services_orchestrator.mqtt_session import (
 from model_services_orchestrator.pod_observation import observe_pod
 from model_services_orchestrator.pod_specs import PodSettings, owned_pods_selector, secret_env_names
 from model_services_orchestrator.prometheus_export import MetricsSnapshot, QueueSnapshot
+from model_services_orchestrator.protocol import capabilities
 from model_services_orchestrator.record_store import RecordStore
 from model_services_orchestrator.runtime import PodChange, Runtime, RuntimeSettings
 from model_services_orchestrator.settings import Settings
@@ -124,7 +125,7 @@ class Daemon:
             # MSOInfo, retained while this session is up: the session is the daemon's presence (it subscribes
             # and answers pings; the outbox sessions only publish). Only the leader connects, so a standby's
             # death empties nothing, and a successor's connection takes the session, and its Will, over.
-            presence=Presence(OutgoingTopics(so).mso_info(), codec.encode_mso_info(__version__)),
+            presence=Presence(OutgoingTopics(so).mso_info(), self._mso_info),
         )
         # The ModelServices of the namespace (the model registry), kept by a list+watch of their own.
         self.registry = Registry()
@@ -186,6 +187,10 @@ class Daemon:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
         self._standby = self.elector is not None  # until this replica takes the Lease
+
+    def _mso_info(self) -> bytes:
+        # Asked at each connection, which comes after start-up found whether the registry is served.
+        return codec.encode_mso_info(__version__, capabilities(model_registry=self.registry.enabled is True))
 
     def _received(self, topic: str, payload: bytes, ack: Callable[[], None] | None) -> None:
         self.runtime.receive(topic, payload, ack)

@@ -125,7 +125,7 @@ class Presence:
     """
 
     topic: str
-    payload: bytes
+    payload: Callable[[], bytes]  # asked on every connection: what the owner announces by then
 
 
 def first_connection_delay(settings: MqttSettings, *, waited: float, delay: float, error: str) -> float:
@@ -438,7 +438,7 @@ class MqttSession:
         self._connected = True
         self._established = True
         if self._presence is not None and not self._withdrawn:
-            self._presence_next = self._presence.payload  # on every connection: a lost one's Will emptied it
+            self._presence_next = self._presence.payload()  # on every connection: a lost one's Will emptied it
         self._schedule_pump()
         if self._on_connected is not None:
             try:

@@ -4,12 +4,13 @@ Why this exists: an SO cannot otherwise tell which of the additions ("ours")
 an MSO supports. The protocol version and the capabilities are published in
 the retained MSOInfo and the protocol version in every health pong; they live
 here, in one place, so that adding a behaviour is one line in
-``CAPABILITIES`` (and a minor step of ``PROTOCOL_VERSION``).
+``CAPABILITIES`` (and a minor step of ``PROTOCOL_VERSION``), or, for one a
+daemon may have or not, a name and a flag of ``capabilities``.
 """
 
 from __future__ import annotations
 
-__all__ = ["CAPABILITIES", "PROTOCOL_VERSION"]
+__all__ = ["CAPABILITIES", "MODEL_REGISTRY", "PROTOCOL_VERSION", "capabilities"]
 
 # Semantic version of the wire contract of docs/protocol.md: 1.0 is what the DOTS SO and models of today speak
 # plus the additions before versioning (health, early end); 1.1 added MSOInfo and the pong's protocol_version.
@@ -17,7 +18,15 @@ __all__ = ["CAPABILITIES", "PROTOCOL_VERSION"]
 PROTOCOL_VERSION = "1.1.0"
 
 # The optional behaviours an SO may rely on, by the names docs/protocol.md section 7 lists: extend here.
+# Those every daemon of this version has:
 CAPABILITIES: tuple[str, ...] = (
     "health-check",  # section 3: PingHealthSOToMSO is answered; models may be pinged; UnhealthyModel
     "early-end",  # section 4: an empty SimulationDone on /lifecycle/<so>/mso/<sim>/SimulationDone ends it all
 )
+# Section 6: `modelservice:<name>` images resolved; only when the API serves ModelServices to the daemon.
+MODEL_REGISTRY = "model-registry"
+
+
+def capabilities(*, model_registry: bool) -> tuple[str, ...]:
+    """What this daemon announces, given what it found at start-up."""
+    return CAPABILITIES + ((MODEL_REGISTRY,) if model_registry else ())

@@ -43,7 +43,7 @@ from model_services_orchestrator.messages import (
     lifecycle_pb2,
 )
 from model_services_orchestrator.messages.codec import encode_mso_info, encode_pong
-from model_services_orchestrator.protocol import CAPABILITIES, PROTOCOL_VERSION
+from model_services_orchestrator.protocol import CAPABILITIES, MODEL_REGISTRY, PROTOCOL_VERSION, capabilities
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO_ROOT / "ci" / "build_protobuf_messages.sh"
@@ -293,10 +293,11 @@ def test_mso_info_bytes() -> None:
 
 
 def test_the_daemons_mso_info_names_its_versions_and_capabilities() -> None:
-    decoded = MSOInfo.FromString(encode_mso_info("9.8.7"))
+    decoded = MSOInfo.FromString(encode_mso_info("9.8.7", capabilities(model_registry=True)))
     assert (decoded.protocol_version, decoded.daemon_version) == (PROTOCOL_VERSION, "9.8.7")
-    assert list(decoded.capabilities) == list(CAPABILITIES)
-    assert {"health-check", "early-end"} <= set(CAPABILITIES)
+    assert list(decoded.capabilities) == [*CAPABILITIES, MODEL_REGISTRY]
+    assert CAPABILITIES == ("health-check", "early-end") == capabilities(model_registry=False)
+    assert MODEL_REGISTRY == "model-registry"
     major, minor, patch = (int(part) for part in PROTOCOL_VERSION.split("."))
     assert (major, minor) >= (1, 1) and major == 1 and patch >= 0, "1.x: the wire of today, with additions"
 

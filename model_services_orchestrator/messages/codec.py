@@ -40,7 +40,7 @@ from model_services_orchestrator.model_inventory import (
     ModelSpec,
     ReadyReceived,
 )
-from model_services_orchestrator.protocol import CAPABILITIES, PROTOCOL_VERSION
+from model_services_orchestrator.protocol import PROTOCOL_VERSION
 from model_services_orchestrator.topics import (
     IncomingKind,
     OutgoingTopics,
@@ -192,9 +192,9 @@ def encode_pong(reasons: list[str]) -> bytes:
                              protocol_version=PROTOCOL_VERSION).SerializeToString()
 
 
-def encode_mso_info(daemon_version: str) -> bytes:
+def encode_mso_info(daemon_version: str, capabilities: tuple[str, ...]) -> bytes:
     return MSOInfo(protocol_version=PROTOCOL_VERSION, daemon_version=daemon_version,
-                   capabilities=CAPABILITIES).SerializeToString()
+                   capabilities=capabilities).SerializeToString()
 
 
 def encode_ping_model() -> bytes:

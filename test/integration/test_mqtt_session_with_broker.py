@@ -347,7 +347,7 @@ def test_the_presence_message_goes_first_is_retained_and_a_session_stopped_witho
     broker: LocalMosquitto, peers: Callable[..., Peer],
 ) -> None:
     base = _unique("t")
-    presence = Presence(f"{base}/MSOInfo", b"here")
+    presence = Presence(f"{base}/MSOInfo", lambda: b"here")
     outside = peers(f"{base}/#")
     held: list[list[bytes]] = []
 
