@@ -31,12 +31,12 @@ cd "${proto_dir}"
     --proto_path=. \
     --python_out="${out_dir}" \
     --pyi_out="${out_dir}" \
-    lifecycle.proto healthcheck.proto
+    lifecycle.proto healthcheck.proto info.proto
 
 # protoc's .pyi stubs use a bare `Mapping` (no type arguments), which
 # `mypy --strict` rejects; that one error code is switched off in the stubs
 # only, by mypy's inline configuration comment on their first line.
-for stub in "${out_dir}"/lifecycle_pb2.pyi "${out_dir}"/healthcheck_pb2.pyi; do
+for stub in "${out_dir}"/lifecycle_pb2.pyi "${out_dir}"/healthcheck_pb2.pyi "${out_dir}"/info_pb2.pyi; do
     {
         echo '# mypy: disable-error-code="type-arg"'
         cat "${stub}"

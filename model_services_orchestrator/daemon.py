@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from model_services_orchestrator import __version__
 from model_services_orchestrator.admission import read_quota
 from model_services_orchestrator.http_endpoints import serve_http
 from model_services_orchestrator.k8s_api import (
@@ -45,10 +46,12 @@ from model_services_orchestrator.mqtt_session import (
     LoginRefusedError,
     MqttSession,
     MqttSettings,
+    Presence,
 )
 from model_services_orchestrator.pod_observation import observe_pod
 from model_services_orchestrator.pod_specs import PodSettings, owned_pods_selector, secret_env_names
 from model_services_orchestrator.prometheus_export import MetricsSnapshot, QueueSnapshot
+from model_services_orchestrator.protocol import capabilities
 from model_services_orchestrator.record_store import RecordStore
 from model_services_orchestrator.runtime import PodChange, Runtime, RuntimeSettings
 from model_services_orchestrator.settings import Settings
@@ -59,7 +62,7 @@ from model_services_orchestrator.startup import (
     broker_unreachable,
     kube_refusal,
 )
-from model_services_orchestrator.topics import subscriptions
+from model_services_orchestrator.topics import OutgoingTopics, subscriptions
 
 __all__ = ["Daemon", "run"]
 
@@ -120,6 +123,10 @@ class Daemon:
             on_message=self._received,
             on_connected=self._connected,
             may_act=may_act,
+            # MSOInfo, retained while this session is up: the session is the daemon's presence (it subscribes
+            # and answers pings; the outbox sessions only publish). Only the leader connects, so a standby's
+            # death empties nothing, and a successor's connection takes the session, and its Will, over.
+            presence=Presence(OutgoingTopics(so).mso_info(), self._mso_info),
         )
         # The ModelServices of the namespace (the model registry), kept by a list+watch of their own.
         self.registry = Registry()
@@ -163,38 +170,30 @@ class Daemon:
             quotas=self.gateway if settings.admits_by_quota else None,
         )
         self.runtime.on_ping(self._answer_ping)
-        self.watcher = PodWatcher(
-            gateway=self.gateway,
-            label_selector=owned_pods_selector(so),
-            deliver=self._in_loop(self._watched),
-            reduce=observe_pod,
-            watch_timeout_seconds=settings.kubernetes_watch_timeout_seconds,
-            silence_seconds=settings.kubernetes_watch_silence_seconds,
-        )
-        self.registry_watcher = PodWatcher(
-            gateway=self.gateway,
-            label_selector="",
-            deliver=self._in_loop(self._registry_watched),
-            reduce=named_model_service,
-            watch_timeout_seconds=settings.kubernetes_watch_timeout_seconds,
-            silence_seconds=settings.kubernetes_watch_silence_seconds,
-            list_call=self.gateway.watch_model_services,
-            what="modelservice",
-        )
+        self.watcher = self._watcher(self._watched, observe_pod, label_selector=owned_pods_selector(so))
+        self.registry_watcher = self._watcher(self._registry_watched, named_model_service,
+                                              list_call=self.gateway.watch_model_services, what="modelservice")
         # The namespace's ResourceQuotas, for admission: whether one applies, and when room may have come.
-        self.quota_watcher = PodWatcher(
-            gateway=self.gateway,
-            label_selector="",
-            deliver=self._in_loop(self._quotas_watched),
-            reduce=read_quota,
-            watch_timeout_seconds=settings.kubernetes_watch_timeout_seconds,
-            silence_seconds=settings.kubernetes_watch_silence_seconds,
-            list_call=self.gateway.watch_quotas,
-            what="resourcequota",
-        ) if settings.admits_by_quota else None
+        self.quota_watcher = self._watcher(self._quotas_watched, read_quota, list_call=self.gateway.watch_quotas,
+                                           what="resourcequota") if settings.admits_by_quota else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
         self._standby = self.elector is not None  # until this replica takes the Lease
+
+    def _watcher(self, handler: Callable[[_WatchItem], None], reduce: Callable[[dict[str, Any]], Any], *,
+                 label_selector: str = "", list_call: Callable[..., Any] | None = None,
+                 what: str = "pod") -> PodWatcher:
+        """A list+watch of the namespace (our pods by default) whose items ``handler`` takes in the event loop."""
+        return PodWatcher(gateway=self.gateway, label_selector=label_selector, deliver=self._in_loop(handler),
+                          reduce=reduce, watch_timeout_seconds=self.settings.kubernetes_watch_timeout_seconds,
+                          silence_seconds=self.settings.kubernetes_watch_silence_seconds, list_call=list_call,
+                          what=what)
+
+    def _mso_info(self) -> bytes:
+        # Asked at each connection, which comes after start-up found whether the registry is served.
+        admission = self.quota_watcher is not None or bool(self.settings.kueue_queue_name)
+        return codec.encode_mso_info(__version__, capabilities(model_registry=self.registry.enabled is True,
+                                                               admission=admission))
 
     def _received(self, topic: str, payload: bytes, ack: Callable[[], None] | None) -> None:
         self.runtime.receive(topic, payload, ack)
@@ -520,6 +519,9 @@ class Daemon:
             await self.mqtt.flush(max(0.0, deadline - loop.time() - 0.5))
         # Confirmations that came in meanwhile are saved, so the next daemon does not publish them again.
         await self.runtime.drain(max(0.1, deadline - loop.time()))
+        # No daemon once this one is gone: empty MSOInfo before the Lease is handed back, so that it can never
+        # empty a successor's.
+        await self.mqtt.withdraw_presence(max(0.2, deadline - loop.time()))
 
 
 def _always() -> bool:

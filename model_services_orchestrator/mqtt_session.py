@@ -29,6 +29,9 @@ runtime does once the record holds what a message changed. What a kill
 interrupts before that, or what arrives after
 :meth:`MqttSession.stop_receiving`, is never acknowledged and the broker
 delivers it again to our next life.
+
+The session is also the daemon's presence (:class:`Presence`): a retained
+message published on each connection, which the connection's Will empties.
 """
 
 from __future__ import annotations
@@ -57,8 +60,8 @@ if TYPE_CHECKING:
     from paho.mqtt.client import ConnectFlags, DisconnectFlags, MQTTMessage, SocketLike
     from paho.mqtt.properties import Properties
 
-__all__ = ["BrokerUnreachableError", "LoginRefusedError", "MqttSession", "MqttSettings", "first_connection_delay",
-           "is_login_refused"]
+__all__ = ["BrokerUnreachableError", "LoginRefusedError", "MqttSession", "MqttSettings", "Presence",
+           "first_connection_delay", "is_login_refused"]
 
 _log = get_logger(__name__)
 
@@ -109,6 +112,22 @@ class MqttSettings:
     first_connect_timeout: float = math.inf
 
 
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """A retained message that says the session's owner is there (the daemon's MSOInfo, PROTOCOL.md section 7).
+
+    Published at QoS 1, retained, on every connection, ahead of what waits
+    in the outbox. The connection's Will is an empty retained message on the
+    same topic, so the broker empties it when the connection ends without a
+    DISCONNECT (a killed process, a lost network); a clean stop empties it
+    itself (:meth:`MqttSession.withdraw_presence`), since a DISCONNECT makes
+    the broker drop the Will.
+    """
+
+    topic: str
+    payload: Callable[[], bytes]  # asked on every connection: what the owner announces by then
+
+
 def first_connection_delay(settings: MqttSettings, *, waited: float, delay: float, error: str) -> float:
     """The pause before another attempt at a first connection: ``delay``, cut to what is left of
     ``first_connect_timeout``; ``BrokerUnreachableError`` once nothing is left."""
@@ -137,14 +156,17 @@ class MqttSession:
     def __init__(self, *, settings: MqttSettings,
                  on_message: Callable[[str, bytes, Callable[[], None] | None], None],
                  on_connected: Callable[[bool], None] | None = None,
-                 may_act: Callable[[], bool] = lambda: True) -> None:
+                 may_act: Callable[[], bool] = lambda: True,
+                 presence: Presence | None = None) -> None:
         """``on_message(topic, payload, ack)``: ``ack()`` acknowledges the message to the broker (acknowledgements
         go out in the order the messages came, each once its own ``ack`` and those before were called); ``ack``
         is ``None`` for a QoS 0 message, which has no acknowledgement.
         ``on_connected(session_present)``: called (in the loop) each time the session is connected and
         subscribed; ``session_present`` says whether the broker still had our session.
         ``may_act()``: whether this process leads; when it does not, nothing is published, and connecting
-        raises ``LeadershipLostError`` (it would take the session from the leader)."""
+        raises ``LeadershipLostError`` (it would take the session from the leader).
+        ``presence``: a retained message published on every connection and emptied by the Will (see
+        :class:`Presence`); published only while ``may_act()``, like everything else."""
         if settings.publish_qos not in (0, 1, 2):
             raise ValueError(f"publish_qos must be 0, 1 or 2, not {settings.publish_qos}")
         if settings.max_inflight < 1:
@@ -178,6 +200,11 @@ class MqttSession:
         self._subscribe_mid: int | None = None
         self._established = False
         self._ever_connected = False  # a CONNACK accepted our connection, once in this session's life
+        self._presence = presence
+        # What the presence message is to say next (its payload after a connection, b"" once withdrawn); None
+        # when nothing is due.
+        self._presence_next: bytes | None = None
+        self._withdrawn = False
 
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
@@ -201,6 +228,11 @@ class MqttSession:
         client.on_socket_close = self._handle_socket_close
         client.on_socket_register_write = self._handle_socket_register_write
         client.on_socket_unregister_write = self._handle_socket_unregister_write
+        if presence is not None:
+            _check_topic(presence.topic)
+            # Sent by the broker, for us, when a connection ends without our DISCONNECT: kept for every
+            # reconnection. Only a connected session has one, so a standby replica's death empties nothing.
+            client.will_set(presence.topic, b"", qos=1, retain=True)
         # No network here: only records where reconnect() goes.
         client.connect_async(settings.host, settings.port, settings.keepalive)
         self._client = client
@@ -242,7 +274,19 @@ class MqttSession:
 
     def pending(self) -> int:
         """Messages published and not yet delivered: waiting here or in flight."""
-        return len(self._waiting) + len(self._in_flight)
+        return len(self._waiting) + len(self._in_flight) + (self._presence_next is not None)
+
+    async def withdraw_presence(self, timeout: float) -> bool:
+        """Empty the retained presence message and publish it no more (a clean stop, before the DISCONNECT that
+        makes the broker drop the Will); say whether the broker had everything within ``timeout`` seconds."""
+        if self._presence is None:
+            return True
+        self._withdrawn = True
+        self._presence_next = b""  # a connection made after this (still stopping) empties it too
+        if not self._connected:
+            return False  # the connection that went away left its Will
+        self._schedule_pump()
+        return await self.flush(timeout)
 
     async def flush(self, timeout: float) -> bool:
         """Wait until nothing is pending, at most ``timeout`` seconds; say whether everything went out."""
@@ -330,6 +374,11 @@ class MqttSession:
 
     async def _close(self) -> None:
         """Disconnect cleanly (DISCONNECT, then close), or just close the socket if that does not go out."""
+        if self._presence is not None and not self._withdrawn and self._connected:
+            # Stopping without withdraw_presence (a failure): our DISCONNECT drops the Will, so empty the
+            # presence message now; paho writes it before the DISCONNECT.
+            self._withdrawn, self._presence_next = True, b""
+            self._send_presence()
         self._connected = False
         connecting = self._connecting
         if connecting is not None and not connecting.done():
@@ -388,6 +437,8 @@ class MqttSession:
         _log.info("mqtt subscribed", topics=list(self._settings.subscriptions))
         self._connected = True
         self._established = True
+        if self._presence is not None and not self._withdrawn:
+            self._presence_next = self._presence.payload()  # on every connection: a lost one's Will emptied it
         self._schedule_pump()
         if self._on_connected is not None:
             try:
@@ -465,13 +516,15 @@ class MqttSession:
     def _schedule_pump(self) -> None:
         # Once per loop iteration at most, and outside paho's callbacks: paho counts a message as in
         # flight until its on_publish returns, so a hand-over from inside it would be held back by paho.
-        if (not self._pump_scheduled and self._connected and self._waiting
+        if (not self._pump_scheduled and self._connected and (self._waiting or self._presence_next is not None)
                 and len(self._in_flight) < self._settings.max_inflight):
             self._pump_scheduled = True
             self._require_loop().call_soon(self._pump)
 
     def _pump(self) -> None:
         self._pump_scheduled = False
+        if self._presence_next is not None and not self._send_presence():
+            return
         qos = self._settings.publish_qos
         window = self._settings.max_inflight
         while self._connected and self._waiting and len(self._in_flight) < window and self._may_act():
@@ -488,8 +541,21 @@ class MqttSession:
             # At QoS 1 and 2 paho now owns it, connected or not (NO_CONN: it sends it after reconnecting).
             self._in_flight[info.mid] = (topic.rsplit("/", 1)[-1], on_delivered)
 
+    def _send_presence(self) -> bool:
+        """Hand the due presence message to paho, within our window; False when it must wait for room."""
+        presence, payload = self._presence, self._presence_next
+        assert presence is not None and payload is not None
+        if not self._connected or len(self._in_flight) >= self._settings.max_inflight or not self._may_act():
+            return False
+        info = self._client.publish(presence.topic, payload, qos=1, retain=True)
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            return False  # its id is still taken (see _pump): again after the next acknowledgement
+        self._presence_next = None
+        self._in_flight[info.mid] = (presence.topic.rsplit("/", 1)[-1], None)
+        return True
+
     def _notify_if_drained(self) -> None:
-        if self._drain_waiters and not self._waiting and not self._in_flight:
+        if self._drain_waiters and not self._waiting and not self._in_flight and self._presence_next is None:
             for waiter in self._drain_waiters:
                 if not waiter.done():
                     waiter.set_result(None)

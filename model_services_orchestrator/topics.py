@@ -132,5 +132,9 @@ class OutgoingTopics:
     def pong_health(self, instance_id: str) -> str:
         return f"/healthcheck/mso/{self.so}/{instance_id}/PongHealthMSOToSO"
 
+    def mso_info(self) -> str:
+        """Where the daemon's retained MSOInfo lives while it is connected (section 7)."""
+        return f"/lifecycle/mso/{self.so}/MSOInfo"
+
     def ping_model(self, simulation_id: str, model_id: str) -> str:
         return f"/healthcheck/mso/model/{simulation_id}/{model_id}/PingHealthMSOToModel"

@@ -61,6 +61,7 @@ __all__ = [
     "ready_in_record",
     "record_part_count",
     "remove_model_service_crd",
+    "retained_messages",
     "running_pods",
     "set_terminated",
     "settled_in_record",
@@ -194,6 +195,40 @@ class SimulatorRecorder:
         """Until AllModelsHaveTerminated; ``timeout`` counts from the simulation's last message heard."""
         wait_for(lambda: self.of(simulation_id, "AllModelsHaveTerminated"), timeout=timeout,
                  what=f"AllModelsHaveTerminated of {simulation_id}", progress=lambda: len(self.of(simulation_id)))
+
+
+def retained_messages(broker: BrokerAddress, topic: str, timeout: float = 10.0) -> list[bytes]:
+    """What the broker holds retained on ``topic``, as a subscriber arriving now gets it: [] when nothing.
+
+    No waiting on the clock to conclude "nothing": the fresh subscriber also subscribes to a topic of its own
+    and, once subscribed, sends itself a message there; the broker hands out retained messages when it
+    acknowledges a subscription, so whatever was retained arrives before that message comes back.
+    """
+    probe = f"/test/retained-probe/{uuid.uuid4().hex}"
+    got: list[bytes] = []
+    done = threading.Event()
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-retained-{uuid.uuid4().hex[:8]}",
+                         clean_session=True)
+    client.username_pw_set(broker.username, broker.password)
+
+    def on_message(_client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+        if message.topic == probe:
+            done.set()
+        elif message.retain:
+            got.append(bytes(message.payload))
+
+    client.on_message = on_message
+    client.on_connect = lambda c, *_args: c.subscribe([(topic, 1), (probe, 1)])
+    client.on_subscribe = lambda c, *_args: c.publish(probe, b"", qos=1)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        if not done.wait(timeout):
+            raise AssertionError(f"the retained-message probe of {topic} did not come back")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return got
 
 
 def fake_model_env(broker: LocalMosquitto, simulation_id: str, model_id: str, *, exit_code: int | None = None,

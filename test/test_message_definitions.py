@@ -31,18 +31,24 @@ from model_services_orchestrator.messages import (
     ModelConfiguration,
     ModelHasTerminated,
     ModelsReady,
+    MSOInfo,
+    PingHealthMSOToModel,
     PingHealthSOToMSO,
     PongHealthModelToMSO,
+    PongHealthMSOToSO,
     ReadyForProcessing,
     UnhealthyModel,
     healthcheck_pb2,
+    info_pb2,
     lifecycle_pb2,
 )
+from model_services_orchestrator.messages.codec import encode_mso_info, encode_pong
+from model_services_orchestrator.protocol import CAPABILITIES, MODEL_REGISTRY, PROTOCOL_VERSION, capabilities
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO_ROOT / "ci" / "build_protobuf_messages.sh"
 GENERATED_DIR = REPO_ROOT / "model_services_orchestrator" / "messages"
-PROTO_FILES = ("lifecycle.proto", "healthcheck.proto")
+PROTO_FILES = ("lifecycle.proto", "healthcheck.proto", "info.proto")
 
 S = FieldDescriptor.TYPE_STRING
 D = FieldDescriptor.TYPE_DOUBLE
@@ -89,7 +95,7 @@ _HEALTH_BASE: dict[str, FieldSpec] = {
 }
 HEALTHCHECK_MESSAGES: dict[str, dict[str, FieldSpec]] = {
     "PingHealthSOToMSO": {**_HEALTH_BASE, "activeSimulations": (3, S, True, "")},
-    "PongHealthMSOToSO": dict(_HEALTH_BASE),
+    "PongHealthMSOToSO": {**_HEALTH_BASE, "protocol_version": (3, S, False, "")},  # 3: protocol 1.1
     "PingHealthMSOToModel": dict(_HEALTH_BASE),
     "PongHealthModelToMSO": {
         **_HEALTH_BASE,
@@ -98,6 +104,14 @@ HEALTHCHECK_MESSAGES: dict[str, dict[str, FieldSpec]] = {
     },
 }
 HEALTHCHECK_ENUMS: dict[str, dict[str, int]] = {"HealthStatus": {"HEALTHY": 0, "UNHEALTHY": 1}}
+# PROTOCOL.md section 7.
+INFO_MESSAGES: dict[str, dict[str, FieldSpec]] = {
+    "MSOInfo": {
+        "protocol_version": (1, S, False, ""),
+        "daemon_version": (2, S, False, ""),
+        "capabilities": (3, S, True, ""),
+    },
+}
 
 
 def _field_spec(field: FieldDescriptor) -> FieldSpec:
@@ -136,6 +150,10 @@ def test_healthcheck_field_numbers_match_protocol() -> None:
     _check_file(healthcheck_pb2.DESCRIPTOR, HEALTHCHECK_MESSAGES, HEALTHCHECK_ENUMS)
 
 
+def test_info_field_numbers_match_protocol() -> None:
+    _check_file(info_pb2.DESCRIPTOR, INFO_MESSAGES, {})
+
+
 def test_generated_code_is_not_stale(tmp_path: Path) -> None:
     """Regenerate with the build script and this interpreter's protoc (grpc_tools), and compare."""
     bash = shutil.which("bash")
@@ -161,11 +179,11 @@ def test_generated_code_is_not_stale(tmp_path: Path) -> None:
 
 def test_generated_modules_do_not_import_each_other() -> None:
     """Generated code importing a sibling by absolute name would break inside the package."""
-    for generated in ("lifecycle_pb2.py", "healthcheck_pb2.py"):
+    for generated in ("lifecycle_pb2.py", "healthcheck_pb2.py", "info_pb2.py"):
         text = (GENERATED_DIR / generated).read_text()
         assert "_pb2 import" not in text
-        assert "import lifecycle_pb2" not in text
-        assert "import healthcheck_pb2" not in text
+        for sibling in PROTO_FILES:
+            assert f"import {sibling.removesuffix('.proto')}_pb2" not in text
 
 
 # --- encodings, written out by hand -------------------------------------------------------------
@@ -266,3 +284,32 @@ def test_error_occurred_and_unhealthy_model_bytes() -> None:
     # UnhealthyModel(NOPROGRESS) is the enum default, so it is empty on the wire.
     assert UnhealthyModel().SerializeToString() == b""
     assert UnhealthyModel.FromString(b"\x08\x00").status == 0
+
+
+def test_mso_info_bytes() -> None:
+    message = MSOInfo(protocol_version="1.1.0", daemon_version="0.1.0", capabilities=["a", "bc"])
+    expected = b"\x0a\x051.1.0" + b"\x12\x050.1.0" + b"\x1a\x01a" + b"\x1a\x02bc"
+    assert message.SerializeToString() == expected
+
+
+def test_the_daemons_mso_info_names_its_versions_and_capabilities() -> None:
+    decoded = MSOInfo.FromString(encode_mso_info("9.8.7", capabilities(model_registry=True)))
+    assert (decoded.protocol_version, decoded.daemon_version) == (PROTOCOL_VERSION, "9.8.7")
+    assert list(decoded.capabilities) == [*CAPABILITIES, MODEL_REGISTRY]
+    assert CAPABILITIES == ("health-check", "early-end") == capabilities(model_registry=False)
+    assert MODEL_REGISTRY == "model-registry"
+    assert capabilities(model_registry=False, admission=True) == (*CAPABILITIES, "admission")
+    major, minor, patch = (int(part) for part in PROTOCOL_VERSION.split("."))
+    assert (major, minor) >= (1, 1) and major == 1 and patch >= 0, "1.x: the wire of today, with additions"
+
+
+def test_the_pong_carries_the_protocol_version_in_a_field_old_sos_skip() -> None:
+    payload = encode_pong(["down"])
+    expected = b"\x08\x01" + b"\x12\x04down" + b"\x1a\x05" + PROTOCOL_VERSION.encode()
+    assert payload == expected
+    # An SO built from the old healthcheck.proto reads the same pong as before: PingHealthMSOToModel has the very
+    # fields of the old PongHealthMSOToSO (1 and 2 only), and skips field 3.
+    as_old = PingHealthMSOToModel.FromString(payload)
+    assert (as_old.healthy, list(as_old.reasons)) == (UNHEALTHY, ["down"])
+    old_pong = PongHealthMSOToSO.FromString(b"\x08\x01\x12\x04down")  # what an older MSO sends
+    assert (old_pong.healthy, list(old_pong.reasons), old_pong.protocol_version) == (UNHEALTHY, ["down"], "")

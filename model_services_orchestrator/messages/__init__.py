@@ -1,7 +1,7 @@
 """The wire messages of the DOTS lifecycle and health protocols.
 
 Why this module exists: the protobuf classes are generated code
-(``lifecycle_pb2``, ``healthcheck_pb2``, made from ``message_definitions/`` by
+(``lifecycle_pb2``, ``healthcheck_pb2``, ``info_pb2``, made from ``message_definitions/`` by
 ``ci/build_protobuf_messages.sh`` and committed); this module is the one place
 the rest of the package imports them from, so that the generated module names
 stay an implementation detail. Only adapters at the edges should need them
@@ -17,6 +17,7 @@ from model_services_orchestrator.messages.healthcheck_pb2 import (
     PongHealthModelToMSO,
     PongHealthMSOToSO,
 )
+from model_services_orchestrator.messages.info_pb2 import MSOInfo
 from model_services_orchestrator.messages.lifecycle_pb2 import (
     FAILED,
     NOPROGRESS,
@@ -51,6 +52,7 @@ __all__ = [
     "EnvironmentVariable",
     "ErrorOccurred",
     "HealthStatus",
+    "MSOInfo",
     "ModelConfiguration",
     "ModelHasTerminated",
     "ModelParameters",

@@ -22,6 +22,7 @@ from model_services_orchestrator.messages.healthcheck_pb2 import (
     PongHealthModelToMSO,
     PongHealthMSOToSO,
 )
+from model_services_orchestrator.messages.info_pb2 import MSOInfo
 from model_services_orchestrator.messages.lifecycle_pb2 import (
     FAILED,
     NOPROGRESS,
@@ -39,6 +40,7 @@ from model_services_orchestrator.model_inventory import (
     ModelSpec,
     ReadyReceived,
 )
+from model_services_orchestrator.protocol import PROTOCOL_VERSION
 from model_services_orchestrator.topics import (
     IncomingKind,
     OutgoingTopics,
@@ -57,6 +59,7 @@ __all__ = [
     "encode_error_occurred",
     "encode_model_has_terminated",
     "encode_models_ready",
+    "encode_mso_info",
     "encode_ping_model",
     "encode_pong",
     "encode_unhealthy_model",
@@ -185,7 +188,13 @@ def encode_unhealthy_model() -> bytes:
 
 
 def encode_pong(reasons: list[str]) -> bytes:
-    return PongHealthMSOToSO(healthy=UNHEALTHY if reasons else HEALTHY, reasons=reasons).SerializeToString()
+    return PongHealthMSOToSO(healthy=UNHEALTHY if reasons else HEALTHY, reasons=reasons,
+                             protocol_version=PROTOCOL_VERSION).SerializeToString()
+
+
+def encode_mso_info(daemon_version: str, capabilities: tuple[str, ...]) -> bytes:
+    return MSOInfo(protocol_version=PROTOCOL_VERSION, daemon_version=daemon_version,
+                   capabilities=capabilities).SerializeToString()
 
 
 def encode_ping_model() -> bytes:

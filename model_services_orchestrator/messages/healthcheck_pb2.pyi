@@ -26,12 +26,14 @@ class PingHealthSOToMSO(_message.Message):
     def __init__(self, healthy: _Optional[_Union[HealthStatus, str]] = ..., reasons: _Optional[_Iterable[str]] = ..., activeSimulations: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PongHealthMSOToSO(_message.Message):
-    __slots__ = ("healthy", "reasons")
+    __slots__ = ("healthy", "reasons", "protocol_version")
     HEALTHY_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     healthy: HealthStatus
     reasons: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, healthy: _Optional[_Union[HealthStatus, str]] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
+    protocol_version: str
+    def __init__(self, healthy: _Optional[_Union[HealthStatus, str]] = ..., reasons: _Optional[_Iterable[str]] = ..., protocol_version: _Optional[str] = ...) -> None: ...
 
 class PingHealthMSOToModel(_message.Message):
     __slots__ = ("healthy", "reasons")

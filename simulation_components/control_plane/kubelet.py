@@ -263,8 +263,10 @@ class Kubelet:
         phase = (pod.get("status") or {}).get("phase")
         if (node and node not in self.nodes) or phase in ("Succeeded", "Failed"):
             return  # another node's (it does not exist: stays Pending, as on a real cluster), or finished
-        if not node and not self.binds:
-            return  # kube-scheduler's to place (or to mark Unschedulable); seen again once bound
+        if not node and (not self.binds or spec.get("schedulingGates")):
+            # kube-scheduler's to place (or to mark Unschedulable), or gated (Kueue's pod groups: the API
+            # refuses a gated pod's binding); seen again once bound, or ungated
+            return
         if not node:
             if metadata.get("deletionTimestamp") or uid in self.unschedulable:
                 return  # the API server deletes an unbound pod at once

@@ -16,6 +16,7 @@ from datetime import datetime
 
 import pytest
 
+from model_services_orchestrator.messages import MSOInfo
 from simulation_components.control_plane import ControlPlane
 from simulation_components.kit import (
     Daemon,
@@ -23,14 +24,17 @@ from simulation_components.kit import (
     SimulatorRecorder,
     core_api,
     ready,
+    retained_messages,
     running_pods,
     set_terminated,
     wait_for,
 )
+from simulation_components.local_mosquitto import LocalMosquitto
 
 IMAGE = "fake_model:0.0.1"
 FAILOVERS = max(1, int(os.environ.get("MSO_FAILOVERS", "1")))  # bench/failover.py runs 20
 LEASE_SECONDS = 3.0
+MSO_INFO = "/lifecycle/mso/dots-so/MSOInfo"
 ELECTION = {"LEADER_ELECTION_LEASE_SECONDS": LEASE_SECONDS, "LEADER_ELECTION_RENEW_SECONDS": 2,
             "LEADER_ELECTION_RETRY_SECONDS": 0.5}
 
@@ -58,6 +62,11 @@ def assert_exactly_once(so: SimulatorRecorder, sim: str, count: int) -> None:
     assert kinds["ModelsReady"] == 1 and kinds["AllModelsHaveTerminated"] == 1, kinds
     answered = Counter(message.model_id for message in so.of(sim, "ModelHasTerminated"))
     assert answered == Counter(f"m{index}" for index in range(count)), "each model answered exactly once"
+
+
+def mso_infos_heard(so: SimulatorRecorder) -> list[bytes]:
+    """Every MSOInfo the SO heard, in order (b"" where one was emptied)."""
+    return [message.payload for message in so.messages if message.topic == MSO_INFO]
 
 
 def assert_kept_its_sessions(daemon: Daemon) -> None:
@@ -122,7 +131,7 @@ def test_a_frozen_leader_woken_after_its_lease_acts_no_more_and_exits(
 
 
 def test_a_rollout_hands_the_lease_over_at_once(
-        status_kube: ControlPlane, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
+        status_kube: ControlPlane, broker: LocalMosquitto, so: SimulatorRecorder, make_daemon: DaemonFactory) -> None:
     sim = "sim-failover-rollout"
     old = replica(make_daemon, status_kube, "mso-a", leads=True)
     names = running_simulation(so, status_kube, sim, 4)
@@ -139,8 +148,35 @@ def test_a_rollout_hands_the_lease_over_at_once(
     so.wait_all_terminated(sim)
     assert_exactly_once(so, sim, 4)
     assert_kept_its_sessions(new)
+    # The old one emptied MSOInfo before handing the Lease back, so the new one's came after and stays.
+    wait_for(lambda: len(mso_infos_heard(so)) >= 3, what="the new leader's MSOInfo")
+    heard = mso_infos_heard(so)
+    assert [bool(payload) for payload in heard] == [True, False, True], heard
+    assert retained_messages(broker, MSO_INFO) == heard[-1:]
     [taken] = new.logged("leading")
     [handed_back] = old.logged("leadership handed back")
     # Handed back, so taken at once (the standby retries every 0.5 to 0.6 s), not after the old lease ran out.
     waited = (datetime.fromisoformat(taken["timestamp"]) - datetime.fromisoformat(handed_back["timestamp"]))
     assert taken["epoch"] == 1 and waited.total_seconds() < LEASE_SECONDS, waited
+
+
+def test_only_the_leader_publishes_mso_info_a_standbys_death_leaves_it_and_a_killed_leaders_will_precedes_the_next(
+        status_kube: ControlPlane, broker: LocalMosquitto, so: SimulatorRecorder,
+        make_daemon: DaemonFactory) -> None:
+    leader = replica(make_daemon, status_kube, "mso-a", leads=True)
+    [info] = wait_for(lambda: retained_messages(broker, MSO_INFO), what="the leader's MSOInfo")
+    standby = replica(make_daemon, status_kube, "mso-b", leads=False)
+    standby.kill()  # a standby has no connection to the broker, hence no Will that could empty the leader's
+    time.sleep(1.0)  # a Will would have been sent by now
+    assert retained_messages(broker, MSO_INFO) == [info]
+    assert mso_infos_heard(so) == [info], "the standby published nothing"
+
+    successor = replica(make_daemon, status_kube, "mso-c", leads=False)
+    leader.kill()
+    # The killed leader's Will empties it at once; the successor publishes it when it takes over.
+    wait_for(lambda: len(mso_infos_heard(so)) >= 3, timeout=30, what="the successor's MSOInfo")
+    assert mso_infos_heard(so) == [info, b"", info]
+    assert successor.logged("leading")
+    time.sleep(1.0)  # nothing empties it after that (a late Will would have come by now)
+    assert retained_messages(broker, MSO_INFO) == [info]
+    assert MSOInfo.FromString(info).capabilities

@@ -9,6 +9,7 @@ import kubernetes.client
 from prometheus_client.parser import text_string_to_metric_families
 
 from model_services_orchestrator.messages import PingHealthSOToMSO, PongHealthMSOToSO, UnhealthyModel
+from model_services_orchestrator.protocol import PROTOCOL_VERSION
 from simulation_components.control_plane import ControlPlane
 from simulation_components.kit import (
     NAMESPACE,
@@ -45,6 +46,7 @@ def test_pings_are_answered_healthy_or_with_reasons(
     running_pods(core_api(status_kube), 1)
     healthy = ping(so, "i1", "sim-known")
     assert healthy.healthy == 0 and list(healthy.reasons) == []
+    assert healthy.protocol_version == PROTOCOL_VERSION  # field 3, since protocol 1.1 (section 7)
 
     unknown = ping(so, "i2", "sim-known", "sim-nobody-knows")
     assert unknown.healthy == 1 and any("sim-nobody-knows" in r for r in unknown.reasons)

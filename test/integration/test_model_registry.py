@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from model_services_orchestrator.messages import ErrorOccurred
+from model_services_orchestrator.messages import ErrorOccurred, MSOInfo
+from model_services_orchestrator.protocol import ADMISSION, CAPABILITIES, MODEL_REGISTRY
 from simulation_components.control_plane import ControlPlane
 from simulation_components.control_plane.api import ApiError
 from simulation_components.control_plane.manifests import load_manifests
@@ -64,6 +65,12 @@ def registry_kube(status_kube: ControlPlane) -> Iterator[ControlPlane]:
     install_model_service_crd(status_kube)
     yield status_kube
     status_kube.request("DELETE", MODEL_SERVICES)
+
+
+def _announced(so: SimulatorRecorder) -> list[str]:
+    """The capabilities in the daemon's MSOInfo, as the SO hears it (docs/protocol.md section 7)."""
+    [info, *_] = wait_for(lambda: [m for m in so.messages if m.kind == "MSOInfo"], what="the MSOInfo")
+    return list(MSOInfo.FromString(info.payload).capabilities)
 
 
 def _create(kube: ControlPlane, service: dict[str, Any]) -> Any:
@@ -116,6 +123,7 @@ def test_models_run_with_what_the_registry_says(registry_kube: ControlPlane, so:
     _create(registry_kube, PLAIN)
     daemon = make_daemon(registry_kube)
     assert daemon.logged("model registry listed")[0]["model_services"] == 2
+    assert _announced(so) == [*CAPABILITIES, MODEL_REGISTRY, ADMISSION]
     sim = "sim-registry"
     so.deploy(sim, [("named", "modelservice:printer", [("B", "from-so"), ("C", "so-only")]),
                     ("plain", "registry.example/plain:1", [("X", "1")]),
@@ -211,6 +219,7 @@ def test_without_the_crd_the_registry_is_off(status_kube: ControlPlane, so: Simu
     daemon = make_daemon(status_kube)
     off = daemon.logged("model registry off: ModelServices are not served to the daemon")
     assert len(off) == 1 and off[0]["status"] == 404
+    assert _announced(so) == [*CAPABILITIES, ADMISSION], "no model-registry announced"
     sim = "sim-no-registry"
     so.deploy(sim, [("named", "modelservice:printer", []), ("plain", "registry.example/plain:1", [])])
     assert _pod_of(status_kube, "plain")["containers"][0]["resources"]["requests"] == {"cpu": "100m",

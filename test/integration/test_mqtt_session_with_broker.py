@@ -22,7 +22,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from model_services_orchestrator import mqtt_packets as packets
 from model_services_orchestrator.mqtt_outbox import MqttOutbox
-from model_services_orchestrator.mqtt_session import LoginRefusedError, MqttSession, MqttSettings
+from model_services_orchestrator.mqtt_session import LoginRefusedError, MqttSession, MqttSettings, Presence
+from simulation_components.kit import retained_messages
 from simulation_components.local_mosquitto import LocalMosquitto
 from simulation_components.processes import free_port
 
@@ -340,6 +341,33 @@ def test_messages_after_stop_receiving_stay_at_the_broker_and_cancelling_disconn
     asyncio.run(scenario())
     assert first_life == [b"before"]
     assert second_life == [b"after"]
+
+
+def test_the_presence_message_goes_first_is_retained_and_a_session_stopped_without_withdrawing_empties_it(
+    broker: LocalMosquitto, peers: Callable[..., Peer],
+) -> None:
+    base = _unique("t")
+    presence = Presence(f"{base}/MSOInfo", lambda: b"here")
+    outside = peers(f"{base}/#")
+    held: list[list[bytes]] = []
+
+    async def scenario() -> MqttSession:
+        session = MqttSession(settings=_settings(broker, max_inflight=5), on_message=_ignoring, presence=presence)
+        for index in range(12):  # decided before the connection, more than the window
+            session.publish(f"{base}/Out", b"%d" % index)
+        assert session.pending() == 12
+        async with _running(session):
+            assert await session.flush(5)
+            held.append(await asyncio.to_thread(retained_messages, broker, presence.topic))
+        # Cancelled without withdraw_presence (a daemon failing): emptied before the DISCONNECT dropped the Will.
+        return session
+
+    session = asyncio.run(scenario())
+    assert held == [[b"here"]]
+    assert session.sent_by_type == {"MSOInfo": 1, "Out": 12}
+    assert outside.wait_for(14)[0] == b"here", "ahead of what waited in the outbox"
+    assert outside.payloads()[-1] == b""
+    assert retained_messages(broker, presence.topic) == []
 
 
 def test_an_idle_session_sends_keepalive_pings() -> None:
