@@ -20,13 +20,15 @@ list+watch of ModelServices (``k8s_api``); this module never does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "GROUP",
     "PLURAL",
+    "RECORDED_BYTES_MAX",
     "REFERENCE_PREFIX",
     "VERSION",
     "ModelService",
@@ -38,6 +40,7 @@ __all__ = [
     "merged_env",
     "model_service",
     "named_model_service",
+    "recorded_size",
     "reference_name",
     "resolve",
     "resources",
@@ -168,9 +171,18 @@ def _settings_of(service: ModelService) -> dict[str, Any]:
             "tolerations": service.tolerations, "start_timeout_seconds": service.start_timeout_seconds}
 
 
-def resolve(images: Iterable[str], registry: Registry) -> Resolution:
+def _literal_secret(service: ModelService, is_secret: Callable[[str], bool]) -> str | None:
+    """The first env var the ModelService gives a literal value under a secret's name (``SECRET_ENV``)."""
+    return next((str(entry["name"]) for entry in service.env
+                 if is_secret(str(entry.get("name", ""))) and "value" in entry and "valueFrom" not in entry), None)
+
+
+def resolve(images: Iterable[str], registry: Registry,
+            is_secret: Callable[[str], bool] = lambda _name: False) -> Resolution:
     """What each distinct image resolves to (plain images no ModelService has are left out), and which
-    references are unknown (their models are answered FAILED -1)."""
+    references cannot be run (their models are answered FAILED -1, with why): unknown names, and a
+    ModelService that gives a secret env var (``is_secret``) a literal value, which would stand in the pod
+    spec and the record in clear and which no redaction knows (it must be a ``secretKeyRef``)."""
     resolved: dict[str, Resolved] = {}
     unknown: dict[str, str] = {}
     for image in dict.fromkeys(images):
@@ -180,7 +192,10 @@ def resolve(images: Iterable[str], registry: Registry) -> Resolution:
                 resolved[image] = Resolved(**_settings_of(service))
             continue
         service = registry.get(name) if registry.enabled else None
-        if service is not None:
+        if service is not None and (secret := _literal_secret(service, is_secret)) is not None:
+            unknown[image] = (f"ModelService {name!r} gives the secret env var {secret} a literal value: it must be "
+                              "a secretKeyRef")
+        elif service is not None:
             resolved[image] = Resolved(image=service.image, env=service.env, **_settings_of(service))
         elif registry.enabled:
             unknown[image] = f"unknown ModelService {name!r}: none of that name in the daemon's namespace"
@@ -220,6 +235,17 @@ def resources(defaults: Mapping[str, Mapping[str, str]],
         if amounts:
             merged[kind] = amounts
     return merged
+
+
+#: The most a simulation's resolved ModelServices may take in its record's head (a ConfigMap of at most 1 MiB, the
+#: rest of which is the simulation's own state): beyond it the DeployModels is refused, rather than a head the API
+#: server would refuse at every save.
+RECORDED_BYTES_MAX = 256 * 1024
+
+
+def recorded_size(resolved: Mapping[str, Resolved]) -> int:
+    """How many bytes what was resolved takes in the record's head (a ConfigMap of at most 1 MiB)."""
+    return len(json.dumps(encode_resolved(resolved), separators=(",", ":")))
 
 
 def encode_resolved(resolved: Mapping[str, Resolved]) -> dict[str, Any]:

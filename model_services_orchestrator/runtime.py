@@ -57,7 +57,7 @@ from model_services_orchestrator.metrics import (
     ReconcileStats,
 )
 from model_services_orchestrator.model_health import ModelHealth
-from model_services_orchestrator.model_registry import Registry, resolve
+from model_services_orchestrator.model_registry import RECORDED_BYTES_MAX, Registry, recorded_size, resolve
 from model_services_orchestrator.pod_observation import ContainerState, PodObservation
 from model_services_orchestrator.pod_specs import (
     LABEL_SIMULATION_KEY,
@@ -312,16 +312,23 @@ class Runtime:
             _log.warning("DeployModels refused", simulation_id=request.simulation_id, reason=request.refused[:500],
                          answer="FAILED -1 for each model that can be answered")
             return request
-        if known is None and self._admission_applies():
-            request = dataclasses.replace(request, queued=True)
-            self._admission_wanted.set()
         if known is None:
-            resolution = resolve((spec.image for spec in request.models), self.registry)
+            resolution = resolve((spec.image for spec in request.models), self.registry, self.is_secret)
             if resolution.resolved or resolution.unknown:
                 _log.info("model registry resolved images", simulation_id=request.simulation_id,
                           services={image: each.service for image, each in resolution.resolved.items()},
                           unknown=sorted(resolution.unknown))
+            if (size := recorded_size(resolution.resolved)) > RECORDED_BYTES_MAX:
+                refused = (f"its ModelServices take {size} bytes in its record, more than {RECORDED_BYTES_MAX}: "
+                           "fewer or smaller env defaults")
+                _log.warning("DeployModels refused", simulation_id=request.simulation_id, reason=refused,
+                             answer="FAILED -1 for each model")
+                return dataclasses.replace(request, refused=refused)
             request = dataclasses.replace(request, services=resolution.resolved, unknown=resolution.unknown)
+        if known is None and self._admission_applies():
+            request = dataclasses.replace(request, queued=True)
+            self._admission_wanted.set()
+        if known is None:
             self._deployed_at[request.simulation_id] = request.now
             _log.info("deploying models", simulation_id=request.simulation_id, simulator_id=request.simulator_id,
                       models=len(request.models), keep_logs_hours=request.keep_logs_hours)

@@ -95,6 +95,9 @@ PART_KEY = "models.json"
 SPECS_KEY = "models.json.z"
 SESSION_KEY = "receipts.json"
 _VERSION = 3
+# A record an older daemon would misread (its resolved ModelServices, or its place in the admission queue, which
+# it would not know to keep to): an older daemon refuses version 4 and leaves it alone.
+_VERSION_WITH_ADDITIONS = 4
 _CREATED = 1
 _READY = 2
 _REPORTED = 4
@@ -243,8 +246,9 @@ def _head(simulation: Simulation, parts: int) -> dict[str, str]:
     # What the model registry made of its images: a few entries per simulation (one per distinct image a
     # ModelService knows), never one per model.
     services = {"services": encode_resolved(simulation.services)} if simulation.services else {}
+    additions = bool(simulation.services) or simulation.queued_at is not None
     return {RECORD_KEY: json.dumps({
-        "version": _VERSION,
+        "version": _VERSION_WITH_ADDITIONS if additions else _VERSION,
         "simulatorId": simulation.simulator_id,
         "simulationId": simulation.simulation_id,
         "keepLogsHours": simulation.keep_logs_hours,
@@ -364,7 +368,7 @@ def decode_record(head: dict[str, str], part: Callable[[int], dict[str, str] | N
     try:
         body: dict[str, Any] = json.loads(head[RECORD_KEY])
         version = body.get("version")
-        if version not in (2, _VERSION):
+        if version not in (2, _VERSION, _VERSION_WITH_ADDITIONS):
             raise RecordError(f"unknown record version {version!r}")
         if body.get("complete") is False:
             raise IncompleteRecordError("written whole for the first time, not finished")

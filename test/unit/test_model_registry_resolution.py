@@ -2,15 +2,20 @@
 
 Resolution (``modelservice:<name>`` and plain images), precedence (the SO's env over the defaults, the
 ModelService's resources per resource over the daemon's), the deterministic choice between two ModelServices
-of one image, unknown names answered FAILED -1, the start timeout, and what the record keeps.
+of one image, unknown names answered FAILED -1, the start timeout, and what the record keeps; through a runtime
+on the fakes, what it refuses (a literal secret, ModelServices too big for a record).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 from model_services_orchestrator import model_inventory as inv
+from model_services_orchestrator.messages import DeployModels, ModelConfiguration
 from model_services_orchestrator.model_registry import (
+    RECORDED_BYTES_MAX,
     Registry,
     Resolved,
     decode_resolved,
@@ -18,12 +23,14 @@ from model_services_orchestrator.model_registry import (
     merged_env,
     model_service,
     named_model_service,
+    recorded_size,
     reference_name,
     resolve,
     resources,
 )
 from model_services_orchestrator.pod_specs import PodSettings, build_pod
 from model_services_orchestrator.simulation_records import decode_record, encode_record
+from model_services_orchestrator.testing import FakeBroker, FakeCluster, running, wait_until
 
 T0 = 1_000_000.0
 DEFAULTS = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
@@ -175,3 +182,60 @@ def test_what_was_resolved_is_kept_in_the_record_and_read_back() -> None:
     assert "services" not in encode_record(_deployed({}, {"modelservice:printer": "x",
                                                           "modelservice:nobody": "y"}).simulations["s"]).head[
         "simulation.json"]
+
+
+# ---------------------------------------------------------------- what the runtime refuses
+
+
+def _deploy_through(runtime: Any, simulation_id: str, *models: tuple[str, str]) -> None:
+    message = DeployModels(simulatorId="so01", keepLogsHours=0, modelConfigurations=[
+        ModelConfiguration(modelID=model, imageUrl=image) for model, image in models])
+    runtime.receive(f"/lifecycle/dots-so/mso/{simulation_id}/DeployModels", message.SerializeToString())
+
+
+def test_a_model_service_giving_a_secret_a_literal_value_is_refused_and_the_value_goes_nowhere() -> None:
+    secret = "hunter2hunter2"  # noqa: S105 (the secret the test follows)
+    literal = _object("db", "db:1", env=[{"name": "DB_PASSWORD", "value": secret}])
+    referenced = _object("safe", "safe:1", env=[{"name": "DB_PASSWORD", "valueFrom": {
+        "secretKeyRef": {"name": "db", "key": "password"}}}])
+
+    async def body() -> None:
+        cluster, broker = FakeCluster(), FakeBroker()
+        async with running(cluster, broker) as runtime:
+            runtime.registry = _registry(literal, referenced)
+            _deploy_through(runtime, "sim", ("m", "modelservice:db"), ("n", "modelservice:safe"))
+            await wait_until(lambda: broker.terminations("sim"), what="m's answer")
+            await wait_until(lambda: len(cluster.pods) == 1, what="n's pod")
+        assert broker.terminations("sim") == [("m", -1)]
+        error = next(payload for topic, payload in broker.published if topic.endswith("/m/ErrorOccurred"))
+        assert b"DB_PASSWORD a literal value: it must be a secretKeyRef" in error
+        stored = repr(cluster.pods) + repr(cluster.objects)
+        assert secret not in stored, "in no pod and no record"
+
+    asyncio.run(asyncio.wait_for(body(), 30))
+
+
+def test_model_services_too_big_for_the_record_refuse_the_simulation() -> None:
+    huge = _object("huge", "huge:1", env=[{"name": f"V{index}", "value": "x" * 30_000} for index in range(10)])
+    assert recorded_size(resolve(["modelservice:huge"], _registry(huge)).resolved) > RECORDED_BYTES_MAX
+
+    async def body() -> None:
+        cluster, broker = FakeCluster(), FakeBroker()
+        async with running(cluster, broker) as runtime:
+            runtime.registry = _registry(huge)
+            _deploy_through(runtime, "sim", ("m", "modelservice:huge"), ("n", "plain:1"))
+            await wait_until(lambda: len(broker.terminations("sim")) == 2, what="both answers")
+        assert sorted(broker.terminations("sim")) == [("m", -1), ("n", -1)]
+        assert cluster.pods == {}
+
+    asyncio.run(asyncio.wait_for(body(), 30))
+
+
+def test_a_record_an_older_daemon_would_misread_says_version_4() -> None:
+    resolved = resolve(["modelservice:printer"], _registry(PRINTER)).resolved
+    with_services = encode_record(_deployed(resolved, {}).simulations["s"]).head["simulation.json"]
+    without = encode_record(_deployed({}, {"modelservice:printer": "x", "modelservice:nobody": "y"})
+                            .simulations["s"]).head["simulation.json"]
+    assert json.loads(with_services)["version"] == 4
+    assert json.loads(without)["version"] == 3, "records that need nothing new stay readable by older daemons"
+
