@@ -110,6 +110,9 @@ class Quota:
     hard: Resources = field(default_factory=dict)
     used: Resources = field(default_factory=dict)
     applies: bool = True
+    # Its controller has counted what it limits (``status.used`` names every resource of ``hard``): a quota
+    # just made is not counted yet, and admitting against a ``used`` of nothing would admit too much.
+    counted: bool = True
 
 
 def _resources(values: Mapping[str, Any], pick: Any) -> Resources:
@@ -131,12 +134,14 @@ def read_quota(obj: Mapping[str, Any]) -> Quota:
     scopes = set(spec.get("scopes") or [])
     scopes |= {str(expression.get("scopeName")) for expression
                in (spec.get("scopeSelector") or {}).get("matchExpressions") or []}
+    hard, used = _resources(spec.get("hard") or {}, min), _resources(status.get("used") or {}, max)
     return Quota(
         name=str((obj.get("metadata") or {}).get("name", "")),
         # Two names for one resource (``cpu`` and ``requests.cpu``): the smaller limit holds.
-        hard=_resources(spec.get("hard") or {}, min),
-        used=_resources(status.get("used") or {}, max),
+        hard=hard,
+        used=used,
         applies=scopes <= _OUR_SCOPES,
+        counted=hard.keys() <= used.keys(),
     )
 
 
@@ -185,6 +190,12 @@ def decide(queue: Sequence[tuple[str, Mapping[str, Fraction]]], quotas: Iterable
     admitted: list[str] = []
     waiting: dict[str, str] = {}
     blocked_by = ""
+    if uncounted := next((quota.name for quota in applying if not quota.counted), ""):
+        # Decided again when its controller writes its status (the quota watch says so).
+        for simulation_id, _demand in queue:
+            if simulation_id not in never:
+                waiting[simulation_id] = f"ResourceQuota {uncounted} not counted yet by its controller"
+        return Verdicts(admitted, never, waiting)
     for simulation_id, demand in queue:
         if simulation_id in never:
             continue

@@ -422,13 +422,19 @@ class KubernetesGateway:
         them named in ``pod_names``); the uid precondition keeps a new Workload of that name safe.
 
         Kueue (v0.17) keeps its finalizer on the pods of a group it never admitted until its Workload goes:
-        deleting it is Kueue's own way to end such a group. False when there is none, or it is not theirs.
+        deleting it is Kueue's own way to end such a group. False when there is none, or it is not theirs, or
+        the Role does not let the daemon read or delete Workloads (a warning says so: the cleanup goes on).
         """
         path = f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{self.namespace}/workloads/{name}"
         try:
             workload: dict[str, Any] = await self._call("read workload", lambda: self._raw("GET", path),
-                                                        passthrough=(NotFound,))
+                                                        passthrough=(NotFound, Forbidden))
         except NotFound:
+            return False
+        except Forbidden as error:
+            _log.warning("Kueue's Workload not deleted: the Role does not grant it; pods Kueue never admitted may "
+                         "keep its finalizer", workload=name, detail=str(error)[:300],
+                         grant="get, delete on workloads (kueue.x-k8s.io), k8s_cluster_configuration/role.yaml")
             return False
         owners = workload["metadata"].get("ownerReferences") or []
         if not owners or any(owner.get("kind") != "Pod" for owner in owners) or not any(
@@ -437,8 +443,8 @@ class KubernetesGateway:
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": workload["metadata"]["uid"]}}
         try:
             await self._call("delete workload", lambda: self._raw("DELETE", path, body=body),
-                             passthrough=(NotFound, Conflict))
-        except (NotFound, Conflict):
+                             passthrough=(NotFound, Conflict, Forbidden))
+        except (NotFound, Conflict, Forbidden):
             return False
         return True
 

@@ -513,8 +513,12 @@ class Inventory:
         self, *, start_timeout_seconds: float, min_cleanup_delay_seconds: float, stop_grace_seconds: float = 30.0,
         max_keep_logs_hours: float = 168.0, so: str = "", finish_timeout_seconds: float = 3600.0,
         ready_settle_seconds: float = 10.0, admission_timeout_seconds: float | None = None,
+        whole_groups: bool = False,
     ) -> None:
         self._finish_timeout = finish_timeout_seconds
+        # Kueue's pod groups (KUEUE_QUEUE_NAME): a simulation's pods are admitted all or none, so one that can
+        # never have its pod leaves the others gated for ever.
+        self._whole_groups = whole_groups
         self._admission_timeout = admission_timeout_seconds
         #: How long each simulation waited for its admission (admitted, refused or timed out), to be taken.
         self.admission_waits: list[float] = []
@@ -708,7 +712,12 @@ class Inventory:
         sid = simulation.simulation_id
         self.simulations[sid] = simulation
         complete = bool(simulation.models)
-        if (simulation.models_ready is Delivery.NONE and not simulation.ended_by_so and complete
+        # A model refused -1 counts as ready (it holds up nothing) but never announced itself: a simulation
+        # of refused models only never had its last ready, and gets no ModelsReady.
+        announced = any(model.ready and not (model.termination is not None
+                                             and model.termination.exit_code == EXIT_CREATE_REJECTED)
+                        for model in simulation.models.values())
+        if (simulation.models_ready is Delivery.NONE and not simulation.ended_by_so and complete and announced
                 and simulation.ready_count == len(simulation.models)):
             # Killed between the last ready's save and the decision's: decided now, saved before it goes out.
             simulation.models_ready = Delivery.DECIDED
@@ -1017,6 +1026,18 @@ class Inventory:
             return
         self._terminate(simulation, model, Termination(EXIT_CREATE_REJECTED, f"pod rejected: {event.reason}"),
                         event.now)
+        self._group_incomplete(simulation, model, event.now)
+
+    def _group_incomplete(self, simulation: Simulation, lost: Model, now: float) -> None:
+        """With Kueue's pod groups, a model that will never have a pod keeps its group from ever being admitted:
+        the others, none of which can have started, are answered -1 at once (their gated pods stopped and kept)
+        rather than wait for ever."""
+        if not self._whole_groups:
+            return
+        reason = f"Kueue's pod group can never be complete: model {lost.model_id} has no pod"
+        for model in list(simulation.models.values()):
+            if model.termination is None and model.phase in (Phase.PENDING, Phase.CREATED) and not model.ready:
+                self._terminate(simulation, model, Termination(EXIT_CREATE_REJECTED, reason), now, stop=True)
 
     def _pod_stopped(self, event: PodStopped) -> None:
         simulation = self.simulations.get(event.simulation_id)
@@ -1136,6 +1157,7 @@ class Inventory:
                     # Restored without its spec (its Secret lost): it can never be created.
                     self._terminate(simulation, model, Termination(
                         EXIT_CREATE_REJECTED, "pod never created and its request is lost"), event.now)
+                    self._group_incomplete(simulation, model, event.now)
 
     def _adopt(self, observations: Iterable[PodObservation]) -> None:
         """Take in pods of ours that no record describes (the record was deleted by hand).
@@ -1213,7 +1235,9 @@ class Inventory:
         if not simulation.ended_by_so:
             simulation.ended_by_so = True
             self._changed(simulation)
-        if event.model_id is None:
+        if event.model_id is None or simulation.queued_at is not None:
+            # Ended as a whole, or while it waits for admission: ended by the SO, it is never admitted, and
+            # none of its models can hear anything (no pod): each is answered after the grace.
             for each in simulation.models.values():
                 self._stop_later(simulation, each, event.now + self._stop_grace, StopReason.ENDED_EARLY)
             return

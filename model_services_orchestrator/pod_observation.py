@@ -17,6 +17,7 @@ from model_services_orchestrator.pod_specs import (
     ANNOTATION_MODEL_ID,
     ANNOTATION_SIMULATION_ID,
     ANNOTATION_SIMULATOR_ID,
+    KUEUE_ADMISSION_GATE,
     KUEUE_GROUP_NAME,
     LABEL_KEEP_LOGS_HOURS,
 )
@@ -133,6 +134,9 @@ def observe_pod(pod: dict[str, Any]) -> PodObservation | None:
         created_at=_timestamp(metadata.get("creationTimestamp")),
         deleting=bool(metadata.get("deletionTimestamp")),
         queued=KUEUE_GROUP_NAME in labels,
-        gated=bool((pod.get("spec") or {}).get("schedulingGates")),
+        # Kueue's own gate only: another's gate (a webhook of someone else) is waiting like any other, with its
+        # start deadline.
+        gated=any(gate.get("name") == KUEUE_ADMISSION_GATE for gate in (pod.get("spec") or {}).get("schedulingGates")
+                  or ()),
         stopped_by_kueue=_kueue_stop(pod),
     )

@@ -23,6 +23,7 @@ __all__ = [
     "ANNOTATION_SIMULATION_ID",
     "ANNOTATION_SIMULATOR_ID",
     "ANNOTATION_SO",
+    "KUEUE_ADMISSION_GATE",
     "KUEUE_GROUP_NAME",
     "KUEUE_GROUP_TOTAL_COUNT",
     "KUEUE_QUEUE_NAME",
@@ -76,6 +77,7 @@ LABEL_SIMULATION_KEY = "dots.mso/simulation-key"
 # ended is finished (and its quota free) even when some failed.
 KUEUE_QUEUE_NAME = "kueue.x-k8s.io/queue-name"
 KUEUE_GROUP_NAME = "kueue.x-k8s.io/pod-group-name"
+KUEUE_ADMISSION_GATE = "kueue.x-k8s.io/admission"  # the scheduling gate Kueue's webhook puts on a pod it holds
 KUEUE_GROUP_TOTAL_COUNT = "kueue.x-k8s.io/pod-group-total-count"
 KUEUE_RETRIABLE_IN_GROUP = "kueue.x-k8s.io/retriable-in-group"
 

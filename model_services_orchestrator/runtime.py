@@ -216,6 +216,7 @@ class Runtime:
             finish_timeout_seconds=settings.model_finish_timeout_seconds,
             ready_settle_seconds=settings.ready_settle_seconds,
             admission_timeout_seconds=settings.admission_timeout_seconds,
+            whole_groups=bool(settings.pod_settings.kueue_queue_name),
         )
         # Admission by the namespace's quota: on with a QuotaApi. ``quotas``: the namespace's, as watched (None:
         # not listed yet, so a simulation deployed now waits for the first decision).
@@ -388,6 +389,11 @@ class Runtime:
         """Hand events to the inventory and queue the simulations they changed."""
         for simulation_id in self.inventory.handle_all(events):
             self.queue.add(simulation_id)
+        if self.quota_api is not None and self.inventory.queued():
+            # What admitted simulations still create shrinks with their creates and ends, and a decision may
+            # have counted a pod twice (in the quota's ``used`` and as still to create): decide again (at most
+            # every _ADMISSION_PAUSE_SECONDS), not only when a quota changes.
+            self._admission_wanted.set()
         if waits := self.inventory.admission_waits:
             for waited in waits:
                 self.admission_wait.observe(waited)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model_services_orchestrator.admission import parse_quantity
 from model_services_orchestrator.leadership import ElectionTiming
 from model_services_orchestrator.pod_specs import dns_label
 
@@ -136,6 +137,14 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         # `.env.template` lists every setting; an empty value there means "not set", not "the current directory".
         return None if value == "" else value
+
+    @field_validator("model_cpu_request", "model_memory_request", "model_cpu_limit", "model_memory_limit")
+    @classmethod
+    def _quantity_or_empty(cls, value: str) -> str:
+        # A typo (128MB) would make every pod Invalid, and admission's sums fail: refused at start instead.
+        if value.strip():
+            parse_quantity(value)  # ValueError: "... is no Kubernetes quantity"
+        return value.strip()
 
     @field_validator("log_level", mode="before")
     @classmethod

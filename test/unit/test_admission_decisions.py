@@ -101,3 +101,15 @@ def test_every_quota_that_applies_must_hold_it_and_one_that_does_not_apply_is_ig
     assert decide([("a", scaled(POD, 2))], [QUOTA, pods, scoped], reserved={}).never["a"].startswith(
         "needs pods=2, more than ResourceQuota pods allows")
     assert decide([("a", scaled(POD, 1))], [QUOTA, pods, scoped], reserved={}).admitted == ["a"]
+
+
+def test_a_quota_its_controller_has_not_counted_yet_admits_nothing_until_it_has() -> None:
+    fresh = read_quota({"metadata": {"name": "new"}, "spec": {"hard": {"pods": "10", "requests.cpu": "4"}}})
+    assert not fresh.counted
+    verdicts = decide([("a", {PODS: Fraction(1)}), ("b", {PODS: Fraction(11)})], [fresh], {})
+    assert verdicts.admitted == []
+    assert verdicts.waiting == {"a": "ResourceQuota new not counted yet by its controller"}
+    assert "b" in verdicts.never, "what can never fit is known from hard alone"
+    counted = read_quota({"metadata": {"name": "new"}, "spec": {"hard": {"pods": "10", "requests.cpu": "4"}},
+                          "status": {"used": {"pods": "0", "requests.cpu": "0"}}})
+    assert counted.counted and decide([("a", {PODS: Fraction(1)})], [counted], {}).admitted == ["a"]

@@ -308,6 +308,28 @@ def test_a_pod_gated_by_kueue_waits_past_the_start_timeout_which_counts_from_its
     assert settle(inventory)[0] == ("ModelHasTerminated", "a", inv.EXIT_START_TIMEOUT)
 
 
+def test_a_kueue_group_that_can_never_be_complete_answers_every_model_at_once() -> None:
+    inventory = make_inventory(whole_groups=True)
+    deploy(inventory, "a", "b", "c")
+    settle(inventory)
+    inventory.handle(inv.PodCreated(SIM, "a", T0))
+    inventory.handle(inv.PodSeen(seen("a", ContainerState.WAITING, reason="SchedulingGated", queued=True,
+                                      gated=True), T0 + 1))
+    inventory.handle(inv.PodCreateRejected(SIM, "b", "422 Invalid", T0 + 1))
+    said = settle(inventory)
+    assert sorted(said) == [("AllModelsHaveTerminated", "", 0), ("ModelHasTerminated", "a", -1),
+                            ("ModelHasTerminated", "b", -1), ("ModelHasTerminated", "c", -1)]
+    assert "model b has no pod" in inventory.take_reports(SIM)[-1].reason
+    assert [stop.model_id for stop in inventory.pods_to_stop(SIM)] == ["a"], "a's gated pod stopped, kept"
+    assert inventory.pods_to_create(SIM, 10) == []
+    # Without Kueue's groups, the others go on.
+    plain = make_inventory()
+    deploy(plain, "a", "b")
+    settle(plain)
+    plain.handle(inv.PodCreateRejected(SIM, "b", "422 Invalid", T0 + 1))
+    assert settle(plain) == [("ModelHasTerminated", "b", -1)]
+
+
 def test_a_group_kueue_stops_is_reported_minus_three_with_kueues_reason_at_once() -> None:
     inventory = make_inventory()
     deploy(inventory, "a", "b")
@@ -802,6 +824,17 @@ def test_a_restore_decides_models_ready_when_every_ready_is_recorded_and_it_is_n
     assert settle(restarted) == []
 
 
+def test_a_restored_simulation_whose_models_were_all_refused_gets_no_models_ready() -> None:
+    inventory = make_inventory()
+    inventory.handle(inv.DeployRequested(SIMULATOR, SIM, 0.0, (inv.ModelSpec("a", "i:1"), inv.ModelSpec("b", "i:1")),
+                                         T0, unknown={"i:1": "unknown ModelService"}))
+    assert settle(inventory) == [("ModelHasTerminated", "a", -1), ("ModelHasTerminated", "b", -1),
+                                 ("AllModelsHaveTerminated", "", 0)]
+    restarted = make_inventory()
+    restarted.restore(recorded_as(inventory.simulations[SIM]), T0 + 2)
+    assert "ModelsReady" not in [kind for kind, _model, _code in settle(restarted)]
+
+
 def test_a_restore_decides_all_models_have_terminated_and_the_cleanup_follows() -> None:
     inventory = make_inventory()
     deploy(inventory, "a", "b")
@@ -953,3 +986,16 @@ def test_a_queued_simulation_the_so_ends_leaves_the_queue_and_its_models_are_ans
     inventory.handle(inv.Tick(T0 + 2))
     assert settle(inventory) == [("ModelHasTerminated", "m1", -4), ("AllModelsHaveTerminated", "", 0)]
     assert inventory.pods_to_create(SIM, 10) == []
+
+
+def test_a_queued_simulation_ended_through_one_model_answers_every_model() -> None:
+    # Today's SO ends a failed simulation by a SimulationDone to each model: one of them lost (QoS 0), the
+    # simulation, never to be admitted now, must still answer every model.
+    inventory = make_inventory(stop_grace_seconds=1.0)
+    queued_deploy(inventory, "m1", "m2")
+    settle(inventory)
+    inventory.handle(inv.EndRequested(SIM, "m1", T0 + 1))
+    assert inventory.queued() == []
+    inventory.handle(inv.Tick(T0 + 2))
+    assert settle(inventory) == [("ModelHasTerminated", "m1", -4), ("ModelHasTerminated", "m2", -4),
+                                 ("AllModelsHaveTerminated", "", 0)]

@@ -194,7 +194,7 @@ def _deploy_through(runtime: Any, simulation_id: str, *models: tuple[str, str]) 
 
 
 def test_a_model_service_giving_a_secret_a_literal_value_is_refused_and_the_value_goes_nowhere() -> None:
-    secret = "hunter2hunter2"  # noqa: S105 (the secret the test follows)
+    secret = "hunter2hunter2"
     literal = _object("db", "db:1", env=[{"name": "DB_PASSWORD", "value": secret}])
     referenced = _object("safe", "safe:1", env=[{"name": "DB_PASSWORD", "valueFrom": {
         "secretKeyRef": {"name": "db", "key": "password"}}}])

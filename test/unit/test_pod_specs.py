@@ -93,6 +93,22 @@ def test_with_a_kueue_queue_every_pod_of_a_simulation_is_one_group_of_its_size()
     assert not [key for key in (*plain["metadata"]["labels"], *plain["metadata"]["annotations"]) if "kueue" in key]
 
 
+def test_only_kueues_own_gate_holds_a_pods_start_deadline() -> None:
+    from model_services_orchestrator.pod_observation import observe_pod  # noqa: PLC0415
+
+    pod = build_pod(settings=PodSettings(so="dots-so", kueue_queue_name="q"), simulator_id="so01",
+                    simulation_id="s", model_id="m", image="i:1", env=[], keep_logs_hours=0, group_size=1)
+    pod["metadata"]["creationTimestamp"] = "2026-12-03T00:00:00Z"
+    pod["status"] = {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                                                         "reason": "SchedulingGated"}]}
+    pod["spec"]["schedulingGates"] = [{"name": "kueue.x-k8s.io/admission"}]
+    seen = observe_pod(pod)
+    assert seen is not None and seen.gated
+    pod["spec"]["schedulingGates"] = [{"name": "example.com/someone-elses"}]
+    seen = observe_pod(pod)
+    assert seen is not None and not seen.gated, "another's gate: waiting, with its start deadline"
+
+
 def test_no_pull_secret_when_none_is_named() -> None:
     body = build_pod(settings=PodSettings(so="dots-so"), simulator_id="a", simulation_id="b", model_id="c",
                      image="i", env=[], keep_logs_hours=0)

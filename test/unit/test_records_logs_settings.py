@@ -167,7 +167,8 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(("name", "value"), [("MQTT_PORT", "abc"), ("KUBERNETES_NAMESPACE", "Bad_NS"),
                                              ("LOG_FORMAT", "xml"), ("SECRET_ENV_NAME_PATTERN", "("),
-                                             ("KUEUE_QUEUE_NAME", "Not A Queue")])
+                                             ("KUEUE_QUEUE_NAME", "Not A Queue"),
+                                             ("MODEL_MEMORY_REQUEST", "128MB"), ("MODEL_CPU_LIMIT", "one")])
 def test_unusable_settings_are_rejected(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
