@@ -36,7 +36,8 @@ def announced(kube: ControlPlane, count: int) -> bool:
     """Whether ``count`` pods' models have sent their ReadyForProcessing, as their logs say."""
     api = core_api(kube)
     names = [pod.metadata.name for pod in api.list_namespaced_pod(NAMESPACE).items if pod.metadata]
-    return sum("ReadyForProcessing sent" in api.read_namespaced_pod_log(name, NAMESPACE)
+    # An empty log (a model that has printed nothing yet) comes back as None from the client.
+    return sum("ReadyForProcessing sent" in (api.read_namespaced_pod_log(name, NAMESPACE) or "")
                for name in names if name) >= count
 
 
