@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from model_services_orchestrator.admission import read_quota
 from model_services_orchestrator.k8s_api import CreateOutcome
 from model_services_orchestrator.kube_errors import TRANSIENT, Invalid, KubeError, NotFound
 from model_services_orchestrator.logs import SecretRedactor
@@ -30,7 +31,7 @@ from model_services_orchestrator.messages.lifecycle_pb2 import ModelHasTerminate
 from model_services_orchestrator.pod_observation import observe_pod
 from model_services_orchestrator.pod_specs import PodSettings, owned_pods_selector, owns, secret_env_names
 from model_services_orchestrator.record_store import RecordStore
-from model_services_orchestrator.runtime import PodChange, Runtime, RuntimeSettings
+from model_services_orchestrator.runtime import PodChange, QuotaApi, Runtime, RuntimeSettings
 
 __all__ = ["FakeBroker", "FakeCluster", "running", "wait_until"]
 
@@ -306,15 +307,19 @@ def runtime_settings(**overrides: Any) -> RuntimeSettings:
 
 
 @contextlib.asynccontextmanager
-async def running(cluster: FakeCluster, broker: FakeBroker, **settings: Any) -> AsyncIterator[Runtime]:
-    """A runtime restored from ``cluster`` and running; leaving the block kills it (no shutdown)."""
+async def running(cluster: FakeCluster, broker: FakeBroker, *, quotas: QuotaApi | None = None,
+                  **settings: Any) -> AsyncIterator[Runtime]:
+    """A runtime restored from ``cluster`` and running; leaving the block kills it (no shutdown).
+    ``quotas``: admission by the namespace's quota, on those quotas (listed before it runs)."""
     options = runtime_settings(**settings)
     records = RecordStore(api=cluster, so=options.so, is_secret=secret_env_names(options.secret_env_name_pattern))
     runtime = Runtime(settings=options, pods=cluster, records=records, publisher=broker, outbox=broker,
-                      redactor=SecretRedactor())
+                      redactor=SecretRedactor(), quotas=quotas)
     cluster.watcher = runtime
     await runtime.restore()
     cluster.relist()
+    if quotas is not None:
+        runtime.quotas_listed([read_quota(quota) for quota in await quotas.list_quotas()])
     task = asyncio.create_task(runtime.run(), name="runtime under test")
     try:
         yield runtime

@@ -20,7 +20,7 @@ from model_services_orchestrator.model_inventory import Delivery, Phase
 from model_services_orchestrator.pod_specs import PodSettings, label_value, secret_env_names
 from model_services_orchestrator.record_store import RecordStore
 from model_services_orchestrator.runtime import Runtime
-from model_services_orchestrator.testing import FakeBroker, FakeCluster, running, runtime_settings, wait_until
+from model_services_orchestrator.testing import FakeBroker, FakeCluster, running, wait_until
 
 SO = "dots-so"
 IMAGE = "model:1"
@@ -426,20 +426,9 @@ def test_admission_decides_again_when_admitted_pods_are_created_not_only_when_a_
     # kube-apiserver counts a pod in `used` before its create returns: a decision taken then counts it twice
     # (used, and still to create). Once the create is seen, the room is there: decided again without waiting
     # for a change of the quota.
-    from model_services_orchestrator.admission import read_quota  # noqa: PLC0415
-
     async def body() -> None:
         cluster, broker, quotas = FakeCluster(), FakeBroker(), _Quotas(hard=3)
-        options = runtime_settings()
-        runtime = Runtime(settings=options, pods=cluster, publisher=broker, outbox=broker,
-                          records=RecordStore(api=cluster, so=SO, is_secret=secret_env_names(
-                              options.secret_env_name_pattern)), redactor=SecretRedactor(), quotas=quotas)
-        cluster.watcher = runtime
-        await runtime.restore()
-        cluster.relist()
-        runtime.quotas_listed([read_quota(quota) for quota in quotas.items()])
-        task = asyncio.create_task(runtime.run())
-        try:
+        async with running(cluster, broker, quotas=quotas) as runtime:
             cluster.fail("create_pod", ServerError("busy", status=503), times=None)
             deploy(runtime, "a", "a1", "a2")
             await wait_until(lambda: runtime.inventory.simulations["a"].queued_at is None, what="a admitted")
@@ -448,9 +437,5 @@ def test_admission_decides_again_when_admitted_pods_are_created_not_only_when_a_
             await wait_until(lambda: runtime.inventory.simulations["b"].waiting_note, what="b waiting")
             cluster.heal()
             await wait_until(lambda: len(cluster.pods) == 3, what="a's pods, then b admitted and its pod")
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            runtime.queue.close()
 
     scenario(body)
